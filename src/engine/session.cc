@@ -1,0 +1,51 @@
+#include "engine/session.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "util/error.h"
+#include "util/sysinfo.h"
+
+namespace leanlm {
+
+Engine::Engine(const EngineOptions& o) : opts_(o) {
+  require_cpu_baseline();
+  if (opts_.ctx <= 0) fail("context size must be positive");
+  if (opts_.batch <= 0) fail("batch size must be positive");
+  model_ = Model::load(o.model_path, o.progress);
+  const int threads = o.threads > 0 ? o.threads : physical_cores();
+  pool_ = std::make_unique<ThreadPool>(threads);
+  forward_ = std::make_unique<Forward>(*model_, *pool_, std::min(opts_.batch, opts_.ctx));
+}
+
+std::unique_ptr<SequenceState> Engine::new_sequence() const { return forward_->new_sequence(opts_.ctx, opts_.kv); }
+
+void Engine::check_fits(const SequenceState& seq, size_t n) const {
+  if (seq.n_past + n > size_t(opts_.ctx))
+    fail(strfmt("prompt too long: %zu tokens after %d already in the context exceed the context size %d (raise -c)",
+                n, seq.n_past, opts_.ctx));
+}
+
+const float* Engine::feed(SequenceState& seq, const std::vector<int>& tokens, std::vector<float>* all_logits,
+                          const std::function<void(int)>& progress) {
+  check_fits(seq, tokens.size());
+  const int V = n_vocab();
+  if (all_logits) all_logits->resize(tokens.size() * size_t(V));
+  const float* last = nullptr;
+  std::vector<BatchEntry> batch;
+  for (size_t i = 0; i < tokens.size(); i += forward_->max_batch()) {
+    const size_t n = std::min<size_t>(forward_->max_batch(), tokens.size() - i);
+    batch.clear();
+    for (size_t j = 0; j < n; ++j) {
+      const bool is_last = i + j + 1 == tokens.size();
+      batch.push_back({&seq, tokens[i + j], seq.n_past + int(j), all_logits != nullptr || is_last});
+    }
+    const float* lg = forward_->run(batch);
+    if (all_logits) std::memcpy(all_logits->data() + i * V, lg, n * V * sizeof(float));
+    last = all_logits ? all_logits->data() + (i + n - 1) * V : lg;
+    if (progress) progress(int(i + n));
+  }
+  return last;
+}
+
+}  // namespace leanlm

@@ -1,0 +1,51 @@
+// The engine: a loaded model, a thread pool and the forward pass, with helpers to feed prompts and
+// generate text for one sequence. The server's scheduler uses Forward::run directly.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/sampler.h"
+#include "kernels/threadpool.h"
+#include "model/forward.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace leanlm {
+
+struct EngineOptions {
+  std::string model_path;
+  int threads = 0;       // 0: one per core
+  int ctx = 4096;        // most positions per sequence
+  int batch = 512;       // most tokens per forward pass
+  KvOptions kv;
+  bool progress = false;
+};
+
+class Engine {
+ public:
+  explicit Engine(const EngineOptions& o);
+  const Model& model() const { return *model_; }
+  const Tokenizer& tokenizer() const { return model_->tokenizer(); }
+  Forward& forward() { return *forward_; }
+  ThreadPool& pool() { return *pool_; }
+  const EngineOptions& options() const { return opts_; }
+  int n_vocab() const { return model_->config().n_vocab; }
+
+  std::unique_ptr<SequenceState> new_sequence() const;
+  // Appends tokens to the sequence (split into batches) and returns the logits after the last one.
+  // With all_logits, `out` receives [tokens.size()][n_vocab] logits (for perplexity/eval).
+  const float* feed(SequenceState& seq, const std::vector<int>& tokens, std::vector<float>* all_logits = nullptr,
+                    const std::function<void(int done)>& progress = nullptr);
+  // Checks that n more positions fit the context; throws a clear Error if not.
+  void check_fits(const SequenceState& seq, size_t n) const;
+
+ private:
+  EngineOptions opts_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<Forward> forward_;
+};
+
+}  // namespace leanlm

@@ -1,0 +1,35 @@
+// y = W x for a batch of activation rows, with W a quantized weight matrix from the model file.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/threadpool.h"
+#include "quant/act_quant.h"
+#include "quant/quant_types.h"
+
+namespace leanlm {
+
+// A weight matrix [n_out rows][n_in] stored row by row in `type` blocks (a view into the mmap).
+struct WeightMat {
+  GgmlType type = GgmlType::F32;
+  int64_t n_in = 0, n_out = 0;
+  const uint8_t* data = nullptr;
+  size_t row_bytes = 0;
+  explicit operator bool() const { return data != nullptr; }
+};
+
+// Scratch reused between calls (quantized activations).
+struct MatmulScratch {
+  ActBatch acts;
+};
+
+// y[t][r] = sum_i W[r][i] * x[t][i]   for t < n_tokens, r < W.n_out.
+// x: [n_tokens][x_stride] (first W.n_in used), y: [n_tokens][y_stride].
+void matmul(ThreadPool& pool, MatmulScratch& scratch, const WeightMat& w, const float* x, int n_tokens,
+            int64_t x_stride, float* y, int64_t y_stride);
+
+// Same, but only output rows [row_begin, row_end) for every token (used for sharded logits).
+void matmul_rows(ThreadPool& pool, MatmulScratch& scratch, const WeightMat& w, const float* x, int n_tokens,
+                 int64_t x_stride, float* y, int64_t y_stride, int64_t row_begin, int64_t row_end);
+
+}  // namespace leanlm

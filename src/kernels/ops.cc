@@ -1,0 +1,200 @@
+#include "kernels/ops.h"
+
+#include <immintrin.h>
+
+#include <cmath>
+
+namespace leanlm {
+
+namespace ref {
+
+void rms_norm(const float* x, const float* w, float* y, int n, float eps) {
+  double ss = 0;
+  for (int i = 0; i < n; ++i) ss += double(x[i]) * x[i];
+  const float inv = float(1.0 / std::sqrt(ss / n + eps));
+  for (int i = 0; i < n; ++i) y[i] = x[i] * inv * (w ? w[i] : 1.f);
+}
+
+void rope(float* x, int head_dim, int n_rot, int pos, float base, float freq_scale, const float* ff,
+          RopeStyle style) {
+  for (int i = 0; i < n_rot / 2; ++i) {
+    double theta = double(pos) * freq_scale * std::pow(double(base), -2.0 * i / n_rot);
+    if (ff) theta /= ff[i];
+    const float c = float(std::cos(theta)), s = float(std::sin(theta));
+    const int a = style == RopeStyle::Normal ? 2 * i : i;
+    const int b = style == RopeStyle::Normal ? 2 * i + 1 : i + n_rot / 2;
+    const float x0 = x[a], x1 = x[b];
+    x[a] = x0 * c - x1 * s;
+    x[b] = x0 * s + x1 * c;
+  }
+}
+
+void softmax(float* x, int n) {
+  float mx = -INFINITY;
+  for (int i = 0; i < n; ++i) mx = std::fmax(mx, x[i]);
+  double sum = 0;
+  for (int i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = float(1.0 / sum);
+  for (int i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void gelu_tanh(const float* x, float* y, int n) {
+  const float k = 0.7978845608028654f;  // sqrt(2/pi)
+  for (int i = 0; i < n; ++i) y[i] = 0.5f * x[i] * (1.f + std::tanh(k * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
+}
+
+void silu(const float* x, float* y, int n) {
+  for (int i = 0; i < n; ++i) y[i] = x[i] / (1.f + std::exp(-x[i]));
+}
+
+}  // namespace ref
+
+namespace {
+
+inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// exp(x) for 8 floats: range reduction x = k ln2 + r, |r| <= ln2/2, degree-6 polynomial
+// (relative error ~2e-7); inputs below -87 flush to 0.
+inline __m256 exp8(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.3f), hi = _mm256_set1_ps(88.3f);
+  x = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
+  const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.3981999507e-3f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+  __m256 res = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  return _mm256_and_ps(res, _mm256_cmp_ps(x, lo, _CMP_GT_OQ));
+}
+
+}  // namespace
+
+void rms_norm(const float* x, const float* w, float* y, int n, float eps) {
+  __m256 acc = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    acc = _mm256_fmadd_ps(v, v, acc);
+  }
+  float ss = hsum8(acc);
+  for (; i < n; ++i) ss += x[i] * x[i];
+  const float inv = 1.f / std::sqrt(ss / n + eps);
+  const __m256 vi = _mm256_set1_ps(inv);
+  for (i = 0; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vi);
+    if (w) v = _mm256_mul_ps(v, _mm256_loadu_ps(w + i));
+    _mm256_storeu_ps(y + i, v);
+  }
+  for (; i < n; ++i) y[i] = x[i] * inv * (w ? w[i] : 1.f);
+}
+
+void rope(float* x, int head_dim, int n_rot, int pos, float base, float freq_scale, const float* ff,
+          RopeStyle style) {
+  ref::rope(x, head_dim, n_rot, pos, base, freq_scale, ff, style);
+}
+
+void softmax(float* x, int n) {
+  __m256 vmx = _mm256_set1_ps(-INFINITY);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(x + i));
+  float mx = -INFINITY;
+  alignas(32) float t[8];
+  _mm256_store_ps(t, vmx);
+  for (float v : t) mx = std::fmax(mx, v);
+  for (; i < n; ++i) mx = std::fmax(mx, x[i]);
+  const __m256 m = _mm256_set1_ps(mx);
+  __m256 acc = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+    _mm256_storeu_ps(x + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float sum = hsum8(acc);
+  for (; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  scale(x, 1.f / sum, n);
+}
+
+void gelu_tanh(const float* x, float* y, int n) {
+  // 0.5 x (1 + tanh(u)) = x * sigmoid(2u) = x / (1 + exp(-2u))
+  const __m256 k2 = _mm256_set1_ps(-2.f * 0.7978845608028654f), c = _mm256_set1_ps(0.044715f);
+  const __m256 one = _mm256_set1_ps(1.f);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 u = _mm256_fmadd_ps(_mm256_mul_ps(c, v), _mm256_mul_ps(v, v), v);
+    const __m256 e = exp8(_mm256_mul_ps(k2, u));
+    _mm256_storeu_ps(y + i, _mm256_div_ps(v, _mm256_add_ps(one, e)));
+  }
+  ref::gelu_tanh(x + i, y + i, n - i);
+}
+
+void silu(const float* x, float* y, int n) {
+  const __m256 one = _mm256_set1_ps(1.f), neg = _mm256_set1_ps(-0.f);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 e = exp8(_mm256_xor_ps(v, neg));
+    _mm256_storeu_ps(y + i, _mm256_div_ps(v, _mm256_add_ps(one, e)));
+  }
+  ref::silu(x + i, y + i, n - i);
+}
+
+void geglu(const float* gate, const float* up, float* y, int n) {
+  gelu_tanh(gate, y, n);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(up + i)));
+  for (; i < n; ++i) y[i] *= up[i];
+}
+
+void swiglu(const float* gate, const float* up, float* y, int n) {
+  silu(gate, y, n);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(up + i)));
+  for (; i < n; ++i) y[i] *= up[i];
+}
+
+void axpy(float a, const float* x, float* y, int n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+void scale(float* x, float a, int n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(va, _mm256_loadu_ps(x + i)));
+  for (; i < n; ++i) x[i] *= a;
+}
+
+float dot_f32(const float* a, const float* b, int n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  float s = hsum8(_mm256_add_ps(acc0, acc1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+}  // namespace leanlm

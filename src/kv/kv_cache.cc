@@ -1,0 +1,135 @@
+#include "kv/kv_cache.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "util/aligned.h"
+#include "util/error.h"
+#include "util/fp16.h"
+
+namespace leanlm {
+
+KvType parse_kv_type(const std::string& name) {
+  if (name == "f16") return KvType::F16;
+  if (name == "f32") return KvType::F32;
+  fail("unknown KV cache type '" + name + "' (supported: f16, f32)");
+}
+
+const char* kv_type_name(KvType t) { return t == KvType::F16 ? "f16" : "f32"; }
+
+namespace {
+
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline void store_elem(float* p, float v) { *p = v; }
+inline void store_elem(uint16_t* p, float v) { *p = f32_to_fp16(v); }
+
+inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Uncompressed keys and values, token-major: [slot][n_kv_head][head_dim]. Full-attention layers
+// grow by doubling; sliding-window layers are a ring of window + max_batch slots, so a batch never
+// overwrites a key that one of its own queries still needs.
+template <typename T>
+class DenseKvStore : public KvStore {
+ public:
+  explicit DenseKvStore(const KvShape& s) : s_(s), row_(s.n_kv_head * s.head_dim) {
+    if (s.head_dim % 8 != 0) fail("KV cache: head size must be a multiple of 8");
+    if (s.window > 0) {
+      ring_ = std::min(s.window + s.max_batch, s.max_ctx > 0 ? s.max_ctx : s.window + s.max_batch);
+      reserve(ring_);
+      pos_.assign(ring_, -1);
+    }
+  }
+
+  void append(int pos, const float* k, const float* v) override {
+    int slot;
+    if (ring_) {
+      slot = pos % ring_;
+    } else {
+      slot = n_;
+      if (slot >= cap_) reserve(std::max(256, cap_ * 2));
+      pos_.push_back(-1);
+      ++n_;
+    }
+    pos_[slot] = pos;
+    T* kd = k_.data() + size_t(slot) * row_;
+    T* vd = v_.data() + size_t(slot) * row_;
+    for (int i = 0; i < row_; ++i) {
+      store_elem(kd + i, k[i]);
+      store_elem(vd + i, v[i]);
+    }
+  }
+
+  int n_slots() const override { return ring_ ? ring_ : n_; }
+  const int32_t* slot_positions() const override { return pos_.data(); }
+
+  void scores(int h, const float* q, int n_q, int q_stride, float* out, int out_stride) const override {
+    const int d = s_.head_dim, n = n_slots();
+    const T* kb = k_.data() + size_t(h) * d;
+    for (int s = 0; s < n; ++s) {
+      const T* kr = kb + size_t(s) * row_;
+      for (int g = 0; g < n_q; ++g) {
+        const float* qg = q + g * q_stride;
+        __m256 acc = _mm256_setzero_ps();
+        for (int i = 0; i < d; i += 8) acc = _mm256_fmadd_ps(load8(kr + i), _mm256_loadu_ps(qg + i), acc);
+        out[g * out_stride + s] = hsum8(acc);
+      }
+    }
+  }
+
+  void accumulate(int h, const float* w, int n_q, int w_stride, float* out, int out_stride) const override {
+    const int d = s_.head_dim, n = n_slots();
+    const T* vb = v_.data() + size_t(h) * d;
+    for (int s = 0; s < n; ++s) {
+      const T* vr = vb + size_t(s) * row_;
+      for (int g = 0; g < n_q; ++g) {
+        const float ws = w[g * w_stride + s];
+        if (ws == 0.f) continue;
+        const __m256 vw = _mm256_set1_ps(ws);
+        float* o = out + g * out_stride;
+        for (int i = 0; i < d; i += 8) _mm256_storeu_ps(o + i, _mm256_fmadd_ps(vw, load8(vr + i), _mm256_loadu_ps(o + i)));
+      }
+    }
+  }
+
+  size_t bytes() const override { return size_t(n_slots()) * row_ * sizeof(T) * 2; }
+
+  void clear() override {
+    if (ring_) std::fill(pos_.begin(), pos_.end(), -1);
+    else {
+      n_ = 0;
+      pos_.clear();
+    }
+  }
+
+ private:
+  void reserve(int cap) {
+    k_.resize(size_t(cap) * row_);
+    v_.resize(size_t(cap) * row_);
+    cap_ = cap;
+  }
+
+  KvShape s_;
+  int row_;
+  int ring_ = 0;  // > 0: ring buffer of that many slots
+  int n_ = 0;     // slots in use (linear mode)
+  int cap_ = 0;
+  AlignedVec<T> k_, v_;
+  std::vector<int32_t> pos_;
+};
+
+}  // namespace
+
+std::unique_ptr<KvStore> make_kv_store(KvType type, const KvShape& shape) {
+  if (type == KvType::F16) return std::make_unique<DenseKvStore<uint16_t>>(shape);
+  return std::make_unique<DenseKvStore<float>>(shape);
+}
+
+}  // namespace leanlm

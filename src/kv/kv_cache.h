@@ -1,0 +1,47 @@
+// The KV cache: one KvStore per (sequence, layer) holding keys and values of all KV heads.
+//
+// Attention never reads keys or values directly; it asks the store for scores q.k over its slots
+// and for the probability-weighted sum of values. That is the seam where compressed codecs (which
+// compute on packed codes or through lookup tables) and eviction policies (which drop slots) plug in.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace leanlm {
+
+struct KvShape {
+  int n_kv_head = 1;
+  int head_dim = 0;
+  int window = 0;    // > 0: sliding-window layer; only the last `window` positions are ever read
+  int max_batch = 0; // most tokens appended between two attention passes (ring slack)
+  int max_ctx = 0;   // most positions a sequence may hold
+};
+
+class KvStore {
+ public:
+  virtual ~KvStore() = default;
+  // Stores k and v ([n_kv_head][head_dim] each) for position pos.
+  virtual void append(int pos, const float* k, const float* v) = 0;
+  // Number of slots that scores()/accumulate() cover, and the position held by each (-1 = empty).
+  virtual int n_slots() const = 0;
+  virtual const int32_t* slot_positions() const = 0;
+  // scores[g][s] = q[g] . k_s for the n_q query vectors q[g] (stride q_stride) of KV head h.
+  virtual void scores(int h, const float* q, int n_q, int q_stride, float* scores, int scores_stride) const = 0;
+  // out[g] += sum_s w[g][s] * v_s for KV head h (slots with w == 0 may be skipped).
+  virtual void accumulate(int h, const float* w, int n_q, int w_stride, float* out, int out_stride) const = 0;
+  // Bytes the store actually holds for its tokens (allocated capacity, codes, scales, ...).
+  virtual size_t bytes() const = 0;
+  // Forgets everything (the sequence starts over).
+  virtual void clear() = 0;
+};
+
+enum class KvType { F16, F32 };
+KvType parse_kv_type(const std::string& name);  // throws on unknown names
+const char* kv_type_name(KvType t);
+
+std::unique_ptr<KvStore> make_kv_store(KvType type, const KvShape& shape);
+
+}  // namespace leanlm

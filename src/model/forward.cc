@@ -1,0 +1,172 @@
+#include "model/forward.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "util/error.h"
+
+namespace leanlm {
+
+size_t SequenceState::kv_bytes() const {
+  size_t b = 0;
+  for (const auto& l : layers) b += l->bytes();
+  return b;
+}
+
+void SequenceState::clear() {
+  for (auto& l : layers) l->clear();
+  n_past = 0;
+}
+
+Forward::Forward(const Model& model, ThreadPool& pool, int max_batch)
+    : m_(model), c_(model.config()), pool_(pool), max_batch_(max_batch) {
+  const size_t T = max_batch;
+  x_.resize(T * c_.n_embd);
+  h_.resize(T * c_.n_embd);
+  o_.resize(T * c_.n_embd);
+  q_.resize(T * c_.n_head * c_.head_dim);
+  att_.resize(T * c_.n_head * c_.head_dim);
+  k_.resize(T * c_.n_head_kv * c_.head_dim);
+  v_.resize(T * c_.n_head_kv * c_.head_dim);
+  gate_.resize(T * c_.n_ff);
+  up_.resize(T * c_.n_ff);
+  act_.resize(T * c_.n_ff);
+  thread_scores_.resize(pool.size());
+}
+
+std::unique_ptr<SequenceState> Forward::new_sequence(int max_ctx, const KvOptions& kv) const {
+  auto s = std::make_unique<SequenceState>();
+  for (int l = 0; l < c_.n_layer; ++l) {
+    KvShape shape;
+    shape.n_kv_head = c_.n_head_kv;
+    shape.head_dim = c_.head_dim;
+    shape.window = c_.is_local(l) ? c_.sliding_window : 0;
+    shape.max_batch = max_batch_;
+    shape.max_ctx = max_ctx;
+    s->layers.push_back(make_kv_store(kv.type, shape));
+  }
+  return s;
+}
+
+void Forward::attention(int layer, const std::vector<BatchEntry>& batch) {
+  const int T = int(batch.size());
+  const int D = c_.head_dim, H = c_.n_head, KVH = c_.n_head_kv, G = H / KVH;
+  const int window = c_.is_local(layer) ? c_.sliding_window : 0;
+  std::fill(att_.begin(), att_.begin() + size_t(T) * H * D, 0.f);
+  pool_.run([&](int ith, int nth) {
+    AlignedVec<float>& sc = thread_scores_[ith];
+    for (int task = ith; task < T * KVH; task += nth) {
+      const int t = task / KVH, h = task % KVH;
+      const KvStore& kv = *batch[t].seq->layers[layer];
+      const int n = kv.n_slots();
+      if (sc.size() < size_t(G) * n) sc.resize(size_t(G) * n);
+      const float* q = q_.data() + (size_t(t) * H + h * G) * D;
+      kv.scores(h, q, G, D, sc.data(), n);
+      // Mask: a query sees its own sequence's positions <= its own, within the window.
+      const int32_t* pos = kv.slot_positions();
+      const int p = batch[t].pos;
+      for (int g = 0; g < G; ++g) {
+        float* row = sc.data() + size_t(g) * n;
+        for (int s = 0; s < n; ++s) {
+          const int kp = pos[s];
+          if (kp < 0 || kp > p || (window > 0 && p - kp >= window)) row[s] = -INFINITY;
+        }
+        softmax(row, n);
+      }
+      kv.accumulate(h, sc.data(), G, n, att_.data() + (size_t(t) * H + h * G) * D, D);
+    }
+  });
+}
+
+const float* Forward::run(const std::vector<BatchEntry>& batch) {
+  const int T = int(batch.size());
+  if (T == 0) return nullptr;
+  if (T > max_batch_) fail(strfmt("internal error: batch of %d exceeds max_batch %d", T, max_batch_));
+  const int E = c_.n_embd, D = c_.head_dim, H = c_.n_head, KVH = c_.n_head_kv, F = c_.n_ff;
+  const int QD = H * D, KVD = KVH * D;
+  for (const auto& b : batch)
+    if (b.token < 0 || b.token >= c_.n_vocab) fail(strfmt("token id %d is out of range", b.token));
+
+  for (int t = 0; t < T; ++t) {
+    m_.embed(batch[t].token, x_.data() + size_t(t) * E);
+    if (c_.embd_scale != 1.f) scale(x_.data() + size_t(t) * E, c_.embd_scale, E);
+  }
+
+  for (int l = 0; l < c_.n_layer; ++l) {
+    const LayerWeights& w = m_.layers()[l];
+    const bool local = c_.is_local(l);
+    for (int t = 0; t < T; ++t) rms_norm(x_.data() + t * E, w.attn_norm.data(), h_.data() + t * E, E, c_.norm_eps);
+    matmul(pool_, mm_, w.wq, h_.data(), T, E, q_.data(), QD);
+    matmul(pool_, mm_, w.wk, h_.data(), T, E, k_.data(), KVD);
+    matmul(pool_, mm_, w.wv, h_.data(), T, E, v_.data(), KVD);
+
+    const float base = local ? c_.rope_base_local : c_.rope_base;
+    const float fscale = local ? 1.f : c_.rope_freq_scale;
+    const float* ff = local ? nullptr : m_.rope_freq_factors();
+    for (int t = 0; t < T; ++t) {
+      float* q = q_.data() + size_t(t) * QD;
+      float* k = k_.data() + size_t(t) * KVD;
+      float* v = v_.data() + size_t(t) * KVD;
+      if (c_.qkv_bias) {
+        axpy(1.f, w.bq.data(), q, QD);
+        axpy(1.f, w.bk.data(), k, KVD);
+        axpy(1.f, w.bv.data(), v, KVD);
+      }
+      const int pos = batch[t].pos;
+      for (int hd = 0; hd < H; ++hd) {
+        float* qh = q + hd * D;
+        if (c_.qk_norm) rms_norm(qh, w.q_norm.data(), qh, D, c_.norm_eps);
+        rope(qh, D, c_.n_rot, pos, base, fscale, ff, c_.rope_style);
+        scale(qh, c_.attn_scale, D);
+      }
+      for (int hd = 0; hd < KVH; ++hd) {
+        float* kh = k + hd * D;
+        if (c_.qk_norm) rms_norm(kh, w.k_norm.data(), kh, D, c_.norm_eps);
+        rope(kh, D, c_.n_rot, pos, base, fscale, ff, c_.rope_style);
+      }
+      batch[t].seq->layers[l]->append(pos, k, v);
+    }
+
+    attention(l, batch);
+    matmul(pool_, mm_, w.wo, att_.data(), T, QD, o_.data(), E);
+    for (int t = 0; t < T; ++t) {
+      float* o = o_.data() + size_t(t) * E;
+      if (c_.post_norms) rms_norm(o, w.post_attn_norm.data(), o, E, c_.norm_eps);
+      axpy(1.f, o, x_.data() + size_t(t) * E, E);
+      rms_norm(x_.data() + size_t(t) * E, w.ffn_norm.data(), h_.data() + size_t(t) * E, E, c_.norm_eps);
+    }
+
+    matmul(pool_, mm_, w.ffn_gate, h_.data(), T, E, gate_.data(), F);
+    matmul(pool_, mm_, w.ffn_up, h_.data(), T, E, up_.data(), F);
+    for (int t = 0; t < T; ++t) {
+      const size_t off = size_t(t) * F;
+      if (c_.ffn_act == FfnAct::GeluTanh) geglu(gate_.data() + off, up_.data() + off, act_.data() + off, F);
+      else swiglu(gate_.data() + off, up_.data() + off, act_.data() + off, F);
+    }
+    matmul(pool_, mm_, w.ffn_down, act_.data(), T, F, o_.data(), E);
+    for (int t = 0; t < T; ++t) {
+      float* o = o_.data() + size_t(t) * E;
+      if (c_.post_norms) rms_norm(o, w.post_ffn_norm.data(), o, E, c_.norm_eps);
+      axpy(1.f, o, x_.data() + size_t(t) * E, E);
+    }
+  }
+
+  for (const auto& b : batch) b.seq->n_past = std::max(b.seq->n_past, b.pos + 1);
+
+  // Final norm and logits, only for the rows that asked for them.
+  int n_out = 0;
+  for (const auto& b : batch) n_out += b.logits;
+  if (n_out == 0) return nullptr;
+  hsel_.resize(size_t(n_out) * E);
+  for (int t = 0, r = 0; t < T; ++t)
+    if (batch[t].logits) rms_norm(x_.data() + size_t(t) * E, m_.output_norm().data(), hsel_.data() + size_t(r++) * E, E, c_.norm_eps);
+  logits_.resize(size_t(n_out) * c_.n_vocab);
+  matmul(pool_, mm_, m_.output(), hsel_.data(), n_out, E, logits_.data(), c_.n_vocab);
+  if (c_.final_logit_softcap > 0.f) {
+    const float cap = c_.final_logit_softcap;
+    for (float& v : logits_) v = cap * std::tanh(v / cap);
+  }
+  return logits_.data();
+}
+
+}  // namespace leanlm

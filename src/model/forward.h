@@ -1,0 +1,59 @@
+// The forward pass shared by all architectures: a batch of tokens from one or more sequences in,
+// next-token logits out. Each token carries its own sequence (KV cache) and position, which is what
+// continuous batching needs.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "kernels/matmul.h"
+#include "kernels/threadpool.h"
+#include "kv/kv_cache.h"
+#include "model/model.h"
+
+namespace leanlm {
+
+// The KV cache of one sequence: one store per layer.
+struct SequenceState {
+  std::vector<std::unique_ptr<KvStore>> layers;
+  int n_past = 0;  // positions 0..n_past-1 are in the cache
+  size_t kv_bytes() const;
+  void clear();
+};
+
+struct KvOptions {
+  KvType type = KvType::F16;
+};
+
+struct BatchEntry {
+  SequenceState* seq = nullptr;
+  int token = 0;
+  int pos = 0;
+  bool logits = false;
+};
+
+class Forward {
+ public:
+  // max_batch: the most tokens one run() may take (larger batches must be split by the caller).
+  Forward(const Model& model, ThreadPool& pool, int max_batch = 512);
+
+  std::unique_ptr<SequenceState> new_sequence(int max_ctx, const KvOptions& kv = {}) const;
+
+  // Appends the batch's keys/values to their sequences and returns the logits of the entries marked
+  // `logits`, in batch order: [n_marked][n_vocab], valid until the next call.
+  const float* run(const std::vector<BatchEntry>& batch);
+  int max_batch() const { return max_batch_; }
+
+ private:
+  void attention(int layer, const std::vector<BatchEntry>& batch);
+
+  const Model& m_;
+  const ModelConfig& c_;
+  ThreadPool& pool_;
+  int max_batch_;
+  MatmulScratch mm_;
+  // Activations, [max_batch][dim]
+  AlignedVec<float> x_, h_, q_, k_, v_, att_, o_, gate_, up_, act_, logits_, hsel_;
+  std::vector<AlignedVec<float>> thread_scores_;  // per thread: [heads per KV head][slots]
+};
+
+}  // namespace leanlm

@@ -1,0 +1,58 @@
+#include "quant/dot.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "util/sysinfo.h"
+
+namespace leanlm {
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return "scalar";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512: return "avx512";
+  }
+  return "?";
+}
+
+namespace {
+struct Tables {
+  DotTable t[3];
+  Tables() {
+    fill_scalar_table(t[0]);
+    t[1] = t[0];
+    fill_avx2_table(t[1]);
+    t[2] = t[1];
+    fill_avx512_table(t[2]);
+  }
+};
+const Tables& tables() {
+  static const Tables tb;
+  return tb;
+}
+}  // namespace
+
+const DotTable& dot_table(Isa isa) { return tables().t[int(isa)]; }
+
+Isa best_isa() {
+  static const Isa isa = [] {
+    const auto& f = cpu_features();
+    Isa best = Isa::Scalar;
+    if (f.avx2 && f.fma && f.f16c) best = Isa::Avx2;
+    if (best == Isa::Avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni) best = Isa::Avx512;
+    if (const char* env = std::getenv("LEANLM_ISA")) {
+      Isa want = best;
+      if (!std::strcmp(env, "scalar")) want = Isa::Scalar;
+      if (!std::strcmp(env, "avx2")) want = Isa::Avx2;
+      if (!std::strcmp(env, "avx512")) want = Isa::Avx512;
+      if (int(want) < int(best)) best = want;
+    }
+    return best;
+  }();
+  return isa;
+}
+
+const DotTable& best_dot_table() { return dot_table(best_isa()); }
+
+}  // namespace leanlm

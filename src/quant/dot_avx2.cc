@@ -1,0 +1,23 @@
+// AVX2 kernels: u8*s8 products through maddubs (int16 pairs) and madd (int32).
+// Codes are at most 63 and activations at most 127 in magnitude, so the int16 pairs never saturate.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "quant/dot.h"
+#include "util/fp16.h"
+
+namespace leanlm {
+namespace avx2 {
+
+inline __m256i dot_u8s8(__m256i u, __m256i s) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+#include "quant/dot_simd_impl.h"
+
+}  // namespace avx2
+
+void fill_avx2_table(DotTable& t) { avx2::fill_common(t); }
+
+}  // namespace leanlm

@@ -1,0 +1,210 @@
+// Every SIMD kernel against its scalar reference, on random inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/ops.h"
+#include "quant/dequant.h"
+#include "quant/dot.h"
+#include "util/fp16.h"
+#include "util/sysinfo.h"
+
+namespace leanlm {
+namespace {
+
+// Random but valid blocks: random bytes, with the fp16 scales replaced by small finite values.
+std::vector<uint8_t> random_row(GgmlType t, int n, std::mt19937& rng) {
+  const TypeTraits& tr = traits(t);
+  std::vector<uint8_t> row(size_t(n / tr.block_elems) * tr.block_bytes);
+  for (auto& b : row) b = uint8_t(rng());
+  std::uniform_real_distribution<float> u(0.001f, 0.05f);
+  auto put_h = [&](uint8_t* p, float v) {
+    uint16_t h = f32_to_fp16_ref(v);
+    std::memcpy(p, &h, 2);
+  };
+  for (size_t off = 0; off < row.size(); off += tr.block_bytes) {
+    uint8_t* b = row.data() + off;
+    switch (t) {
+      case GgmlType::Q4_0: case GgmlType::Q5_0: case GgmlType::Q8_0: put_h(b, u(rng)); break;
+      case GgmlType::Q4_1: case GgmlType::Q5_1: put_h(b, u(rng)); put_h(b + 2, -u(rng)); break;
+      case GgmlType::Q2_K: put_h(b + 80, u(rng)); put_h(b + 82, u(rng)); break;
+      case GgmlType::Q3_K: put_h(b + 108, u(rng)); break;
+      case GgmlType::Q4_K: case GgmlType::Q5_K: put_h(b, u(rng)); put_h(b + 2, u(rng)); break;
+      case GgmlType::Q6_K: put_h(b + 208, u(rng)); break;
+      case GgmlType::F16:
+        for (int i = 0; i < tr.block_bytes; i += 2) put_h(b + i, u(rng) - 0.025f);
+        break;
+      case GgmlType::BF16:
+        for (int i = 0; i < tr.block_bytes; i += 2) {
+          uint16_t h = f32_to_bf16(u(rng) - 0.025f);
+          std::memcpy(b + i, &h, 2);
+        }
+        break;
+      case GgmlType::F32: {
+        float v = u(rng) - 0.025f;
+        std::memcpy(b, &v, 4);
+        break;
+      }
+      default: break;
+    }
+  }
+  return row;
+}
+
+const GgmlType kQuantTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
+                                GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+const GgmlType kFloatTypes[] = {GgmlType::F32, GgmlType::F16, GgmlType::BF16};
+
+std::vector<Isa> available_isas() {
+  std::vector<Isa> v{Isa::Scalar};
+  if (int(best_isa()) >= int(Isa::Avx2)) v.push_back(Isa::Avx2);
+  if (int(best_isa()) >= int(Isa::Avx512)) v.push_back(Isa::Avx512);
+  return v;
+}
+
+TEST(Fp16, ReferenceMatchesF16C) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float a = fp16_to_f32_ref(uint16_t(h)), b = fp16_to_f32(uint16_t(h));
+    if (std::isnan(a)) ASSERT_TRUE(std::isnan(b));
+    else ASSERT_EQ(a, b) << h;
+  }
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> u(-70000.f, 70000.f);
+  for (int i = 0; i < 100000; ++i) {
+    float f = u(rng) * (i % 3 == 0 ? 1e-6f : 1.f);
+    ASSERT_EQ(f32_to_fp16_ref(f), f32_to_fp16(f)) << f;
+  }
+}
+
+// The integer dot of each ISA equals the scalar reference, and both equal the float dot of the
+// dequantized weights with the quantized activations.
+class DotTest : public ::testing::TestWithParam<GgmlType> {};
+
+TEST_P(DotTest, AllIsasMatchReference) {
+  const GgmlType t = GetParam();
+  std::mt19937 rng(42 + int(t));
+  const int n = 1024, rows = 7;
+  const size_t rb = row_bytes(t, n);
+  std::vector<uint8_t> w;
+  for (int r = 0; r < rows; ++r) {
+    auto row = random_row(t, n, rng);
+    w.insert(w.end(), row.begin(), row.end());
+  }
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> x(n);
+  for (float& v : x) v = nd(rng);
+  ActBatch acts;
+  acts.quantize(x.data(), 1, n, n);
+  const ActRow xr = acts.row(0);
+  // x as the int8 codes represent it
+  std::vector<float> xq(n);
+  for (int i = 0; i < n; ++i) xq[i] = xr.q[i] * xr.d[i / 32];
+
+  std::vector<float> ref(rows);
+  dot_table(Isa::Scalar).q[int(t)](n, w.data(), rb, rows, xr, ref.data());
+  std::vector<float> deq(n);
+  for (int r = 0; r < rows; ++r) {
+    dequantize_row(t, w.data() + r * rb, deq.data(), n);
+    double exact = 0, mag = 0;
+    for (int i = 0; i < n; ++i) {
+      exact += double(deq[i]) * xq[i];
+      mag += std::fabs(double(deq[i]) * xq[i]);
+    }
+    EXPECT_NEAR(ref[r], exact, 1e-5 * mag + 1e-6) << "scalar reference vs dequantized, row " << r;
+  }
+  for (Isa isa : available_isas()) {
+    std::vector<float> out(rows);
+    dot_table(isa).q[int(t)](n, w.data(), rb, rows, xr, out.data());
+    for (int r = 0; r < rows; ++r) {
+      dequantize_row(t, w.data() + r * rb, deq.data(), n);
+      double mag = 0;
+      for (int i = 0; i < n; ++i) mag += std::fabs(double(deq[i]) * xq[i]);
+      EXPECT_NEAR(out[r], ref[r], 1e-5 * mag + 1e-6) << isa_name(isa) << " row " << r;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, DotTest, ::testing::ValuesIn(kQuantTypes),
+                         [](const auto& info) { return type_name(uint32_t(info.param)); });
+
+TEST(DotFloat, AllIsasMatchReference) {
+  for (GgmlType t : kFloatTypes) {
+    std::mt19937 rng(7);
+    const int n = 333, rows = 5;
+    const size_t rb = row_bytes(t, n);
+    std::vector<uint8_t> w;
+    for (int r = 0; r < rows; ++r) {
+      auto row = random_row(t, n, rng);
+      w.insert(w.end(), row.begin(), row.end());
+    }
+    std::vector<float> x(n);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    for (float& v : x) v = nd(rng);
+    std::vector<float> ref(rows), out(rows);
+    dot_table(Isa::Scalar).f[int(t)](n, w.data(), rb, rows, x.data(), ref.data());
+    for (Isa isa : available_isas()) {
+      dot_table(isa).f[int(t)](n, w.data(), rb, rows, x.data(), out.data());
+      for (int r = 0; r < rows; ++r) EXPECT_NEAR(out[r], ref[r], 1e-4) << type_name(uint32_t(t)) << " " << isa_name(isa);
+    }
+  }
+}
+
+TEST(ActQuant, RoundTripWithinHalfStep) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.f, 3.f);
+  const int n = 512;
+  std::vector<float> x(n);
+  for (float& v : x) v = nd(rng);
+  x[5] = 0;
+  ActBatch a;
+  a.quantize(x.data(), 1, n, n);
+  ActRow r = a.row(0);
+  for (int i = 0; i < n; ++i) EXPECT_LE(std::fabs(r.q[i] * r.d[i / 32] - x[i]), 0.5f * r.d[i / 32] * 1.0001f);
+  for (int g = 0; g < n / 16; ++g) {
+    int s = 0;
+    for (int i = 0; i < 16; ++i) s += r.q[g * 16 + i];
+    EXPECT_EQ(s, r.sum16[g]);
+  }
+}
+
+TEST(Ops, FastMatchReference) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.f, 2.f);
+  for (int n : {1, 7, 8, 64, 257, 2048}) {
+    std::vector<float> x(n), w(n), a(n), b(n);
+    for (int i = 0; i < n; ++i) {
+      x[i] = nd(rng);
+      w[i] = nd(rng);
+    }
+    ref::rms_norm(x.data(), w.data(), a.data(), n, 1e-6f);
+    rms_norm(x.data(), w.data(), b.data(), n, 1e-6f);
+    for (int i = 0; i < n; ++i) EXPECT_NEAR(a[i], b[i], 1e-4f * (1 + std::fabs(a[i])));
+    ref::gelu_tanh(x.data(), a.data(), n);
+    gelu_tanh(x.data(), b.data(), n);
+    for (int i = 0; i < n; ++i) EXPECT_NEAR(a[i], b[i], 1e-5f * (1 + std::fabs(a[i])));
+    ref::silu(x.data(), a.data(), n);
+    silu(x.data(), b.data(), n);
+    for (int i = 0; i < n; ++i) EXPECT_NEAR(a[i], b[i], 1e-5f * (1 + std::fabs(a[i])));
+    a = x;
+    b = x;
+    a[0] = -INFINITY;
+    b[0] = -INFINITY;
+    ref::softmax(a.data(), n);
+    softmax(b.data(), n);
+    for (int i = 0; i < n; ++i) EXPECT_NEAR(a[i], b[i], 1e-6f);
+  }
+  // RoPE: rotation preserves each pair's norm and position 0 is the identity.
+  std::vector<float> v(256), v0(256);
+  for (float& e : v) e = nd(rng);
+  v0 = v;
+  rope(v.data(), 256, 256, 0, 10000.f, 1.f, nullptr, RopeStyle::NeoX);
+  for (int i = 0; i < 256; ++i) EXPECT_FLOAT_EQ(v[i], v0[i]);
+  rope(v.data(), 256, 256, 1234, 10000.f, 1.f, nullptr, RopeStyle::NeoX);
+  for (int i = 0; i < 128; ++i)
+    EXPECT_NEAR(std::hypot(v[i], v[i + 128]), std::hypot(v0[i], v0[i + 128]), 1e-4);
+}
+
+}  // namespace
+}  // namespace leanlm

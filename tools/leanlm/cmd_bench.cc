@@ -1,0 +1,127 @@
+// leanlm bench: prompt and generation throughput in llama-bench's terms (pp512, tg128, "@ dN").
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "common.h"
+#include "util/sysinfo.h"
+
+namespace leanlm::cli {
+
+namespace {
+
+struct BenchFlags {
+  EngineFlags eng;
+  std::vector<int> n_prompt{512};
+  std::vector<int> n_gen{128};
+  std::vector<int> depth{0};
+  int reps = 5;
+  bool json = false;
+};
+
+struct Stat { double mean, sd; };
+Stat stats(const std::vector<double>& v) {
+  double m = 0;
+  for (double x : v) m += x;
+  m /= v.size();
+  double s = 0;
+  for (double x : v) s += (x - m) * (x - m);
+  return {m, v.size() > 1 ? std::sqrt(s / (v.size() - 1)) : 0.0};
+}
+
+void bench(const BenchFlags& f) {
+  int max_needed = 0;
+  for (int d : f.depth)
+    for (int p : f.n_prompt) max_needed = std::max(max_needed, d + p);
+  for (int d : f.depth)
+    for (int g : f.n_gen) max_needed = std::max(max_needed, d + g);
+  EngineOptions eo = f.eng.resolve(true);
+  eo.ctx = std::max(eo.ctx, max_needed + 1);
+  Engine engine(eo);
+  const int V = engine.n_vocab();
+  std::mt19937 rng(1234);
+  auto random_tokens = [&](int n) {
+    std::vector<int> t(n);
+    for (int& x : t) x = int(rng() % uint32_t(V));
+    return t;
+  };
+
+  nlohmann::json results = nlohmann::json::array();
+  auto report = [&](const std::string& test, int n, int depth, const std::vector<double>& tps, size_t kv_bytes) {
+    Stat s = stats(tps);
+    std::string name = test + std::to_string(n) + (depth ? " @ d" + std::to_string(depth) : "");
+    if (!f.json)
+      std::printf("| %-14s | %10.2f ± %-8.2f | %9s |\n", name.c_str(), s.mean, s.sd,
+                  human_bytes(double(kv_bytes)).c_str());
+    results.push_back({{"test", name}, {"n_tokens", n}, {"depth", depth}, {"tokens_per_second", s.mean},
+                       {"stddev", s.sd}, {"samples", tps}, {"kv_bytes", kv_bytes}});
+  };
+  if (!f.json) {
+    std::printf("model: %s, threads: %d, kv: %s\n", eo.model_path.c_str(), engine.pool().size(), kv_type_name(eo.kv.type));
+    std::printf("| %-14s | %-21s | %-9s |\n|----------------|-----------------------|-----------|\n", "test", "tokens/s",
+                "KV bytes");
+  }
+  for (int depth : f.depth) {
+    for (int np : f.n_prompt) {
+      if (np <= 0) continue;
+      std::vector<double> tps;
+      size_t kvb = 0;
+      for (int r = 0; r < f.reps + 1; ++r) {  // first run warms up
+        auto seq = engine.new_sequence();
+        if (depth) engine.feed(*seq, random_tokens(depth));
+        auto toks = random_tokens(np);
+        const double t0 = now_seconds();
+        engine.feed(*seq, toks);
+        const double dt = now_seconds() - t0;
+        if (r) tps.push_back(np / dt);
+        kvb = seq->kv_bytes();
+      }
+      report("pp", np, depth, tps, kvb);
+    }
+    for (int ng : f.n_gen) {
+      if (ng <= 0) continue;
+      std::vector<double> tps;
+      size_t kvb = 0;
+      for (int r = 0; r < f.reps + 1; ++r) {
+        auto seq = engine.new_sequence();
+        if (depth) engine.feed(*seq, random_tokens(depth));
+        int tok = int(rng() % uint32_t(V));
+        const double t0 = now_seconds();
+        for (int i = 0; i < ng; ++i) {
+          const float* lg = engine.feed(*seq, {tok});
+          tok = Sampler::argmax(lg, V);
+        }
+        const double dt = now_seconds() - t0;
+        if (r) tps.push_back(ng / dt);
+        kvb = seq->kv_bytes();
+      }
+      report("tg", ng, depth, tps, kvb);
+    }
+  }
+  if (f.json) {
+    nlohmann::json j = {{"model", eo.model_path}, {"threads", engine.pool().size()}, {"kv_type", kv_type_name(eo.kv.type)},
+                        {"weight_bytes_per_token", engine.model().weight_bytes_per_token()},
+                        {"peak_rss_bytes", peak_rss_bytes()}, {"results", results}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("peak RSS: %s\n", human_bytes(double(peak_rss_bytes())).c_str());
+  }
+}
+
+}  // namespace
+
+void add_bench(CLI::App& app) {
+  auto f = std::make_shared<BenchFlags>();
+  CLI::App* c = app.add_subcommand("bench", "prompt (pp) and generation (tg) throughput, like llama-bench");
+  f->eng.add(c, 0);
+  c->add_option("-p,--n-prompt", f->n_prompt, "prompt lengths")->delimiter(',')->capture_default_str();
+  c->add_option("-n,--n-gen", f->n_gen, "generation lengths")->delimiter(',')->capture_default_str();
+  c->add_option("-d,--depth", f->depth, "tokens already in the cache")->delimiter(',')->capture_default_str();
+  c->add_option("-r,--reps", f->reps, "repetitions")->check(CLI::Range(1, 1000))->capture_default_str();
+  c->add_flag("--json", f->json, "print JSON");
+  c->callback([f] { bench(*f); });
+}
+
+}  // namespace leanlm::cli

@@ -1,0 +1,93 @@
+// leanlm: run, chat with, evaluate and benchmark GGUF language models on the CPU.
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "common.h"
+#include "util/sysinfo.h"
+
+namespace leanlm::cli {
+
+void EngineFlags::add(CLI::App* app, int default_ctx) {
+  ctx = default_ctx;
+  app->add_option("-m,--model", model, "GGUF model file (default: the model installed by setup)");
+  app->add_option("-t,--threads", threads, "threads (default: one per core)")->check(CLI::Range(0, 1024));
+  app->add_option("-c,--ctx", ctx, "context size in tokens")->check(CLI::Range(1, 1 << 22))->capture_default_str();
+  app->add_option("-b,--batch", batch, "most tokens per forward pass")->check(CLI::Range(1, 1 << 16))
+      ->capture_default_str();
+  app->add_option("--kv-type", kv_type, "KV cache element type: f16, f32")->capture_default_str();
+}
+
+EngineOptions EngineFlags::resolve(bool progress) const {
+  EngineOptions o;
+  o.model_path = model.empty() ? default_model_path() : model;
+  o.threads = threads;
+  o.ctx = ctx;
+  o.batch = batch;
+  o.kv.type = parse_kv_type(kv_type);
+  o.progress = progress;
+  return o;
+}
+
+std::string default_model_path() {
+  if (const char* env = std::getenv("LEANLM_MODEL"); env && *env) return env;
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  const char* name = "gemma-3-270m-q4_k_m.gguf";
+  if (!ec) {
+    for (fs::path dir = exe.parent_path(); !dir.empty() && dir != dir.root_path(); dir = dir.parent_path()) {
+      const fs::path p = dir / "models" / name;
+      if (fs::exists(p, ec)) return p.string();
+    }
+  }
+  if (const char* home = std::getenv("HOME")) {
+    const fs::path p = fs::path(home) / ".cache" / "leanlm" / name;
+    if (fs::exists(p, ec)) return p.string();
+  }
+  fail(std::string("no model given and the default model (") + name +
+       ") is not installed: run scripts/setup.sh or pass -m MODEL");
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) {
+    b /= 1024;
+    ++u;
+  }
+  return strfmt(u ? "%.2f %s" : "%.0f %s", b, units[u]);
+}
+
+}  // namespace leanlm::cli
+
+int main(int argc, char** argv) {
+  using namespace leanlm::cli;
+  CLI::App app{"leanlm: large language models on the CPU in a fraction of the memory"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "leanlm 0.1.0");
+  add_run(app);
+  add_info(app);
+  add_perplexity(app);
+  add_bench(app);
+  add_tokenize(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const leanlm::Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
