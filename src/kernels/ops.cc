@@ -32,6 +32,10 @@ void rope(float* x, int head_dim, int n_rot, int pos, float base, float freq_sca
 void softmax(float* x, int n) {
   float mx = -INFINITY;
   for (int i = 0; i < n; ++i) mx = std::fmax(mx, x[i]);
+  if (mx == -INFINITY) {  // everything masked: no weight anywhere
+    for (int i = 0; i < n; ++i) x[i] = 0.f;
+    return;
+  }
   double sum = 0;
   for (int i = 0; i < n; ++i) {
     x[i] = std::exp(x[i] - mx);
@@ -116,6 +120,10 @@ void softmax(float* x, int n) {
   _mm256_store_ps(t, vmx);
   for (float v : t) mx = std::fmax(mx, v);
   for (; i < n; ++i) mx = std::fmax(mx, x[i]);
+  if (mx == -INFINITY) {
+    for (i = 0; i < n; ++i) x[i] = 0.f;
+    return;
+  }
   const __m256 m = _mm256_set1_ps(mx);
   __m256 acc = _mm256_setzero_ps();
   for (i = 0; i + 8 <= n; i += 8) {

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Produces golden reference outputs from llama.cpp (through llama-cpp-python) for a GGUF model.
+leanlm's reference tests compare against these files, so CI need not rebuild llama.cpp.
+
+    python scripts/make_reference.py --model models/gemma-3-270m-q4_k_m.gguf --out tests/golden/gemma3-270m
+
+Writes reference.json (token ids, greedy continuations with their logit gaps, perplexity) and
+topk.bin (for every scored position: the K most likely next tokens and their log-probabilities).
+"""
+import argparse
+import hashlib
+import json
+import math
+import pathlib
+import sys
+
+import numpy as np
+from llama_cpp import Llama
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+TOKENIZER_CASES = [
+    "Hello world",
+    " leading space and  double  spaces",
+    "Tabs\tand\nnewlines\n\n\nand    runs      of whitespace   \n",
+    "Numbers: 3.14159, 1,000,000 and 2026-11-22.",
+    "Ünïcödé: naïve café, Straße, façade",
+    "日本語のテキストと中文文本，还有한국어 문장.",
+    "Русский текст и ελληνικά γράμματα.",
+    "Emoji: 😀🚀🎉👩‍👩‍👧‍👦 and flags 🇫🇷🇯🇵",
+    "def f(x):\n    return x ** 2  # square\n\nfor i in range(10):\n\tprint(f(i))\n",
+    "#include <stdio.h>\nint main(void) { printf(\"%d\\n\", 42); return 0; }",
+    "<start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\n",
+    "<|im_start|>system\nYou are helpful.<|im_end|>",
+    "HTML <b>bold</b> and <div class=\"x\">div</div>",
+    "Mixed: don't, won't, it's, we'll, I'd, they're, you've",
+    "\u00a0non-breaking\u2003em-space\u200bzero-width",
+    "",
+    "   ",
+    "a" * 300,
+]
+
+GREEDY_PROMPTS = [
+    "The capital of France is",
+    "Once upon a time, in a small village,",
+    "def fibonacci(n):",
+    "To be, or not to be, that is the question:",
+    "The three primary colors are",
+]
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def log_softmax(x):
+    x = x.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--text", default=str(ROOT / "data" / "hamlet.txt"))
+    ap.add_argument("--n-ctx", type=int, default=512)
+    ap.add_argument("--kl-chunks", type=int, default=2)
+    ap.add_argument("--ppl-chunks", type=int, default=8)
+    ap.add_argument("--topk", type=int, default=256)
+    ap.add_argument("--gen", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+
+    out = pathlib.Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    llm = Llama(a.model, n_ctx=a.n_ctx, n_batch=a.n_ctx, n_ubatch=a.n_ctx, n_threads=a.threads,
+                logits_all=True, verbose=False)
+    add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "true") == "true"
+    bos = llm.token_bos()
+
+    ref = {"model_file": pathlib.Path(a.model).name, "model_sha256": sha256(a.model),
+           "text_file": str(pathlib.Path(a.text).relative_to(ROOT)), "n_ctx": a.n_ctx, "topk": a.topk}
+
+    ref["tokenizer"] = [{"text": t, "ids": llm.tokenize(t.encode(), add_bos=True, special=True)}
+                        for t in TOKENIZER_CASES]
+
+    text = pathlib.Path(a.text).read_text(encoding="utf-8")
+    tokens = llm.tokenize(text.encode(), add_bos=True, special=False)
+    n_chunks = max(a.kl_chunks, a.ppl_chunks)
+    if len(tokens) < n_chunks * a.n_ctx:
+        sys.exit("text too short")
+
+    # Perplexity exactly as llama-perplexity computes it, and the top-k tables of the KL chunks.
+    nll, nll2, count = 0.0, 0.0, 0
+    first = a.n_ctx // 2
+    chunks, ids_all, lp_all = [], [], []
+    for c in range(n_chunks):
+        chunk = tokens[c * a.n_ctx:(c + 1) * a.n_ctx]
+        if add_bos:
+            chunk[0] = bos
+        llm.reset()
+        llm.eval(chunk)
+        lp = log_softmax(np.array(llm.scores[:a.n_ctx], dtype=np.float32))
+        if c < a.ppl_chunks:
+            for j in range(first, a.n_ctx - 1):
+                v = lp[j, chunk[j + 1]]
+                nll -= v
+                nll2 += v * v
+                count += 1
+        if c < a.kl_chunks:
+            chunks.append(chunk)
+            top = np.argsort(-lp, axis=1)[:, :a.topk]
+            ids_all.append(top.astype(np.int32))
+            lp_all.append(np.take_along_axis(lp, top, axis=1).astype(np.float32))
+        print(f"chunk {c + 1}/{n_chunks}", file=sys.stderr)
+    mean = nll / count
+    ppl = math.exp(mean)
+    err = ppl * math.sqrt(max(0.0, nll2 / count - mean * mean) / (count - 1))
+    ref["kl_chunks"] = chunks
+    ref["perplexity"] = {"n_ctx": a.n_ctx, "chunks": a.ppl_chunks, "ppl": ppl, "ppl_err": err, "scored": count}
+    with open(out / "topk.bin", "wb") as f:
+        np.concatenate(ids_all).tofile(f)
+        np.concatenate(lp_all).tofile(f)
+
+    # Greedy continuations, with the gap between the best two logits at every step.
+    greedy = []
+    for p in GREEDY_PROMPTS:
+        llm.reset()
+        toks = llm.tokenize(p.encode(), add_bos=True, special=False)
+        llm.eval(toks)
+        gen, gaps = [], []
+        for _ in range(a.gen):
+            logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+            top2 = np.sort(logits)[-2:]
+            nxt = int(np.argmax(logits))
+            gen.append(nxt)
+            gaps.append(float(top2[1] - top2[0]))
+            llm.eval([nxt])
+        greedy.append({"prompt": p, "prompt_tokens": toks, "tokens": gen, "gaps": gaps})
+    ref["greedy"] = greedy
+
+    (out / "reference.json").write_text(json.dumps(ref, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {out}: ppl {ppl:.4f} +/- {err:.4f}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
