@@ -140,7 +140,7 @@ void read_value(Cursor& c, GgufType t, GgufValue& v, const char* what, int depth
   uint64_t count = c.read<uint64_t>(what);
   // Every element takes at least scalar_size bytes, so a count beyond that is corrupt.
   if (count > c.remaining() / scalar_size(v.elem_type))
-    fail(strfmt("array count %llu exceeds the file in %s", (unsigned long long)count, what));
+    fail(strfmt("truncated or corrupt file: array count %llu exceeds its size in %s", (unsigned long long)count, what));
   if (v.elem_type == GgufType::STRING) {
     v.strs.reserve(count);
     for (uint64_t k = 0; k < count; ++k) v.strs.push_back(c.read_string(what));
@@ -214,9 +214,9 @@ void GgufFile::parse_all() {
   const uint64_t n_tensors = c.read<uint64_t>("header");
   const uint64_t n_kv = c.read<uint64_t>("header");
   // A key/value takes at least 8+4+1 bytes and a tensor entry at least 8+4+8+4+8.
-  if (n_kv > c.remaining() / 13) fail(strfmt("metadata count %llu exceeds the file", (unsigned long long)n_kv));
+  if (n_kv > c.remaining() / 13) fail(strfmt("truncated or corrupt file: metadata count %llu exceeds its size", (unsigned long long)n_kv));
   if (n_tensors > c.remaining() / 32)
-    fail(strfmt("tensor count %llu exceeds the file", (unsigned long long)n_tensors));
+    fail(strfmt("truncated or corrupt file: tensor count %llu exceeds its size", (unsigned long long)n_tensors));
 
   for (uint64_t k = 0; k < n_kv; ++k) {
     const std::string what = strfmt("metadata entry %llu", (unsigned long long)k);

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Bad input to the CLI: each case must print one "error: ..." line and exit with status 1.
+set -u
+LEANLM="$1"
+ROOT="$2"
+MODEL="$ROOT/models/gemma-3-270m-q4_k_m.gguf"
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+fails=0
+expect_error() {  # name, expected substring, command...
+  local name="$1" want="$2"
+  shift 2
+  "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$?
+  local lines
+  lines=$(grep -c . "$TMP/err")
+  if [ "$rc" -ne 1 ] || [ "$lines" -ne 1 ] || ! grep -q "^error: .*$want" "$TMP/err"; then
+    echo "FAIL $name: rc=$rc, stderr:"; cat "$TMP/err"; fails=$((fails + 1))
+  else
+    echo "ok   $name: $(cat "$TMP/err")"
+  fi
+}
+head -c 1000000 "$MODEL" > "$TMP/cut1.gguf"
+head -c 100 "$MODEL" > "$TMP/cut2.gguf"
+printf 'not a model at all' > "$TMP/text.gguf"
+"$ROOT/.venv/bin/python" - "$TMP/unknown-arch.gguf" <<'PY'
+import sys, numpy as np, gguf
+w = gguf.GGUFWriter(sys.argv[1], "mamba9")
+w.add_block_count(1)
+w.add_tensor("token_embd.weight", np.zeros((4, 32), dtype=np.float32))
+w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+PY
+expect_error "missing model" "cannot open" "$LEANLM" run -m "$TMP/nope.gguf" -p hi
+expect_error "truncated model" "truncated" "$LEANLM" run -m "$TMP/cut1.gguf" -p hi
+expect_error "header-only model" "truncated" "$LEANLM" info -m "$TMP/cut2.gguf"
+expect_error "not a GGUF" "bad magic" "$LEANLM" run -m "$TMP/text.gguf" -p hi
+expect_error "unsupported architecture" "unsupported architecture 'mamba9'" "$LEANLM" run -m "$TMP/unknown-arch.gguf" -p hi
+expect_error "prompt longer than context" "prompt too long" "$LEANLM" run -m "$MODEL" -c 16 -p "$(printf 'word %.0s' {1..40})"
+expect_error "bad KV type" "unknown KV cache type" "$LEANLM" run -m "$MODEL" --kv-type q9 -p hi
+expect_error "missing text file" "cannot open" "$LEANLM" perplexity -m "$MODEL" -f "$TMP/none.txt"
+"$LEANLM" run -m "$MODEL" --bogus-flag >/dev/null 2>&1; rc=$?
+if [ "$rc" -eq 0 ]; then echo "FAIL unknown flag accepted"; fails=$((fails + 1)); else echo "ok   unknown flag: rc=$rc"; fi
+echo "$((9 - fails)) passed, $fails failed"
+[ "$fails" -eq 0 ]
