@@ -27,5 +27,6 @@ void add_info(CLI::App& app);
 void add_perplexity(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_tokenize(CLI::App& app);
+void add_chat(CLI::App& app);
 
 }  // namespace leanlm::cli

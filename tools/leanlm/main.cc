@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
   add_perplexity(app);
   add_bench(app);
   add_tokenize(app);
+  add_chat(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
