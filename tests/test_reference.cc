@@ -38,8 +38,6 @@ const Golden& golden() {
     if (!js) throw std::runtime_error("missing " + dir + "reference.json");
     g.ref = nlohmann::json::parse(js);
     std::ifstream bin(dir + "topk.bin", std::ios::binary);
-    const size_t n = 0;
-    (void)n;
     size_t rows = 0;
     for (const auto& c : g.ref["kl_chunks"]) rows += c.size();
     const size_t k = g.ref["topk"].get<size_t>();

@@ -1,4 +1,5 @@
 #include "kernels/ops.h"
+#include "kernels/simd_util.h"
 
 #include <immintrin.h>
 
@@ -58,12 +59,6 @@ void silu(const float* x, float* y, int n) {
 
 namespace {
 
-inline float hsum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // exp(x) for 8 floats: range reduction x = k ln2 + r, |r| <= ln2/2, degree-6 polynomial
 // (relative error ~2e-7); inputs below -87 flush to 0.

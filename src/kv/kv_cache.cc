@@ -1,4 +1,5 @@
 #include "kv/kv_cache.h"
+#include "kernels/simd_util.h"
 
 #include <immintrin.h>
 
@@ -26,12 +27,6 @@ inline __m256 load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(
 inline void store_elem(float* p, float v) { *p = v; }
 inline void store_elem(uint16_t* p, float v) { *p = f32_to_fp16(v); }
 
-inline float hsum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // Uncompressed keys and values, token-major: [slot][n_kv_head][head_dim]. Full-attention layers
 // grow by doubling; sliding-window layers are a ring of window + max_batch slots, so a batch never

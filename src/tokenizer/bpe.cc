@@ -35,13 +35,6 @@ void append_utf8(std::string& s, uint32_t cp) {
   }
 }
 
-size_t utf8_len(unsigned char c) {
-  if (c < 0x80) return 1;
-  if ((c >> 5) == 0x6) return 2;
-  if ((c >> 4) == 0xE) return 3;
-  if ((c >> 3) == 0x1E) return 4;
-  return 1;
-}
 
 class BpeTokenizer : public Tokenizer {
  public:

@@ -12,13 +12,6 @@ namespace {
 
 const std::string kSpace = "\xE2\x96\x81";  // U+2581
 
-size_t utf8_len(unsigned char c) {
-  if (c < 0x80) return 1;
-  if ((c >> 5) == 0x6) return 2;
-  if ((c >> 4) == 0xE) return 3;
-  if ((c >> 3) == 0x1E) return 4;
-  return 1;  // invalid lead byte: treat as one byte
-}
 
 class SpmTokenizer : public Tokenizer {
  public:

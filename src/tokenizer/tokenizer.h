@@ -10,6 +10,15 @@ namespace leanlm {
 
 class GgufFile;
 
+// Bytes in the UTF-8 sequence that starts with c (1 for an invalid lead byte).
+inline size_t utf8_len(unsigned char c) {
+  if (c < 0x80) return 1;
+  if ((c >> 5) == 0x6) return 2;
+  if ((c >> 4) == 0xE) return 3;
+  if ((c >> 3) == 0x1E) return 4;
+  return 1;
+}
+
 enum class TokenType { Undefined = 0, Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6 };
 
 class Tokenizer {
