@@ -5,6 +5,7 @@
 
 #include "kernels/threadpool.h"
 #include "quant/act_quant.h"
+#include "quant/gemm.h"
 #include "quant/quant_types.h"
 
 namespace leanlm {
@@ -20,8 +21,12 @@ struct WeightMat {
 
 // Scratch reused between calls (quantized activations).
 struct MatmulScratch {
-  ActBatch acts;
+  ActBatch acts;      // per-row kernels
+  ActPanels panels;   // GEMM
 };
+
+// Batches of at least this many tokens go through the GEMM (gemm.h) when the CPU has a fast one.
+constexpr int kMinGemmTokens = 4;
 
 // y[t][r] = sum_i W[r][i] * x[t][i]   for t < n_tokens, r < W.n_out.
 // x: [n_tokens][x_stride] (first W.n_in used), y: [n_tokens][y_stride].

@@ -1,15 +1,26 @@
 // Activations quantized to int8 for integer dot products with quantized weights.
 //
-// A row of n floats (n % 32 == 0) becomes n int8 codes in [-127, 127], one float scale per 32
-// elements, and one int16 sum of codes per 16 elements (the K formats subtract per-sub-block
-// offsets, which need those sums). Finer than the weights' blocks, so one format serves all types.
+// A row of n floats (n % 32 == 0) becomes n int8 codes, one float scale per 32 elements, and one
+// int16 sum of codes per 16 elements (the K formats subtract per-sub-block offsets, which need
+// those sums). Two schemes fill that one layout, the same two llama.cpp uses, so that both engines
+// multiply the same integers:
+//   Q8_0  one scale per 32: d = amax/127 rounded to fp16; codes = round(x * 127/amax)
+//         (legacy weight formats Q4_0 ... Q8_0)
+//   Q8_K  one scale per 256: codes = round(x * -127/max), d = 1/(-127/max), max the element of
+//         largest magnitude (K formats; every 32-block of a 256-block gets the same d)
+// Rounding is to nearest, ties to even, in both.
 #pragma once
 #include <cstdint>
 #include <vector>
 
+#include "quant/quant_types.h"
 #include "util/aligned.h"
 
 namespace leanlm {
+
+enum class ActScheme { Q8_0, Q8_K };
+// The scheme used with a weight type (Q8_K for the K formats, Q8_0 otherwise).
+ActScheme act_scheme(GgmlType weight_type);
 
 struct ActRow {
   const int8_t* q;      // [n]
@@ -17,12 +28,12 @@ struct ActRow {
   const int16_t* sum16; // [n/16]
 };
 
-void quantize_act_row(const float* x, int n, int8_t* q, float* d, int16_t* sum16);
+void quantize_act_row(const float* x, int n, int8_t* q, float* d, int16_t* sum16, ActScheme scheme);
 
 // Quantized copies of a batch of activation rows.
 class ActBatch {
  public:
-  void quantize(const float* x, int rows, int n, int64_t x_stride);
+  void quantize(const float* x, int rows, int n, int64_t x_stride, ActScheme scheme);
   ActRow row(int r) const {
     return {q_.data() + int64_t(r) * n_, d_.data() + int64_t(r) * (n_ / 32),
             s_.data() + int64_t(r) * (n_ / 16)};
