@@ -48,6 +48,12 @@ void softmax(float* x, int n) {
   for (int i = 0; i < n; ++i) x[i] *= inv;
 }
 
+float exp_shift_sum(float* x, int n, float m) {
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum += x[i] = std::exp(x[i] - m);
+  return float(sum);
+}
+
 void gelu_tanh(const float* x, float* y, int n) {
   const float k = 0.7978845608028654f;  // sqrt(2/pi)
   for (int i = 0; i < n; ++i) y[i] = 0.5f * x[i] * (1.f + std::tanh(k * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
@@ -106,6 +112,20 @@ void rms_norm(const float* x, const float* w, float* y, int n, float eps) {
 void rope(float* x, int head_dim, int n_rot, int pos, float base, float freq_scale, const float* ff,
           RopeStyle style) {
   ref::rope(x, head_dim, n_rot, pos, base, freq_scale, ff, style);
+}
+
+float exp_shift_sum(float* x, int n, float m) {
+  const __m256 vm = _mm256_set1_ps(m);
+  __m256 acc = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+    _mm256_storeu_ps(x + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float sum = hsum8(acc);
+  for (; i < n; ++i) sum += x[i] = std::exp(x[i] - m);
+  return sum;
 }
 
 void softmax(float* x, int n) {

@@ -14,6 +14,7 @@ void rms_norm(const float* x, const float* w, float* y, int n, float eps);
 void rope(float* x, int head_dim, int n_rot, int pos, float base, float freq_scale, const float* freq_factors,
           RopeStyle style);
 void softmax(float* x, int n);  // in place
+float exp_shift_sum(float* x, int n, float m);
 void gelu_tanh(const float* x, float* y, int n);
 void silu(const float* x, float* y, int n);
 }  // namespace ref
@@ -25,6 +26,8 @@ void rms_norm(const float* x, const float* w, float* y, int n, float eps);
 void rope(float* x, int head_dim, int n_rot, int pos, float base, float freq_scale, const float* freq_factors,
           RopeStyle style);
 void softmax(float* x, int n);
+// x[i] = exp(x[i] - m) (-inf gives 0); returns the sum. The pieces of a softmax computed in chunks.
+float exp_shift_sum(float* x, int n, float m);
 void gelu_tanh(const float* x, float* y, int n);
 void silu(const float* x, float* y, int n);
 // y[i] = act(gate[i]) * up[i]

@@ -28,10 +28,13 @@ class KvStore {
   // Number of slots that scores()/accumulate() cover, and the position held by each (-1 = empty).
   virtual int n_slots() const = 0;
   virtual const int32_t* slot_positions() const = 0;
-  // scores[g][s] = q[g] . k_s for the n_q query vectors q[g] (stride q_stride) of KV head h.
-  virtual void scores(int h, const float* q, int n_q, int q_stride, float* scores, int scores_stride) const = 0;
-  // out[g] += sum_s w[g][s] * v_s for KV head h (slots with w == 0 may be skipped).
-  virtual void accumulate(int h, const float* w, int n_q, int w_stride, float* out, int out_stride) const = 0;
+  // scores[i][s - s0] = q_i . k_s  for the n_q query vectors q_i (q_stride apart) of KV head h and
+  // the slots s in [s0, s1). Many queries at once: a prompt's tokens share the keys they read.
+  virtual void scores(int h, const float* q, int n_q, int q_stride, int s0, int s1, float* scores,
+                      int scores_stride) const = 0;
+  // out[i] += sum_{s in [s0, s1)} w[i][s - s0] * v_s  for KV head h (weights of 0 may be skipped).
+  virtual void accumulate(int h, const float* w, int n_q, int w_stride, int s0, int s1, float* out,
+                          int out_stride) const = 0;
   // Bytes the store actually holds for its tokens (allocated capacity, codes, scales, ...).
   virtual size_t bytes() const = 0;
   // Forgets everything (the sequence starts over).

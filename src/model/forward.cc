@@ -19,7 +19,7 @@ void SequenceState::clear() {
 }
 
 Forward::Forward(const Model& model, ThreadPool& pool, int max_batch)
-    : m_(model), c_(model.config()), pool_(pool), max_batch_(max_batch) {
+    : m_(model), c_(model.config()), pool_(pool), max_batch_(max_batch), attn_(pool.size()) {
   const size_t T = max_batch;
   x_.resize(T * c_.n_embd);
   h_.resize(T * c_.n_embd);
@@ -31,7 +31,6 @@ Forward::Forward(const Model& model, ThreadPool& pool, int max_batch)
   gate_.resize(T * c_.n_ff);
   up_.resize(T * c_.n_ff);
   act_.resize(T * c_.n_ff);
-  thread_scores_.resize(pool.size());
 }
 
 std::unique_ptr<SequenceState> Forward::new_sequence(int max_ctx, const KvOptions& kv) const {
@@ -49,33 +48,14 @@ std::unique_ptr<SequenceState> Forward::new_sequence(int max_ctx, const KvOption
 }
 
 void Forward::attention(int layer, const std::vector<BatchEntry>& batch) {
-  const int T = int(batch.size());
-  const int D = c_.head_dim, H = c_.n_head, KVH = c_.n_head_kv, G = H / KVH;
-  const int window = c_.is_local(layer) ? c_.sliding_window : 0;
-  std::fill(att_.begin(), att_.begin() + size_t(T) * H * D, 0.f);
-  pool_.run([&](int ith, int nth) {
-    AlignedVec<float>& sc = thread_scores_[ith];
-    for (int task = ith; task < T * KVH; task += nth) {
-      const int t = task / KVH, h = task % KVH;
-      const KvStore& kv = *batch[t].seq->layers[layer];
-      const int n = kv.n_slots();
-      if (sc.size() < size_t(G) * n) sc.resize(size_t(G) * n);
-      const float* q = q_.data() + (size_t(t) * H + h * G) * D;
-      kv.scores(h, q, G, D, sc.data(), n);
-      // Mask: a query sees its own sequence's positions <= its own, within the window.
-      const int32_t* pos = kv.slot_positions();
-      const int p = batch[t].pos;
-      for (int g = 0; g < G; ++g) {
-        float* row = sc.data() + size_t(g) * n;
-        for (int s = 0; s < n; ++s) {
-          const int kp = pos[s];
-          if (kp < 0 || kp > p || (window > 0 && p - kp >= window)) row[s] = -INFINITY;
-        }
-        softmax(row, n);
-      }
-      kv.accumulate(h, sc.data(), G, n, att_.data() + (size_t(t) * H + h * G) * D, D);
-    }
-  });
+  AttnShape shape;
+  shape.n_head = c_.n_head;
+  shape.n_head_kv = c_.n_head_kv;
+  shape.head_dim = c_.head_dim;
+  shape.window = c_.is_local(layer) ? c_.sliding_window : 0;
+  attn_tokens_.resize(batch.size());
+  for (size_t t = 0; t < batch.size(); ++t) attn_tokens_[t] = {batch[t].seq->layers[layer].get(), batch[t].pos};
+  attn_.run(pool_, shape, attn_tokens_, q_.data(), att_.data());
 }
 
 const float* Forward::run(const std::vector<BatchEntry>& batch) {

@@ -5,6 +5,7 @@
 #include <memory>
 #include <vector>
 
+#include "attention/attention.h"
 #include "kernels/matmul.h"
 #include "kernels/threadpool.h"
 #include "kv/kv_cache.h"
@@ -53,7 +54,8 @@ class Forward {
   MatmulScratch mm_;
   // Activations, [max_batch][dim]
   AlignedVec<float> x_, h_, q_, k_, v_, att_, o_, gate_, up_, act_, logits_, hsel_;
-  std::vector<AlignedVec<float>> thread_scores_;  // per thread: [heads per KV head][slots]
+  Attention attn_;
+  std::vector<AttnToken> attn_tokens_;
 };
 
 }  // namespace leanlm

@@ -1,0 +1,202 @@
+#include "attention/attention.h"
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/ops.h"
+
+namespace leanlm {
+
+namespace {
+
+// Slots are scored in chunks of at most this many, with an online softmax across chunks, so the
+// score buffer stays small at any context length.
+constexpr int kSlotChunk = 2048;
+// A split of a decode step's slots is worth a thread only above this many slots.
+constexpr int kMinSlotsPerSplit = 256;
+
+struct SlotRange {
+  int s0, s1;
+};
+
+// Maximal runs of slots whose positions lie in [lo, hi].
+void visible_ranges(const KvStore& kv, int lo, int hi, std::vector<SlotRange>& out) {
+  out.clear();
+  const int n = kv.n_slots();
+  const int32_t* pos = kv.slot_positions();
+  int start = -1;
+  for (int s = 0; s <= n; ++s) {
+    const bool vis = s < n && pos[s] >= 0 && pos[s] >= lo && pos[s] <= hi;
+    if (vis && start < 0) start = s;
+    if (!vis && start >= 0) {
+      out.push_back({start, s});
+      start = -1;
+    }
+  }
+}
+
+// The sub-ranges of `all` that make up part `split` of `n_splits` equal shares of their slots.
+void share_of(const std::vector<SlotRange>& all, int split, int n_splits, std::vector<SlotRange>& out) {
+  int64_t total = 0;
+  for (const auto& r : all) total += r.s1 - r.s0;
+  const int64_t b = total * split / n_splits, e = total * (split + 1) / n_splits;
+  out.clear();
+  int64_t seen = 0;
+  for (const auto& r : all) {
+    const int64_t len = r.s1 - r.s0;
+    const int64_t lo = std::max<int64_t>(b, seen), hi = std::min<int64_t>(e, seen + len);
+    if (lo < hi) out.push_back({int(r.s0 + (lo - seen)), int(r.s0 + (hi - seen))});
+    seen += len;
+  }
+}
+
+}  // namespace
+
+Attention::Attention(int n_threads) : scratch_(std::max(1, n_threads)) {}
+
+void Attention::run_task(const Task& task, const AttnShape& sh, const std::vector<AttnToken>& tokens, const float* q,
+                         float* out, Scratch& sc, float* part_out, float* part_max, float* part_sum) {
+  const int D = sh.head_dim, H = sh.n_head, G = sh.n_head / sh.n_head_kv, h = task.kv_head;
+  const int nq = task.count * G;  // query rows: token-major, then the G heads sharing this KV head
+  const KvStore& kv = *tokens[task.first].kv;
+
+  int pmin = INT_MAX, pmax = INT_MIN;
+  for (int t = 0; t < task.count; ++t) {
+    pmin = std::min(pmin, tokens[task.first + t].pos);
+    pmax = std::max(pmax, tokens[task.first + t].pos);
+  }
+  thread_local std::vector<SlotRange> all, mine;
+  visible_ranges(kv, sh.window > 0 ? pmin - sh.window + 1 : INT_MIN, pmax, all);
+  if (task.n_splits > 1) share_of(all, task.split, task.n_splits, mine);
+  else mine = all;
+
+  // Gather this task's queries: [nq][D].
+  if (sc.q.size() < size_t(nq) * D) sc.q.resize(size_t(nq) * D);
+  for (int t = 0; t < task.count; ++t)
+    std::memcpy(sc.q.data() + size_t(t) * G * D, q + (size_t(task.first + t) * H + size_t(h) * G) * D,
+                size_t(G) * D * sizeof(float));
+
+  if (sc.out.size() < size_t(nq) * D) sc.out.resize(size_t(nq) * D);
+  std::fill(sc.out.begin(), sc.out.begin() + size_t(nq) * D, 0.f);
+  if (sc.scores.size() < size_t(nq) * kSlotChunk) sc.scores.resize(size_t(nq) * kSlotChunk);
+  std::vector<float> row_max(nq, -INFINITY), row_sum(nq, 0.f);
+
+  const int32_t* slot_pos = kv.slot_positions();
+  for (const SlotRange& r : mine) {
+    for (int c0 = r.s0; c0 < r.s1; c0 += kSlotChunk) {
+      const int c1 = std::min(r.s1, c0 + kSlotChunk), nc = c1 - c0;
+      float* S = sc.scores.data();  // [nq][nc]
+      kv.scores(h, sc.q.data(), nq, D, c0, c1, S, nc);
+      for (int i = 0; i < nq; ++i) {
+        const int p = tokens[task.first + i / G].pos;
+        float* row = S + size_t(i) * nc;
+        float m = -INFINITY;
+        for (int j = 0; j < nc; ++j) {
+          const int kp = slot_pos[c0 + j];
+          if (kp > p || (sh.window > 0 && p - kp >= sh.window)) row[j] = -INFINITY;
+          else m = std::max(m, row[j]);
+        }
+        if (m == -INFINITY) {  // nothing visible to this query in the chunk
+          std::fill(row, row + nc, 0.f);
+          continue;
+        }
+        if (m > row_max[i]) {  // rescale what was accumulated under the old maximum
+          const float f = row_max[i] == -INFINITY ? 0.f : std::exp(row_max[i] - m);
+          scale(sc.out.data() + size_t(i) * D, f, D);
+          row_sum[i] *= f;
+          row_max[i] = m;
+        }
+        row_sum[i] += exp_shift_sum(row, nc, row_max[i]);
+      }
+      kv.accumulate(h, S, nq, nc, c0, c1, sc.out.data(), D);
+    }
+  }
+
+  if (task.n_splits > 1) {  // partial results, merged by run()
+    std::memcpy(part_out, sc.out.data(), size_t(nq) * D * sizeof(float));
+    std::copy(row_max.begin(), row_max.end(), part_max);
+    std::copy(row_sum.begin(), row_sum.end(), part_sum);
+    return;
+  }
+  for (int i = 0; i < nq; ++i) {
+    const int t = task.first + i / G, g = i % G;
+    float* dst = out + (size_t(t) * H + size_t(h) * G + g) * D;
+    const float inv = row_sum[i] > 0.f ? 1.f / row_sum[i] : 0.f;
+    for (int e = 0; e < D; ++e) dst[e] = sc.out[size_t(i) * D + e] * inv;
+  }
+}
+
+void Attention::run(ThreadPool& pool, const AttnShape& sh, const std::vector<AttnToken>& tokens, const float* q,
+                    float* out) {
+  const int T = int(tokens.size());
+  const int G = sh.n_head / sh.n_head_kv, D = sh.head_dim;
+  std::vector<Task> tasks;
+  for (int first = 0; first < T;) {
+    int end = first;
+    while (end < T && tokens[end].kv == tokens[first].kv) ++end;
+    for (int b = first; b < end; b += kQueryBlock)
+      for (int h = 0; h < sh.n_head_kv; ++h) tasks.push_back({b, std::min(kQueryBlock, end - b), h, 0, 1});
+    first = end;
+  }
+
+  // Fewer tasks than threads (decode): split each task's slots between threads.
+  const int nth = pool.size();
+  int n_splits = 1;
+  if (int(tasks.size()) < nth) {
+    int max_slots = 0;
+    for (const Task& t : tasks) max_slots = std::max(max_slots, tokens[t.first].kv->n_slots());
+    n_splits = std::max(1, std::min(nth / int(tasks.size()), max_slots / kMinSlotsPerSplit));
+  }
+  if (n_splits > 1) {
+    std::vector<Task> split;
+    for (const Task& t : tasks)
+      for (int s = 0; s < n_splits; ++s) split.push_back({t.first, t.count, t.kv_head, s, n_splits});
+    tasks.swap(split);
+    size_t rows = 0;
+    for (const Task& t : tasks) rows += size_t(t.count) * G;
+    part_out_.resize(rows * D);
+    part_max_.resize(rows);
+    part_sum_.resize(rows);
+  }
+  if (int(scratch_.size()) < nth) scratch_.resize(nth);
+
+  std::vector<size_t> row_offset(tasks.size() + 1, 0);  // each task's first row in the partials
+  for (size_t i = 0; i < tasks.size(); ++i) row_offset[i + 1] = row_offset[i] + size_t(tasks[i].count) * G;
+  std::atomic<size_t> next{0};
+  pool.run([&](int ith, int) {
+    for (size_t i; (i = next.fetch_add(1)) < tasks.size();) {
+      const bool part = n_splits > 1;
+      run_task(tasks[i], sh, tokens, q, out, scratch_[ith], part ? part_out_.data() + row_offset[i] * D : nullptr,
+               part ? part_max_.data() + row_offset[i] : nullptr, part ? part_sum_.data() + row_offset[i] : nullptr);
+    }
+  });
+  if (n_splits == 1) return;
+
+  // Merge the splits of each original task: out = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s.
+  for (size_t i0 = 0; i0 < tasks.size(); i0 += n_splits) {
+    const Task& t0 = tasks[i0];
+    const int nq = t0.count * G;
+    for (int r = 0; r < nq; ++r) {
+      float M = -INFINITY;
+      for (int s = 0; s < n_splits; ++s) M = std::max(M, part_max_[row_offset[i0 + s] + r]);
+      const int tok = t0.first + r / G, g = r % G;
+      float* dst = out + (size_t(tok) * sh.n_head + size_t(t0.kv_head) * G + g) * D;
+      std::fill(dst, dst + D, 0.f);
+      if (M == -INFINITY) continue;
+      float l = 0.f;
+      for (int s = 0; s < n_splits; ++s) {
+        const size_t row = row_offset[i0 + s] + r;
+        if (part_max_[row] == -INFINITY) continue;
+        const float f = std::exp(part_max_[row] - M);
+        l += f * part_sum_[row];
+        axpy(f, part_out_.data() + row * D, dst, D);
+      }
+      scale(dst, 1.f / l, D);
+    }
+  }
+}
+
+}  // namespace leanlm

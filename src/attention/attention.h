@@ -1,0 +1,58 @@
+// Causal multi-head attention of a batch of tokens over their sequences' KV stores.
+//
+// The work is cut into tasks of (sequence run, KV head, block of up to kQueryBlock tokens): the
+// queries of a block share every key and value they read, which is what makes prompt processing
+// cheap. Each task reads only the slots some query of the block can see (causal, and within the
+// sliding window), in at most a few contiguous slot ranges. When there are fewer tasks than threads
+// (a decode step), the visible slots are split between threads and the partial softmaxes merged,
+// so one long sequence still uses every core.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "kernels/threadpool.h"
+#include "kv/kv_cache.h"
+#include "util/aligned.h"
+
+namespace leanlm {
+
+struct AttnShape {
+  int n_head = 0, n_head_kv = 0, head_dim = 0;
+  int window = 0;  // > 0: a query at p sees keys at p - window + 1 .. p
+};
+
+// One token of the batch: the store of its sequence (for this layer) and its position.
+struct AttnToken {
+  const KvStore* kv = nullptr;
+  int pos = 0;
+};
+
+class Attention {
+ public:
+  explicit Attention(int n_threads);
+  // q: [T][n_head][head_dim] (already scaled), out: [T][n_head][head_dim]. The batch's own keys and
+  // values must already be in the stores.
+  void run(ThreadPool& pool, const AttnShape& shape, const std::vector<AttnToken>& tokens, const float* q,
+           float* out);
+
+  static constexpr int kQueryBlock = 32;
+
+ private:
+  struct Task {
+    int first = 0, count = 0;  // tokens [first, first + count) of the batch, same store
+    int kv_head = 0;
+    int split = 0, n_splits = 1;  // this task's share of the visible slots
+  };
+  // Per thread scratch.
+  struct Scratch {
+    AlignedVec<float> q, scores, out;
+    std::vector<int32_t> pos;
+  };
+  void run_task(const Task& task, const AttnShape& shape, const std::vector<AttnToken>& tokens, const float* q,
+                float* out, Scratch& sc, float* part_out, float* part_max, float* part_sum);
+
+  std::vector<Scratch> scratch_;
+  AlignedVec<float> part_out_, part_max_, part_sum_;  // split-task partials: [split][query][...]
+};
+
+}  // namespace leanlm
