@@ -123,18 +123,25 @@ TEST(Reference, NextTokenDistributionsMatchLlamaCpp) {
     }
   }
   const double mean_kl = kl_sum / rows, top1 = double(agree) / rows;
+  const auto& self = g.ref["llama_cpp_self"];
   std::printf("positions %zu  mean KL %.6f  top-1 agreement %.4f  mean tail mass %.4f\n", rows, mean_kl, top1,
               tail_sum / rows);
+  std::printf("llama.cpp against itself (one token at a time vs one batch): KL %.6f  top-1 %.4f\n",
+              self["kl"].get<double>(), self["top1"].get<double>());
   EXPECT_GE(rows, 1000u);
   EXPECT_LE(mean_kl, 0.005);
-  // The engine's target is 0.99. Measured: 0.952. llama.cpp itself is 0.0036 KL away from a
-  // float64 evaluation of the same weights at the very first position (docs/correctness.md),
-  // where leanlm agrees with float64; this floor guards against regressions until that is settled.
-  EXPECT_GE(top1, 0.94);
+  // The target is 0.99. llama.cpp does not reach it against itself: its decode and batch
+  // paths add in different orders, and this model turns last-bit differences into different int8
+  // activation codes and fp16 GELU table entries downstream. leanlm must agree with llama.cpp at
+  // least as well as llama.cpp agrees with itself (one point of slack for the sampling noise of
+  // 1,024 positions).
+  EXPECT_GE(top1, self["top1"].get<double>() - 0.01);
 }
 
 TEST(Reference, GreedyGenerationMatchesLlamaCpp) {
   const int V = engine().n_vocab();
+  const auto& self_same = golden().ref["llama_cpp_self"]["greedy_identical_tokens"];
+  size_t i = 0;
   for (const auto& c : golden().ref["greedy"]) {
     const std::vector<int> prompt = c["prompt_tokens"].get<std::vector<int>>();
     EXPECT_EQ(engine().tokenizer().encode(c["prompt"], true, false), prompt);
@@ -148,11 +155,13 @@ TEST(Reference, GreedyGenerationMatchesLlamaCpp) {
       if (got != want[same]) break;
       lg = engine().feed(*seq, {got});
     }
-    if (same < want.size())
-      std::printf("prompt '%s': identical for %zu tokens, then diverged (llama.cpp logit gap there %.2e)\n",
-                  c["prompt"].get<std::string>().c_str(), same, gaps[same]);
-    // Target: identical unless at a near-tie (gap < 1e-3). Measured divergences happen at gaps of
-    // 0.05-0.2 (see NextTokenDistributions); until that is resolved, guard the first tokens.
+    std::printf("prompt '%s': identical for %zu of %zu tokens", c["prompt"].get<std::string>().c_str(), same,
+                want.size());
+    if (same < want.size()) std::printf(" (llama.cpp logit gap at the divergence %.2e)", gaps[same]);
+    std::printf("; llama.cpp token by token: %d\n", self_same[i++].get<int>());
+    // Target: identical unless at a near-tie (gap < 1e-3). llama.cpp's own decode path leaves its
+    // batch path after 3 tokens on two of these prompts (NextTokenDistributions explains why), so
+    // the test guards the first tokens and prints the rest.
     EXPECT_GE(same, 3u) << c["prompt"];
   }
 }
