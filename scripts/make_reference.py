@@ -3,6 +3,9 @@
 leanlm's reference tests compare against these files, so CI need not rebuild llama.cpp.
 
     python scripts/make_reference.py --model models/gemma-3-270m-q4_k_m.gguf --out tests/golden/gemma3-270m
+    python scripts/make_fixtures.py --out build/fixtures
+    python scripts/make_reference.py --tiny --model build/fixtures/tiny-llama.gguf --out tests/golden/tiny-llama
+    python scripts/make_reference.py --tiny --model build/fixtures/tiny-qwen2.gguf --out tests/golden/tiny-qwen2
 
 Writes reference.json (token ids, greedy continuations with their logit gaps, perplexity) and
 topk.bin (for every scored position: the K most likely next tokens and their log-probabilities).
@@ -63,6 +66,54 @@ def log_softmax(x):
     return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
+TINY_TEXTS = [
+    "the king and my love",
+    " What is the lord Hamlet? I love you, and not that.",
+    "Tabs\tand\nnewlines\n\n and    runs   of spaces",
+    "def f(x):\n    return 12 * x\n",
+    "Ünïcödé café, 日本語, Русский, emoji 😀🎉",
+    "<|im_start|>user\nhello<|im_end|>",
+    "<s>literal control text</s>",
+    "",
+]
+
+
+def make_tiny_reference(a):
+    """Reference outputs for a tiny fixture model: tokenizer cases, logits of a fixed token sequence
+    (every position, full vocabulary) and greedy continuations."""
+    out = pathlib.Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    llm = Llama(a.model, n_ctx=256, n_batch=256, n_ubatch=256, n_threads=a.threads, logits_all=True, verbose=False)
+    n_vocab = llm.n_vocab()
+    ref = {"model_file": pathlib.Path(a.model).name, "model_sha256": sha256(a.model), "n_vocab": n_vocab}
+    ref["tokenizer"] = [{"text": t, "ids": llm.tokenize(t.encode(), add_bos=True, special=True)} for t in TINY_TEXTS]
+    rng = np.random.default_rng(7)
+    seq = [int(x) for x in rng.integers(0, n_vocab, size=96)]
+    if llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true":
+        seq[0] = llm.token_bos()
+    llm.reset()
+    llm.eval(seq)
+    ref["logit_tokens"] = seq
+    np.array(llm.scores[:len(seq)], dtype=np.float32).tofile(out / "logits.bin")
+    greedy = []
+    for p in TINY_TEXTS[:2]:
+        llm.reset()
+        toks = llm.tokenize(p.encode(), add_bos=True, special=False)
+        llm.eval(toks)
+        gen, gaps = [], []
+        for _ in range(32):
+            logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+            top2 = np.sort(logits)[-2:]
+            nxt = int(np.argmax(logits))
+            gen.append(nxt)
+            gaps.append(float(top2[1] - top2[0]))
+            llm.eval([nxt])
+        greedy.append({"prompt": p, "prompt_tokens": toks, "tokens": gen, "gaps": gaps})
+    ref["greedy"] = greedy
+    (out / "reference.json").write_text(json.dumps(ref, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {out}", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -74,7 +125,10 @@ def main():
     ap.add_argument("--topk", type=int, default=256)
     ap.add_argument("--gen", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tiny", action="store_true", help="fixture model: tokenizer cases, logits, greedy")
     a = ap.parse_args()
+    if a.tiny:
+        return make_tiny_reference(a)
 
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@
 
 #include "quant/dot.h"
 #include "util/error.h"
+#include "util/fp16.h"
 
 namespace leanlm {
 
@@ -55,6 +56,21 @@ void matmul_rows(ThreadPool& pool, MatmulScratch& scratch, const WeightMat& w, c
   DotRowsF ff = int8 ? nullptr : table.f[int(w.type)];
   if (!fq && !ff) fail("matmul: no kernel for weight type " + type_name(uint32_t(w.type)));
   if (int8) scratch.acts.quantize(x, n_tokens, n, x_stride, act_scheme(w.type));
+  if (w.type == GgmlType::F16 || w.type == GgmlType::BF16) {
+    // Half-precision weights meet activations rounded to the same format, as in llama.cpp (whose
+    // f16/bf16 dot products take both operands in that format).
+    scratch.rounded.resize(size_t(n_tokens) * n);
+    for (int t = 0; t < n_tokens; ++t) {
+      const float* src = x + t * x_stride;
+      float* dst = scratch.rounded.data() + size_t(t) * n;
+      if (w.type == GgmlType::F16)
+        for (int i = 0; i < n; ++i) dst[i] = fp16_to_f32(f32_to_fp16(src[i]));
+      else
+        for (int i = 0; i < n; ++i) dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
+    }
+    x = scratch.rounded.data();
+    x_stride = n;
+  }
 
   // Rows are cut into tiles small enough to stay in L1 while every token passes over them.
   const int64_t rows = row_end - row_begin;

@@ -23,6 +23,7 @@ struct WeightMat {
 struct MatmulScratch {
   ActBatch acts;      // per-row kernels
   ActPanels panels;   // GEMM
+  AlignedVec<float> rounded;  // activations rounded to fp16/bf16 for half-precision weights
 };
 
 // Batches of at least this many tokens go through the GEMM (gemm.h) when the CPU has a fast one.
