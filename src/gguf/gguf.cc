@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <cmath>
 #include <cstring>
 
 #include "util/error.h"
@@ -123,8 +125,15 @@ void read_scalar(Cursor& c, GgufType t, GgufValue& v, const char* what) {
     case GgufType::STRING: v.s = c.read_string(what); break;
     default: fail(strfmt("invalid value type %u in %s", uint32_t(t), what));
   }
-  if (t == GgufType::F32 || t == GgufType::F64) v.i = int64_t(v.f);
-  else v.f = double(v.i);
+  if (t == GgufType::F32 || t == GgufType::F64) {
+    // Integer view of a float value: saturated, NaN as 0 (a plain cast is undefined out of range).
+    if (std::isnan(v.f)) v.i = 0;
+    else if (v.f >= 9.2e18) v.i = INT64_MAX;
+    else if (v.f <= -9.2e18) v.i = INT64_MIN;
+    else v.i = int64_t(v.f);
+  } else {
+    v.f = double(v.i);
+  }
 }
 
 void read_value(Cursor& c, GgufType t, GgufValue& v, const char* what, int depth) {
