@@ -8,7 +8,9 @@ divided by the measured read bandwidth).
 
     .venv/bin/python bench/compare_llamacpp.py [--model M] [--threads 2] [--depths 0,4096,16384] [--reps 5]
 
-Needs llama-cpp-python (scripts/setup.sh --reference).
+Needs scripts/setup.sh --reference: llama.cpp is timed with its own llama-bench (built from the
+sources llama-cpp-python ships) when build-llamacpp/bin/llama-bench exists, else through
+llama-cpp-python (which adds a little Python overhead per generated token).
 """
 import argparse
 import json
@@ -44,6 +46,19 @@ print(json.dumps({"tps": n / dt, "rss": resource.getrusage(resource.RUSAGE_SELF)
 """
 
 
+LLAMA_BENCH = ROOT / "build-llamacpp" / "bin" / "llama-bench"
+
+
+def run_measured(cmd):
+    """Runs cmd (small output); returns (stdout, peak RSS in bytes of that process alone)."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.stdout.read(), p.stderr.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    if status != 0:
+        sys.exit(f"{cmd[0]} failed: {err.strip()[-500:]}")
+    return out, usage.ru_maxrss * 1024
+
+
 def run_leanlm(a, mode, n, depth):
     cmd = [str(ROOT / "build" / "leanlm"), "bench", "--json", "-m", a.model, "-t", str(a.threads), "-r", "1",
            "-d", str(depth), "-p", str(n if mode == "pp" else 0), "-n", str(n if mode == "tg" else 0)]
@@ -53,6 +68,12 @@ def run_leanlm(a, mode, n, depth):
 
 
 def run_llama(a, mode, n, depth):
+    if LLAMA_BENCH.exists():
+        # One warm-up and one timed repetition, like `leanlm bench -r 1`.
+        cmd = [str(LLAMA_BENCH), "-m", a.model, "-t", str(a.threads), "-r", "1", "-d", str(depth), "-o", "json",
+               "-p", str(n if mode == "pp" else 0), "-n", str(n if mode == "tg" else 0)]
+        out, rss = run_measured(cmd)
+        return {"tps": json.loads(out)[0]["avg_ts"], "rss": rss}
     cmd = [sys.executable, "-c", LLAMA_SNIPPET, a.model, str(a.threads), mode, str(n), str(depth)]
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
 
@@ -99,7 +120,8 @@ def main():
         raw[name] = {"leanlm": ours, "llama.cpp": theirs}
         print(f"{name}: leanlm {mo:.1f}  llama.cpp {mt:.1f}", file=sys.stderr)
     bw = read_bandwidth_gbs(a.threads)
-    print(f"model {pathlib.Path(a.model).name}, {a.threads} threads, median of {a.reps}\n")
+    who = "llama-bench" if LLAMA_BENCH.exists() else "llama-cpp-python"
+    print(f"model {pathlib.Path(a.model).name}, {a.threads} threads, median of {a.reps}, llama.cpp timed with {who}\n")
     print("| test | leanlm tok/s | llama.cpp tok/s | ratio | leanlm peak RSS MiB | llama.cpp peak RSS MiB |")
     print("|---|---|---|---|---|---|")
     for r in rows:

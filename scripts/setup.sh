@@ -45,6 +45,19 @@ if [ "$WANT_REFERENCE" = 1 ] && ! .venv/bin/python -c "import llama_cpp" 2>/dev/
   say "installing llama-cpp-python (builds llama.cpp from source for this CPU; takes a while)"
   CMAKE_ARGS="-DGGML_NATIVE=ON" .venv/bin/pip install -q --disable-pip-version-check llama-cpp-python
 fi
+# llama.cpp's own benchmark tool, built from the very sources llama-cpp-python ships (its sdist),
+# so that speed comparisons time C++ against C++ with no Python in the loop.
+if [ "$WANT_REFERENCE" = 1 ] && [ ! -x build-llamacpp/bin/llama-bench ]; then
+  say "building llama-bench from the llama-cpp-python sources"
+  ver=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
+  tmp=$(mktemp -d)
+  .venv/bin/pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$tmp" "llama-cpp-python==$ver"
+  tar xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp"
+  cmake -S "$tmp"/llama_cpp_python-*/vendor/llama.cpp -B build-llamacpp -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
+  cmake --build build-llamacpp --parallel "$(nproc)" --target llama-bench llama-perplexity >/dev/null
+  rm -rf "$tmp"
+fi
 
 # 3. Default model and corpus.
 MODEL=models/gemma-3-270m-q4_k_m.gguf
