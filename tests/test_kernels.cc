@@ -184,6 +184,27 @@ TEST(ActQuant, RoundTripWithinHalfStep) {
   }
 }
 
+TEST(ActQuant, FastEqualsReferenceBitForBit) {
+  std::mt19937 rng(8);
+  std::normal_distribution<float> nd(0.f, 2.f);
+  const int n = 1024;
+  std::vector<float> x(n);
+  for (float& v : x) v = nd(rng);
+  x[10] = -300.f;  // an outlier that sets a negative Q8_K max
+  for (int i = 0; i < 32; ++i) x[512 + i] = (i % 8 - 4) * 0.5f;  // exact ties at 0.5 steps
+  for (int i = 0; i < 32; ++i) x[800 + i] = 0.f;
+  for (ActScheme scheme : {ActScheme::Q8_0, ActScheme::Q8_K}) {
+    std::vector<int8_t> qa(n), qb(n);
+    std::vector<float> da(n / 32), db(n / 32);
+    std::vector<int16_t> sa(n / 16), sb(n / 16);
+    quantize_act_row_ref(x.data(), n, qa.data(), da.data(), sa.data(), scheme);
+    quantize_act_row(x.data(), n, qb.data(), db.data(), sb.data(), scheme);
+    EXPECT_EQ(qa, qb);
+    EXPECT_EQ(da, db);
+    EXPECT_EQ(sa, sb);
+  }
+}
+
 // The GEMM (unpacked weight tiles x token panels) against the per-row scalar reference, for every
 // weight type, on sizes that leave partial row quads and a partial token panel.
 class GemmTest : public ::testing::TestWithParam<GgmlType> {};
@@ -294,6 +315,14 @@ TEST(Ops, FastMatchReference) {
   rope(v.data(), 256, 256, 1234, 10000.f, 1.f, nullptr, RopeStyle::NeoX);
   for (int i = 0; i < 128; ++i)
     EXPECT_NEAR(std::hypot(v[i], v[i + 128]), std::hypot(v0[i], v0[i + 128]), 1e-4);
+  // Float angles (llama.cpp's recurrence) against the double-precision reference, both styles.
+  for (RopeStyle style : {RopeStyle::Normal, RopeStyle::NeoX})
+    for (int pos : {1, 77, 4000, 32000}) {
+      std::vector<float> a = v0, b = v0;
+      ref::rope(a.data(), 256, 256, pos, 1e6f, 1.f, nullptr, style);
+      rope(b.data(), 256, 256, pos, 1e6f, 1.f, nullptr, style);
+      for (int i = 0; i < 256; ++i) EXPECT_NEAR(a[i], b[i], 2e-3f * (1 + std::fabs(a[i]))) << "pos " << pos;
+    }
 }
 
 }  // namespace

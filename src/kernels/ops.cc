@@ -109,9 +109,31 @@ void rms_norm(const float* x, const float* w, float* y, int n, float eps) {
   for (; i < n; ++i) y[i] = x[i] * inv * (w ? w[i] : 1.f);
 }
 
+void rope_angles(int pos, int n_rot, float base, float freq_scale, const float* ff, float* cs) {
+  for (int i = 0; i < n_rot / 2; ++i) {
+    double theta = double(pos) * freq_scale * std::pow(double(base), -2.0 * i / n_rot);
+    if (ff) theta /= ff[i];
+    cs[2 * i] = float(std::cos(theta));
+    cs[2 * i + 1] = float(std::sin(theta));
+  }
+}
+
+void rope_apply(float* x, int n_rot, RopeStyle style, const float* cs) {
+  const int half = n_rot / 2;
+  for (int i = 0; i < half; ++i) {
+    const int a = style == RopeStyle::Normal ? 2 * i : i;
+    const int b = style == RopeStyle::Normal ? 2 * i + 1 : i + half;
+    const float x0 = x[a], x1 = x[b], c = cs[2 * i], s = cs[2 * i + 1];
+    x[a] = x0 * c - x1 * s;
+    x[b] = x0 * s + x1 * c;
+  }
+}
+
 void rope(float* x, int head_dim, int n_rot, int pos, float base, float freq_scale, const float* ff,
           RopeStyle style) {
-  ref::rope(x, head_dim, n_rot, pos, base, freq_scale, ff, style);
+  std::vector<float> cs(n_rot);
+  rope_angles(pos, n_rot, base, freq_scale, ff, cs.data());
+  rope_apply(x, n_rot, style, cs.data());
 }
 
 float exp_shift_sum(float* x, int n, float m) {

@@ -25,6 +25,12 @@ void rms_norm(const float* x, const float* w, float* y, int n, float eps);
 // freq_factors (may be nullptr) divides each pair's frequency (Llama 3 long-context factors).
 void rope(float* x, int head_dim, int n_rot, int pos, float base, float freq_scale, const float* freq_factors,
           RopeStyle style);
+// The same in two steps, so that all heads of a token share one table of angles:
+// cs[2i] = cos(theta_i), cs[2i+1] = sin(theta_i) for the n_rot/2 pairs, angles in double precision.
+// (llama.cpp's float recurrence theta_i = theta_{i-1} * base^(-2/n_rot) was tried: it moved the
+// agreement with llama.cpp only within its noise, so the exact angles stay.)
+void rope_angles(int pos, int n_rot, float base, float freq_scale, const float* freq_factors, float* cs);
+void rope_apply(float* x, int n_rot, RopeStyle style, const float* cs);
 void softmax(float* x, int n);
 // x[i] = exp(x[i] - m) (-inf gives 0); returns the sum. The pieces of a softmax computed in chunks.
 float exp_shift_sum(float* x, int n, float m);

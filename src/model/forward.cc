@@ -72,6 +72,17 @@ const float* Forward::run(const std::vector<BatchEntry>& batch) {
     if (c_.embd_scale != 1.f) scale(x_.data() + size_t(t) * E, c_.embd_scale, E);
   }
 
+  // RoPE angles of every token, once per pass: global layers, and sliding-window layers (own base).
+  rope_global_.resize(size_t(T) * c_.n_rot);
+  for (int t = 0; t < T; ++t)
+    rope_angles(batch[t].pos, c_.n_rot, c_.rope_base, c_.rope_freq_scale, m_.rope_freq_factors(),
+                rope_global_.data() + size_t(t) * c_.n_rot);
+  if (c_.sliding_window > 0) {
+    rope_local_.resize(size_t(T) * c_.n_rot);
+    for (int t = 0; t < T; ++t)
+      rope_angles(batch[t].pos, c_.n_rot, c_.rope_base_local, 1.f, nullptr, rope_local_.data() + size_t(t) * c_.n_rot);
+  }
+
   for (int l = 0; l < c_.n_layer; ++l) {
     const LayerWeights& w = m_.layers()[l];
     const bool local = c_.is_local(l);
@@ -80,9 +91,7 @@ const float* Forward::run(const std::vector<BatchEntry>& batch) {
     matmul(pool_, mm_, w.wk, h_.data(), T, E, k_.data(), KVD);
     matmul(pool_, mm_, w.wv, h_.data(), T, E, v_.data(), KVD);
 
-    const float base = local ? c_.rope_base_local : c_.rope_base;
-    const float fscale = local ? 1.f : c_.rope_freq_scale;
-    const float* ff = local ? nullptr : m_.rope_freq_factors();
+    const float* angles = local ? rope_local_.data() : rope_global_.data();  // [T][n_rot]
     for (int t = 0; t < T; ++t) {
       float* q = q_.data() + size_t(t) * QD;
       float* k = k_.data() + size_t(t) * KVD;
@@ -93,16 +102,17 @@ const float* Forward::run(const std::vector<BatchEntry>& batch) {
         axpy(1.f, w.bv.data(), v, KVD);
       }
       const int pos = batch[t].pos;
+      const float* cs = angles + size_t(t) * c_.n_rot;
       for (int hd = 0; hd < H; ++hd) {
         float* qh = q + hd * D;
         if (c_.qk_norm) rms_norm(qh, w.q_norm.data(), qh, D, c_.norm_eps);
-        rope(qh, D, c_.n_rot, pos, base, fscale, ff, c_.rope_style);
+        rope_apply(qh, c_.n_rot, c_.rope_style, cs);
         scale(qh, c_.attn_scale, D);
       }
       for (int hd = 0; hd < KVH; ++hd) {
         float* kh = k + hd * D;
         if (c_.qk_norm) rms_norm(kh, w.k_norm.data(), kh, D, c_.norm_eps);
-        rope(kh, D, c_.n_rot, pos, base, fscale, ff, c_.rope_style);
+        rope_apply(kh, c_.n_rot, c_.rope_style, cs);
       }
       batch[t].seq->layers[l]->append(pos, k, v);
     }

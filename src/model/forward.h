@@ -54,6 +54,7 @@ class Forward {
   MatmulScratch mm_;
   // Activations, [max_batch][dim]
   AlignedVec<float> x_, h_, q_, k_, v_, att_, o_, gate_, up_, act_, logits_, hsel_;
+  AlignedVec<float> rope_global_, rope_local_;  // [T][n_rot] cos/sin per token
   Attention attn_;
   std::vector<AttnToken> attn_tokens_;
 };

@@ -1,7 +1,10 @@
 #include "quant/act_quant.h"
 
+#include <immintrin.h>
+
 #include <cmath>
 
+#include "kernels/simd_util.h"
 #include "util/fp16.h"
 
 namespace leanlm {
@@ -31,9 +34,65 @@ void encode(const float* x, int n, float mul, int8_t* q, int16_t* sum16) {
   }
 }
 
+// The same with AVX2, 32 elements at a time (identical codes: _mm256_round_ps rounds ties to even).
+void encode32_avx2(const float* x, float mul, int8_t* q, int16_t* sum16) {
+  const __m256 m = _mm256_set1_ps(mul);
+  const __m256 lim = _mm256_set1_ps(127.f);
+  __m256i v[4];
+  for (int k = 0; k < 4; ++k) {
+    __m256 f = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), m), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    f = _mm256_max_ps(_mm256_min_ps(f, lim), _mm256_sub_ps(_mm256_setzero_ps(), lim));
+    v[k] = _mm256_cvtps_epi32(f);
+  }
+  for (int h = 0; h < 2; ++h) {
+    const __m256i s = _mm256_add_epi32(v[2 * h], v[2 * h + 1]);
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    t = _mm_hadd_epi32(t, t);
+    t = _mm_hadd_epi32(t, t);
+    sum16[h] = int16_t(_mm_cvtsi128_si32(t));
+  }
+  // int32 -> int8 with the lane crossings of packs undone.
+  const __m256i p16a = _mm256_packs_epi32(v[0], v[1]), p16b = _mm256_packs_epi32(v[2], v[3]);
+  __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+  p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), p8);
+}
+
+float abs_max_avx2(const float* x, int n) {
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  __m256 mx = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+  __m128 t = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+  t = _mm_max_ps(t, _mm_movehl_ps(t, t));
+  t = _mm_max_ss(t, _mm_movehdup_ps(t));
+  return _mm_cvtss_f32(t);
+}
+
 }  // namespace
 
 void quantize_act_row(const float* x, int n, int8_t* q, float* d, int16_t* sum16, ActScheme scheme) {
+  const int block = (scheme == ActScheme::Q8_K && n % 256 == 0) ? 256 : 32;
+  for (int b0 = 0; b0 < n; b0 += block) {
+    const float* xb = x + b0;
+    const float amax = abs_max_avx2(xb, block);
+    float scale = 0.f, mul = 0.f;
+    if (amax > 0.f) {
+      if (block == 256) {
+        int j = 0;  // the first element of largest magnitude gives the sign
+        while (std::fabs(xb[j]) != amax) ++j;
+        mul = -127.f / xb[j];
+        scale = 1.f / mul;
+      } else {
+        scale = fp16_to_f32(f32_to_fp16(amax / 127.f));
+        mul = 127.f / amax;
+      }
+    }
+    for (int j = 0; j < block; j += 32) encode32_avx2(xb + j, mul, q + b0 + j, sum16 + (b0 + j) / 16);
+    for (int b = b0 / 32; b < (b0 + block) / 32; ++b) d[b] = scale;
+  }
+}
+
+void quantize_act_row_ref(const float* x, int n, int8_t* q, float* d, int16_t* sum16, ActScheme scheme) {
   const int block = (scheme == ActScheme::Q8_K && n % 256 == 0) ? 256 : 32;
   for (int b0 = 0; b0 < n; b0 += block) {
     const float* xb = x + b0;

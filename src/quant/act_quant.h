@@ -29,6 +29,8 @@ struct ActRow {
 };
 
 void quantize_act_row(const float* x, int n, int8_t* q, float* d, int16_t* sum16, ActScheme scheme);
+// Plain scalar reference of the above (same codes and scales, bit for bit).
+void quantize_act_row_ref(const float* x, int n, int8_t* q, float* d, int16_t* sum16, ActScheme scheme);
 
 // Quantized copies of a batch of activation rows.
 class ActBatch {
