@@ -6,6 +6,7 @@
 #include <random>
 
 #include "common.h"
+#include "util/progress.h"
 #include "util/sysinfo.h"
 
 namespace leanlm::cli {
@@ -42,6 +43,12 @@ void bench(const BenchFlags& f) {
   Engine engine(eo);
   const int V = engine.n_vocab();
   std::mt19937 rng(1234);
+  // Filling the cache to a depth is the long part of a deep test: show it on a terminal.
+  auto fill = [&](SequenceState& seq, const std::vector<int>& toks) {
+    ProgressBar bar("depth " + std::to_string(toks.size()), int64_t(toks.size()));
+    engine.feed(seq, toks, nullptr, [&](int done) { bar.update(done); });
+    bar.finish();
+  };
   auto random_tokens = [&](int n) {
     std::vector<int> t(n);
     for (int& x : t) x = int(rng() % uint32_t(V));
@@ -70,7 +77,7 @@ void bench(const BenchFlags& f) {
       size_t kvb = 0;
       for (int r = 0; r < f.reps + 1; ++r) {  // first run warms up
         auto seq = engine.new_sequence();
-        if (depth) engine.feed(*seq, random_tokens(depth));
+        if (depth) fill(*seq, random_tokens(depth));
         auto toks = random_tokens(np);
         const double t0 = now_seconds();
         engine.feed(*seq, toks);
@@ -86,7 +93,7 @@ void bench(const BenchFlags& f) {
       size_t kvb = 0;
       for (int r = 0; r < f.reps + 1; ++r) {
         auto seq = engine.new_sequence();
-        if (depth) engine.feed(*seq, random_tokens(depth));
+        if (depth) fill(*seq, random_tokens(depth));
         int tok = int(rng() % uint32_t(V));
         const double t0 = now_seconds();
         for (int i = 0; i < ng; ++i) {
