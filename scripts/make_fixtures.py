@@ -81,16 +81,37 @@ def add_norm(w, rng, name, n):
     w.add_tensor(name, (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32))
 
 
-def write_llama(path):
-    rng = np.random.default_rng(1234)
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name("leanlm tiny llama")
+def new_writer(path, arch):
+    """A writer with the hyper-parameters both tiny models share."""
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_name(f"leanlm tiny {arch}")
     w.add_context_length(2048)
     w.add_embedding_length(N_EMBD)
     w.add_block_count(N_LAYER)
     w.add_feed_forward_length(N_FF)
     w.add_head_count(N_HEAD)
     w.add_head_count_kv(N_HEAD_KV)
+    return w
+
+
+def add_layer(w, rng, i, lt, biases):
+    add_norm(w, rng, f"blk.{i}.attn_norm.weight", N_EMBD)
+    add_weight(w, rng, f"blk.{i}.attn_q.weight", N_EMBD, N_EMBD, lt["q"])
+    add_weight(w, rng, f"blk.{i}.attn_k.weight", N_HEAD_KV * HEAD_DIM, N_EMBD, lt["k"])
+    add_weight(w, rng, f"blk.{i}.attn_v.weight", N_HEAD_KV * HEAD_DIM, N_EMBD, lt["v"])
+    if biases:
+        for b, n in (("q", N_EMBD), ("k", N_HEAD_KV * HEAD_DIM), ("v", N_HEAD_KV * HEAD_DIM)):
+            w.add_tensor(f"blk.{i}.attn_{b}.bias", (0.1 * rng.standard_normal(n)).astype(np.float32))
+    add_weight(w, rng, f"blk.{i}.attn_output.weight", N_EMBD, N_EMBD, lt["o"])
+    add_norm(w, rng, f"blk.{i}.ffn_norm.weight", N_EMBD)
+    add_weight(w, rng, f"blk.{i}.ffn_gate.weight", N_FF, N_EMBD, lt["gate"])
+    add_weight(w, rng, f"blk.{i}.ffn_up.weight", N_FF, N_EMBD, lt["up"])
+    add_weight(w, rng, f"blk.{i}.ffn_down.weight", N_EMBD, N_FF, lt["down"])
+
+
+def write_llama(path):
+    rng = np.random.default_rng(1234)
+    w = new_writer(path, "llama")
     w.add_rope_dimension_count(HEAD_DIM)
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(1e-5)
@@ -117,28 +138,13 @@ def write_llama(path):
         dict(q=T.Q2_K, k=T.Q8_0, v=T.Q5_0, o=T.Q4_K, gate=T.Q6_K, up=T.Q4_1, down=T.Q5_K),
     ]
     for i, lt in enumerate(layer_types):
-        add_norm(w, rng, f"blk.{i}.attn_norm.weight", N_EMBD)
-        add_weight(w, rng, f"blk.{i}.attn_q.weight", N_EMBD, N_EMBD, lt["q"])
-        add_weight(w, rng, f"blk.{i}.attn_k.weight", N_HEAD_KV * HEAD_DIM, N_EMBD, lt["k"])
-        add_weight(w, rng, f"blk.{i}.attn_v.weight", N_HEAD_KV * HEAD_DIM, N_EMBD, lt["v"])
-        add_weight(w, rng, f"blk.{i}.attn_output.weight", N_EMBD, N_EMBD, lt["o"])
-        add_norm(w, rng, f"blk.{i}.ffn_norm.weight", N_EMBD)
-        add_weight(w, rng, f"blk.{i}.ffn_gate.weight", N_FF, N_EMBD, lt["gate"])
-        add_weight(w, rng, f"blk.{i}.ffn_up.weight", N_FF, N_EMBD, lt["up"])
-        add_weight(w, rng, f"blk.{i}.ffn_down.weight", N_EMBD, N_FF, lt["down"])
+        add_layer(w, rng, i, lt, biases=False)
     finish(w)
 
 
 def write_qwen2(path):
     rng = np.random.default_rng(5678)
-    w = gguf.GGUFWriter(str(path), "qwen2")
-    w.add_name("leanlm tiny qwen2")
-    w.add_context_length(2048)
-    w.add_embedding_length(N_EMBD)
-    w.add_block_count(N_LAYER)
-    w.add_feed_forward_length(N_FF)
-    w.add_head_count(N_HEAD)
-    w.add_head_count_kv(N_HEAD_KV)
+    w = new_writer(path, "qwen2")
     w.add_rope_freq_base(1000000.0)
     w.add_layer_norm_rms_eps(1e-6)
     # Byte-level BPE: the 256 byte characters, one token per merge, then special tokens.
@@ -163,17 +169,7 @@ def write_qwen2(path):
         dict(q=T.Q8_0, k=T.Q5_1, v=T.F16, o=T.Q5_0, gate=T.BF16, up=T.Q4_0, down=T.Q8_0),
     ]
     for i, lt in enumerate(layer_types):
-        add_norm(w, rng, f"blk.{i}.attn_norm.weight", N_EMBD)
-        add_weight(w, rng, f"blk.{i}.attn_q.weight", N_EMBD, N_EMBD, lt["q"])
-        add_weight(w, rng, f"blk.{i}.attn_k.weight", N_HEAD_KV * HEAD_DIM, N_EMBD, lt["k"])
-        add_weight(w, rng, f"blk.{i}.attn_v.weight", N_HEAD_KV * HEAD_DIM, N_EMBD, lt["v"])
-        for b, n in (("q", N_EMBD), ("k", N_HEAD_KV * HEAD_DIM), ("v", N_HEAD_KV * HEAD_DIM)):
-            w.add_tensor(f"blk.{i}.attn_{b}.bias", (0.1 * rng.standard_normal(n)).astype(np.float32))
-        add_weight(w, rng, f"blk.{i}.attn_output.weight", N_EMBD, N_EMBD, lt["o"])
-        add_norm(w, rng, f"blk.{i}.ffn_norm.weight", N_EMBD)
-        add_weight(w, rng, f"blk.{i}.ffn_gate.weight", N_FF, N_EMBD, lt["gate"])
-        add_weight(w, rng, f"blk.{i}.ffn_up.weight", N_FF, N_EMBD, lt["up"])
-        add_weight(w, rng, f"blk.{i}.ffn_down.weight", N_EMBD, N_FF, lt["down"])
+        add_layer(w, rng, i, lt, biases=True)
     finish(w)
 
 

@@ -60,6 +60,22 @@ def sha256(path):
     return h.hexdigest()
 
 
+def greedy_run(llm, prompt, n):
+    """llama.cpp's greedy continuation of prompt, with the gap between its two best logits at each step."""
+    llm.reset()
+    toks = llm.tokenize(prompt.encode(), add_bos=True, special=False)
+    llm.eval(toks)
+    gen, gaps = [], []
+    for _ in range(n):
+        logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+        top2 = np.sort(logits)[-2:]
+        nxt = int(np.argmax(logits))
+        gen.append(nxt)
+        gaps.append(float(top2[1] - top2[0]))
+        llm.eval([nxt])
+    return {"prompt": prompt, "prompt_tokens": toks, "tokens": gen, "gaps": gaps}
+
+
 def log_softmax(x):
     x = x.astype(np.float64)
     m = x.max(axis=-1, keepdims=True)
@@ -95,21 +111,7 @@ def make_tiny_reference(a):
     llm.eval(seq)
     ref["logit_tokens"] = seq
     np.array(llm.scores[:len(seq)], dtype=np.float32).tofile(out / "logits.bin")
-    greedy = []
-    for p in TINY_TEXTS[:2]:
-        llm.reset()
-        toks = llm.tokenize(p.encode(), add_bos=True, special=False)
-        llm.eval(toks)
-        gen, gaps = [], []
-        for _ in range(32):
-            logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
-            top2 = np.sort(logits)[-2:]
-            nxt = int(np.argmax(logits))
-            gen.append(nxt)
-            gaps.append(float(top2[1] - top2[0]))
-            llm.eval([nxt])
-        greedy.append({"prompt": p, "prompt_tokens": toks, "tokens": gen, "gaps": gaps})
-    ref["greedy"] = greedy
+    ref["greedy"] = [greedy_run(llm, p, 32) for p in TINY_TEXTS[:2]]
     (out / "reference.json").write_text(json.dumps(ref, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {out}", file=sys.stderr)
 
@@ -182,20 +184,7 @@ def main():
         np.concatenate(lp_all).tofile(f)
 
     # Greedy continuations, with the gap between the best two logits at every step.
-    greedy = []
-    for p in GREEDY_PROMPTS:
-        llm.reset()
-        toks = llm.tokenize(p.encode(), add_bos=True, special=False)
-        llm.eval(toks)
-        gen, gaps = [], []
-        for _ in range(a.gen):
-            logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
-            top2 = np.sort(logits)[-2:]
-            nxt = int(np.argmax(logits))
-            gen.append(nxt)
-            gaps.append(float(top2[1] - top2[0]))
-            llm.eval([nxt])
-        greedy.append({"prompt": p, "prompt_tokens": toks, "tokens": gen, "gaps": gaps})
+    greedy = [greedy_run(llm, p, a.gen) for p in GREEDY_PROMPTS]
     ref["greedy"] = greedy
 
     # llama.cpp against itself: the same chunks fed one token at a time (its decode path) instead of

@@ -55,6 +55,16 @@ std::vector<uint8_t> random_row(GgmlType t, int n, std::mt19937& rng) {
   return row;
 }
 
+// rows random rows of type t, back to back.
+std::vector<uint8_t> random_matrix(GgmlType t, int rows, int n, std::mt19937& rng) {
+  std::vector<uint8_t> w;
+  for (int r = 0; r < rows; ++r) {
+    auto row = random_row(t, n, rng);
+    w.insert(w.end(), row.begin(), row.end());
+  }
+  return w;
+}
+
 const GgmlType kQuantTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
                                 GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
 const GgmlType kFloatTypes[] = {GgmlType::F32, GgmlType::F16, GgmlType::BF16};
@@ -88,11 +98,7 @@ void check_dot(GgmlType t, int n) {
   std::mt19937 rng(42 + int(t) + n);
   const int rows = 7;
   const size_t rb = row_bytes(t, n);
-  std::vector<uint8_t> w;
-  for (int r = 0; r < rows; ++r) {
-    auto row = random_row(t, n, rng);
-    w.insert(w.end(), row.begin(), row.end());
-  }
+  const std::vector<uint8_t> w = random_matrix(t, rows, n, rng);
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<float> x(n);
   for (float& v : x) v = nd(rng);
@@ -214,11 +220,7 @@ TEST_P(GemmTest, MatchesPerRowReference) {
   std::mt19937 rng(11 + int(t));
   const int n = 512, rows = 37, tokens = 37;
   const size_t rb = row_bytes(t, n);
-  std::vector<uint8_t> w;
-  for (int r = 0; r < rows; ++r) {
-    auto row = random_row(t, n, rng);
-    w.insert(w.end(), row.begin(), row.end());
-  }
+  std::vector<uint8_t> w = random_matrix(t, rows, n, rng);
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<float> x(size_t(tokens) * n);
   for (float& v : x) v = nd(rng);
