@@ -259,6 +259,7 @@ TEST_P(GemmTest, MatchesPerRowReference) {
   panels.pack(x.data(), tokens, n, n, act_scheme(t));
   const int cols = panels.n_panels * kPanelTokens;
   std::vector<std::pair<const char*, GemmPanelsFn>> kernels{{"scalar", gemm_panels_scalar}};
+  if (int(best_isa()) >= int(Isa::Avx2) && t != GgmlType::Q8_0) kernels.push_back({"avx2", gemm_panels_avx2});
   if (best_isa() == Isa::Avx512) kernels.push_back({"avx512", gemm_panels_avx512});
   for (auto [name, fn] : kernels) {
     std::vector<float> out(size_t(rows) * cols);

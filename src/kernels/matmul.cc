@@ -45,8 +45,8 @@ void matmul_gemm(ThreadPool& pool, MatmulScratch& scratch, GemmPanelsFn kernel, 
 
 void matmul_rows(ThreadPool& pool, MatmulScratch& scratch, const WeightMat& w, const float* x, int n_tokens,
                  int64_t x_stride, float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
-  if (n_tokens >= kMinGemmTokens && gemm_supports(w.type)) {
-    if (GemmPanelsFn kernel = best_gemm_kernel())
+  if (n_tokens >= kMinGemmTokens) {
+    if (GemmPanelsFn kernel = best_gemm_kernel(w.type))
       return matmul_gemm(pool, scratch, kernel, w, x, n_tokens, x_stride, y, y_stride, row_begin, row_end);
   }
   const DotTable& table = best_dot_table();

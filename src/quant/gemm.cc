@@ -244,8 +244,13 @@ void gemm_panels_scalar(const UnpackedRows& w, const ActPanels& x, int p_begin, 
   }
 }
 
-GemmPanelsFn best_gemm_kernel() {
-  return best_isa() == Isa::Avx512 ? gemm_panels_avx512 : nullptr;
+GemmPanelsFn best_gemm_kernel(GgmlType t) {
+  if (!gemm_supports(t)) return nullptr;
+  switch (best_isa()) {
+    case Isa::Avx512: return gemm_panels_avx512;
+    case Isa::Avx2: return t == GgmlType::Q8_0 ? nullptr : gemm_panels_avx2;
+    default: return nullptr;
+  }
 }
 
 }  // namespace leanlm

@@ -69,9 +69,12 @@ void gemm_panels_scalar(const UnpackedRows& w, const ActPanels& x, int p_begin, 
 // AVX-512 VNNI kernel (gemm_avx512.cc); call only when the CPU has it.
 void gemm_panels_avx512(const UnpackedRows& w, const ActPanels& x, int p_begin, int p_end, float* out,
                         int out_stride);
+// AVX2 kernel (gemm_avx2.cc): codes must be below 128, so every type but Q8_0.
+void gemm_panels_avx2(const UnpackedRows& w, const ActPanels& x, int p_begin, int p_end, float* out,
+                      int out_stride);
 
-// The fastest kernel this CPU runs, or nullptr when only the reference would (the per-row dot
-// kernels are then faster than the scalar GEMM).
-GemmPanelsFn best_gemm_kernel();
+// The fastest kernel this CPU runs for weight type t, or nullptr when only the reference would
+// (the per-row dot kernels are then faster than the scalar GEMM).
+GemmPanelsFn best_gemm_kernel(GgmlType t);
 
 }  // namespace leanlm
