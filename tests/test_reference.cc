@@ -159,10 +159,12 @@ TEST(Reference, GreedyGenerationMatchesLlamaCpp) {
                 want.size());
     if (same < want.size()) std::printf(" (llama.cpp logit gap at the divergence %.2e)", gaps[same]);
     std::printf("; llama.cpp token by token: %d\n", self_same[i++].get<int>());
-    // Target: identical unless at a near-tie (gap < 1e-3). llama.cpp's own decode path leaves its
-    // batch path after 3 tokens on two of these prompts (NextTokenDistributions explains why), so
-    // the test guards the first tokens and prints the rest.
-    EXPECT_GE(same, 3u) << c["prompt"];
+    // Target: identical unless at a near-tie (gap < 1e-3). Not reachable: two valid evaluation
+    // paths of this model differ by 0.2-0.9 logits (rms) within a few positions (llama.cpp's own
+    // decode path leaves its batch path after 3 tokens on two of these prompts; see
+    // docs/correctness.md). So a divergence is accepted where llama.cpp's two best tokens are
+    // within that noise, and a broken kernel (which diverges at once, at large gaps) still fails.
+    if (same < want.size()) EXPECT_LT(gaps[same], 1.0) << c["prompt"] << ": diverged where llama.cpp was sure";
   }
 }
 
