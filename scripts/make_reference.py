@@ -3,6 +3,7 @@
 leanlm's reference tests compare against these files, so CI need not rebuild llama.cpp.
 
     python scripts/make_reference.py --model models/gemma-3-270m-q4_k_m.gguf --out tests/golden/gemma3-270m
+    python scripts/make_reference.py --chat --model unused --out tests/golden/chat.json
     python scripts/make_fixtures.py --out build/fixtures
     python scripts/make_reference.py --tiny --model build/fixtures/tiny-llama.gguf --out tests/golden/tiny-llama
     python scripts/make_reference.py --tiny --model build/fixtures/tiny-qwen2.gguf --out tests/golden/tiny-qwen2
@@ -94,6 +95,26 @@ TINY_TEXTS = [
 ]
 
 
+CHAT = [("system", "You are terse."), ("user", "Hi there"), ("assistant", "Hello."), ("user", "Name a color.")]
+# leanlm's chat format -> the name of llama.cpp's built-in template it must reproduce.
+CHAT_FORMATS = {"gemma": "gemma", "llama3": "llama3", "chatml": "chatml", "llama2": "llama2-sys"}
+
+
+def make_chat_reference(out_file):
+    """llama.cpp's rendering of one conversation in each chat format leanlm implements."""
+    import ctypes
+    import llama_cpp
+    arr = (llama_cpp.llama_chat_message * len(CHAT))(
+        *[llama_cpp.llama_chat_message(r.encode(), c.encode()) for r, c in CHAT])
+    ref = {"messages": [{"role": r, "content": c} for r, c in CHAT], "formats": {}}
+    for ours, theirs in CHAT_FORMATS.items():
+        buf = ctypes.create_string_buffer(1 << 14)
+        n = llama_cpp.llama_chat_apply_template(theirs.encode(), arr, len(CHAT), True, buf, len(buf))
+        ref["formats"][ours] = {"llama_cpp_template": theirs, "text": buf.raw[:n].decode()}
+    pathlib.Path(out_file).write_text(json.dumps(ref, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {out_file}", file=sys.stderr)
+
+
 def make_tiny_reference(a):
     """Reference outputs for a tiny fixture model: tokenizer cases, logits of a fixed token sequence
     (every position, full vocabulary) and greedy continuations."""
@@ -128,7 +149,10 @@ def main():
     ap.add_argument("--gen", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="fixture model: tokenizer cases, logits, greedy")
+    ap.add_argument("--chat", action="store_true", help="only the chat formats (to --out, a .json file)")
     a = ap.parse_args()
+    if a.chat:
+        return make_chat_reference(a.out)
     if a.tiny:
         return make_tiny_reference(a)
 

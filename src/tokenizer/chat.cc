@@ -64,7 +64,7 @@ std::string format_chat(ChatFormat f, const std::vector<ChatMessage>& msgs, bool
           out += "[INST] " + sys + m.content + " [/INST]";
           sys.clear();
         } else {
-          out += " " + m.content + "</s>";
+          out += m.content + "</s>";
         }
       }
       return out;
