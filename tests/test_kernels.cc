@@ -280,6 +280,42 @@ TEST_P(GemmTest, MatchesPerRowReference) {
   for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], tol[i]) << "matmul " << i;
 }
 
+// Q, K and V style: several matrices of one input in one call give exactly what separate calls give,
+// for prompt batches (GEMM) and single tokens (row kernels), when types share an activation scheme
+// (Q5_0 + Q8_0), when they do not (Q5_0 + Q4_K), and for float types.
+TEST(Matmul, MultiEqualsSeparate) {
+  std::mt19937 rng(21);
+  const int n = 512;
+  const std::vector<std::vector<GgmlType>> sets = {
+      {GgmlType::Q5_0, GgmlType::Q5_0, GgmlType::Q8_0}, {GgmlType::Q5_0, GgmlType::Q4_K}, {GgmlType::F16, GgmlType::F16}};
+  ThreadPool pool(2);
+  for (const auto& types : sets)
+    for (int tokens : {1, 21}) {
+      std::vector<std::vector<uint8_t>> data;
+      std::vector<WeightMat> mats;
+      for (size_t i = 0; i < types.size(); ++i) {
+        const int rows = 40 + 8 * int(i);
+        data.push_back(random_matrix(types[i], rows, n, rng));
+        mats.push_back({types[i], n, rows, nullptr, row_bytes(types[i], n)});
+      }
+      for (size_t i = 0; i < mats.size(); ++i) mats[i].data = data[i].data();
+      std::vector<float> x(size_t(tokens) * n);
+      std::normal_distribution<float> nd(0.f, 1.f);
+      for (float& v : x) v = nd(rng);
+      std::vector<std::vector<float>> sep(mats.size()), multi(mats.size());
+      std::vector<MatmulJob> jobs;
+      MatmulScratch scratch;
+      for (size_t i = 0; i < mats.size(); ++i) {
+        sep[i].resize(size_t(tokens) * mats[i].n_out);
+        multi[i].resize(sep[i].size());
+        matmul(pool, scratch, mats[i], x.data(), tokens, n, sep[i].data(), mats[i].n_out);
+        jobs.push_back({&mats[i], multi[i].data(), mats[i].n_out, 0, mats[i].n_out});
+      }
+      matmul_multi(pool, scratch, jobs, x.data(), tokens, n);
+      for (size_t i = 0; i < mats.size(); ++i) EXPECT_EQ(sep[i], multi[i]) << type_name(uint32_t(types[i])) << " tokens " << tokens;
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Types, GemmTest, ::testing::ValuesIn(kQuantTypes),
                          [](const auto& info) { return type_name(uint32_t(info.param)); });
 

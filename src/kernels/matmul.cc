@@ -8,34 +8,66 @@
 
 namespace leanlm {
 
-void matmul(ThreadPool& pool, MatmulScratch& scratch, const WeightMat& w, const float* x, int n_tokens,
-            int64_t x_stride, float* y, int64_t y_stride) {
-  matmul_rows(pool, scratch, w, x, n_tokens, x_stride, y, y_stride, 0, w.n_out);
-}
-
 namespace {
 
+// A piece of work for one thread: rows [r0, r0 + nr) of one job's matrix.
+struct Tile {
+  int job;
+  int64_t r0;
+  int nr;
+};
+
 // Prompt-sized batches: tiles of weight rows are unpacked once and every token panel streams past.
-void matmul_gemm(ThreadPool& pool, MatmulScratch& scratch, GemmPanelsFn kernel, const WeightMat& w, const float* x,
-                 int n_tokens, int64_t x_stride, float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
-  const int n = int(w.n_in);
-  scratch.panels.pack(x, n_tokens, n, x_stride, act_scheme(w.type));
-  const ActPanels& panels = scratch.panels;
+void run_gemm(ThreadPool& pool, const ActPanels& panels, const std::vector<GemmPanelsFn>& kernels,
+              const std::vector<MatmulJob>& jobs, int n_tokens) {
+  constexpr int kTileRows = 32;
+  std::vector<Tile> tiles;
+  for (size_t j = 0; j < jobs.size(); ++j)
+    for (int64_t r = jobs[j].row_begin; r < jobs[j].row_end; r += kTileRows)
+      tiles.push_back({int(j), r, int(std::min<int64_t>(kTileRows, jobs[j].row_end - r))});
   const int cols = panels.n_panels * kPanelTokens;
-  constexpr int64_t kTileRows = 32;
-  const int64_t n_tiles = (row_end - row_begin + kTileRows - 1) / kTileRows;
-  pool.parallel_for(n_tiles, [&](int64_t tb, int64_t te) {
+  pool.parallel_for(int64_t(tiles.size()), [&](int64_t tb, int64_t te) {
     thread_local UnpackedRows unpacked;
     thread_local AlignedVec<float> out;  // [kTileRows][cols]
     if (out.size() < size_t(kTileRows) * cols) out.resize(size_t(kTileRows) * cols);
     for (int64_t ti = tb; ti < te; ++ti) {
-      const int64_t r0 = row_begin + ti * kTileRows;
-      const int nr = int(std::min<int64_t>(kTileRows, row_end - r0));
-      unpack_rows(w.type, w.data + r0 * w.row_bytes, w.row_bytes, nr, n, unpacked);
-      kernel(unpacked, panels, 0, panels.n_panels, out.data(), cols);
+      const Tile& tl = tiles[ti];
+      const MatmulJob& jb = jobs[tl.job];
+      const WeightMat& w = *jb.w;
+      unpack_rows(w.type, w.data + tl.r0 * w.row_bytes, w.row_bytes, tl.nr, int(w.n_in), unpacked);
+      kernels[tl.job](unpacked, panels, 0, panels.n_panels, out.data(), cols);
       for (int t = 0; t < n_tokens; ++t) {
-        float* yt = y + t * y_stride + (r0 - row_begin);
-        for (int r = 0; r < nr; ++r) yt[r] = out[size_t(r) * cols + t];
+        float* yt = jb.y + t * jb.y_stride + (tl.r0 - jb.row_begin);
+        for (int r = 0; r < tl.nr; ++r) yt[r] = out[size_t(r) * cols + t];
+      }
+    }
+  });
+}
+
+// Decode-sized batches: each weight row meets every token through the per-row dot kernels.
+void run_rows(ThreadPool& pool, MatmulScratch& scratch, const std::vector<MatmulJob>& jobs, const float* x,
+              int n_tokens, int64_t x_stride) {
+  const DotTable& table = best_dot_table();
+  std::vector<Tile> tiles;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const WeightMat& w = *jobs[j].w;
+    // Tiles small enough to stay in L1 while every token passes over them.
+    const int64_t tile = n_tokens == 1 ? 64 : std::max<int64_t>(1, 16384 / int64_t(w.row_bytes));
+    for (int64_t r = jobs[j].row_begin; r < jobs[j].row_end; r += tile)
+      tiles.push_back({int(j), r, int(std::min<int64_t>(tile, jobs[j].row_end - r))});
+  }
+  const ActBatch& acts = scratch.acts;
+  pool.parallel_for(int64_t(tiles.size()), [&](int64_t tb, int64_t te) {
+    for (int64_t ti = tb; ti < te; ++ti) {
+      const Tile& tl = tiles[ti];
+      const MatmulJob& jb = jobs[tl.job];
+      const WeightMat& w = *jb.w;
+      const int n = int(w.n_in);
+      const uint8_t* wp = w.data + tl.r0 * w.row_bytes;
+      for (int t = 0; t < n_tokens; ++t) {
+        float* out = jb.y + t * jb.y_stride + (tl.r0 - jb.row_begin);
+        if (uses_int8_acts(w.type)) table.q[int(w.type)](n, wp, w.row_bytes, tl.nr, acts.row(t), out);
+        else table.f[int(w.type)](n, wp, w.row_bytes, tl.nr, x + t * x_stride, out);
       }
     }
   });
@@ -43,27 +75,50 @@ void matmul_gemm(ThreadPool& pool, MatmulScratch& scratch, GemmPanelsFn kernel, 
 
 }  // namespace
 
-void matmul_rows(ThreadPool& pool, MatmulScratch& scratch, const WeightMat& w, const float* x, int n_tokens,
-                 int64_t x_stride, float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
-  if (n_tokens >= kMinGemmTokens) {
-    if (GemmPanelsFn kernel = best_gemm_kernel(w.type))
-      return matmul_gemm(pool, scratch, kernel, w, x, n_tokens, x_stride, y, y_stride, row_begin, row_end);
-  }
+void matmul_multi(ThreadPool& pool, MatmulScratch& scratch, const std::vector<MatmulJob>& jobs, const float* x,
+                  int n_tokens, int64_t x_stride) {
+  if (jobs.empty()) return;
+  const WeightMat& w0 = *jobs[0].w;
   const DotTable& table = best_dot_table();
-  const int n = int(w.n_in);
-  const bool int8 = uses_int8_acts(w.type);
-  DotRowsQ fq = int8 ? table.q[int(w.type)] : nullptr;
-  DotRowsF ff = int8 ? nullptr : table.f[int(w.type)];
-  if (!fq && !ff) fail("matmul: no kernel for weight type " + type_name(uint32_t(w.type)));
-  if (int8) scratch.acts.quantize(x, n_tokens, n, x_stride, act_scheme(w.type));
-  if (w.type == GgmlType::F16 || w.type == GgmlType::BF16) {
+  // One prepared copy of x serves every job when they all take it in the same form: the same
+  // activation quantization for integer types, the same type for float ones.
+  bool same_input = true;
+  for (const MatmulJob& j : jobs) {
+    const WeightMat& w = *j.w;
+    if (uses_int8_acts(w.type) ? !table.q[int(w.type)] : !table.f[int(w.type)])
+      fail("matmul: no kernel for weight type " + type_name(uint32_t(w.type)));
+    const bool int8 = uses_int8_acts(w.type);
+    same_input &= w.n_in == w0.n_in && int8 == uses_int8_acts(w0.type) &&
+                  (int8 ? act_scheme(w.type) == act_scheme(w0.type) : w.type == w0.type);
+  }
+  if (!same_input) {
+    for (const MatmulJob& j : jobs) matmul_multi(pool, scratch, {j}, x, n_tokens, x_stride);
+    return;
+  }
+  const int n = int(w0.n_in);
+  if (n_tokens >= kMinGemmTokens) {
+    std::vector<GemmPanelsFn> kernels;
+    for (const MatmulJob& j : jobs)
+      if (GemmPanelsFn k = best_gemm_kernel(j.w->type)) kernels.push_back(k);
+    if (kernels.size() == jobs.size()) {
+      scratch.panels.pack(x, n_tokens, n, x_stride, act_scheme(w0.type));
+      return run_gemm(pool, scratch.panels, kernels, jobs, n_tokens);
+    }
+    if (jobs.size() > 1) {  // some matrix lacks a GEMM kernel: each takes its own path
+      for (const MatmulJob& j : jobs) matmul_multi(pool, scratch, {j}, x, n_tokens, x_stride);
+      return;
+    }
+  }
+  if (uses_int8_acts(w0.type)) {
+    scratch.acts.quantize(x, n_tokens, n, x_stride, act_scheme(w0.type));
+  } else if (w0.type == GgmlType::F16 || w0.type == GgmlType::BF16) {
     // Half-precision weights meet activations rounded to the same format, as in llama.cpp (whose
     // f16/bf16 dot products take both operands in that format).
     scratch.rounded.resize(size_t(n_tokens) * n);
     for (int t = 0; t < n_tokens; ++t) {
       const float* src = x + t * x_stride;
       float* dst = scratch.rounded.data() + size_t(t) * n;
-      if (w.type == GgmlType::F16)
+      if (w0.type == GgmlType::F16)
         for (int i = 0; i < n; ++i) dst[i] = fp16_to_f32(f32_to_fp16(src[i]));
       else
         for (int i = 0; i < n; ++i) dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
@@ -71,24 +126,17 @@ void matmul_rows(ThreadPool& pool, MatmulScratch& scratch, const WeightMat& w, c
     x = scratch.rounded.data();
     x_stride = n;
   }
+  run_rows(pool, scratch, jobs, x, n_tokens, x_stride);
+}
 
-  // Rows are cut into tiles small enough to stay in L1 while every token passes over them.
-  const int64_t rows = row_end - row_begin;
-  const int64_t tile = n_tokens == 1 ? 64 : std::max<int64_t>(1, 16384 / int64_t(w.row_bytes));
-  const int64_t n_tiles = (rows + tile - 1) / tile;
-  const ActBatch& acts = scratch.acts;
-  pool.parallel_for(n_tiles, [&](int64_t tb, int64_t te) {
-    for (int64_t ti = tb; ti < te; ++ti) {
-      const int64_t r0 = row_begin + ti * tile;
-      const int nr = int(std::min<int64_t>(tile, row_end - r0));
-      const uint8_t* wp = w.data + r0 * w.row_bytes;
-      for (int t = 0; t < n_tokens; ++t) {
-        float* out = y + t * y_stride + (r0 - row_begin);
-        if (int8) fq(n, wp, w.row_bytes, nr, acts.row(t), out);
-        else ff(n, wp, w.row_bytes, nr, x + t * x_stride, out);
-      }
-    }
-  });
+void matmul_rows(ThreadPool& pool, MatmulScratch& scratch, const WeightMat& w, const float* x, int n_tokens,
+                 int64_t x_stride, float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  matmul_multi(pool, scratch, {{&w, y, y_stride, row_begin, row_end}}, x, n_tokens, x_stride);
+}
+
+void matmul(ThreadPool& pool, MatmulScratch& scratch, const WeightMat& w, const float* x, int n_tokens,
+            int64_t x_stride, float* y, int64_t y_stride) {
+  matmul_rows(pool, scratch, w, x, n_tokens, x_stride, y, y_stride, 0, w.n_out);
 }
 
 }  // namespace leanlm

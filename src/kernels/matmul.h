@@ -2,6 +2,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "kernels/threadpool.h"
 #include "quant/act_quant.h"
@@ -33,6 +34,18 @@ constexpr int kMinGemmTokens = 4;
 // x: [n_tokens][x_stride] (first W.n_in used), y: [n_tokens][y_stride].
 void matmul(ThreadPool& pool, MatmulScratch& scratch, const WeightMat& w, const float* x, int n_tokens,
             int64_t x_stride, float* y, int64_t y_stride);
+
+// One matrix of several that read the same input: y[t][r - row_begin] = W[r] . x[t].
+struct MatmulJob {
+  const WeightMat* w;
+  float* y;
+  int64_t y_stride;
+  int64_t row_begin, row_end;
+};
+// Several products of the same input (Q, K and V; gate and up) in one parallel pass: the input is
+// quantized once when the matrices share a weight type, and threads need one barrier, not several.
+void matmul_multi(ThreadPool& pool, MatmulScratch& scratch, const std::vector<MatmulJob>& jobs, const float* x,
+                  int n_tokens, int64_t x_stride);
 
 // Same, but only output rows [row_begin, row_end) for every token (used for sharded logits).
 void matmul_rows(ThreadPool& pool, MatmulScratch& scratch, const WeightMat& w, const float* x, int n_tokens,

@@ -87,9 +87,8 @@ const float* Forward::run(const std::vector<BatchEntry>& batch) {
     const LayerWeights& w = m_.layers()[l];
     const bool local = c_.is_local(l);
     for (int t = 0; t < T; ++t) rms_norm(x_.data() + t * E, w.attn_norm.data(), h_.data() + t * E, E, c_.norm_eps);
-    matmul(pool_, mm_, w.wq, h_.data(), T, E, q_.data(), QD);
-    matmul(pool_, mm_, w.wk, h_.data(), T, E, k_.data(), KVD);
-    matmul(pool_, mm_, w.wv, h_.data(), T, E, v_.data(), KVD);
+    matmul_multi(pool_, mm_, {{&w.wq, q_.data(), QD, 0, w.wq.n_out}, {&w.wk, k_.data(), KVD, 0, w.wk.n_out},
+                              {&w.wv, v_.data(), KVD, 0, w.wv.n_out}}, h_.data(), T, E);
 
     const float* angles = local ? rope_local_.data() : rope_global_.data();  // [T][n_rot]
     for (int t = 0; t < T; ++t) {
@@ -126,8 +125,8 @@ const float* Forward::run(const std::vector<BatchEntry>& batch) {
       rms_norm(x_.data() + size_t(t) * E, w.ffn_norm.data(), h_.data() + size_t(t) * E, E, c_.norm_eps);
     }
 
-    matmul(pool_, mm_, w.ffn_gate, h_.data(), T, E, gate_.data(), F);
-    matmul(pool_, mm_, w.ffn_up, h_.data(), T, E, up_.data(), F);
+    matmul_multi(pool_, mm_, {{&w.ffn_gate, gate_.data(), F, 0, w.ffn_gate.n_out},
+                              {&w.ffn_up, up_.data(), F, 0, w.ffn_up.n_out}}, h_.data(), T, E);
     for (int t = 0; t < T; ++t) {
       const size_t off = size_t(t) * F;
       if (c_.ffn_act == FfnAct::GeluTanh) geglu(gate_.data() + off, up_.data() + off, act_.data() + off, F);
