@@ -82,7 +82,10 @@ void Attention::run_task(const Task& task, const AttnShape& sh, const std::vecto
   if (sc.out.size() < size_t(nq) * D) sc.out.resize(size_t(nq) * D);
   std::fill(sc.out.begin(), sc.out.begin() + size_t(nq) * D, 0.f);
   if (sc.scores.size() < size_t(nq) * kSlotChunk) sc.scores.resize(size_t(nq) * kSlotChunk);
-  std::vector<float> row_max(nq, -INFINITY), row_sum(nq, 0.f);
+  std::vector<float>& row_max = sc.row_max;
+  std::vector<float>& row_sum = sc.row_sum;
+  row_max.assign(nq, -INFINITY);
+  row_sum.assign(nq, 0.f);
 
   const int32_t* slot_pos = kv.slot_positions();
   for (const SlotRange& r : mine) {
@@ -133,7 +136,8 @@ void Attention::run(ThreadPool& pool, const AttnShape& sh, const std::vector<Att
                     float* out) {
   const int T = int(tokens.size());
   const int G = sh.n_head / sh.n_head_kv, D = sh.head_dim;
-  std::vector<Task> tasks;
+  std::vector<Task>& tasks = tasks_;
+  tasks.clear();
   for (int first = 0; first < T;) {
     int end = first;
     while (end < T && tokens[end].kv == tokens[first].kv) ++end;
@@ -151,10 +155,10 @@ void Attention::run(ThreadPool& pool, const AttnShape& sh, const std::vector<Att
     n_splits = std::max(1, std::min(nth / int(tasks.size()), max_slots / kMinSlotsPerSplit));
   }
   if (n_splits > 1) {
-    std::vector<Task> split;
+    split_tasks_.clear();
     for (const Task& t : tasks)
-      for (int s = 0; s < n_splits; ++s) split.push_back({t.first, t.count, t.kv_head, s, n_splits});
-    tasks.swap(split);
+      for (int s = 0; s < n_splits; ++s) split_tasks_.push_back({t.first, t.count, t.kv_head, s, n_splits});
+    tasks.swap(split_tasks_);
     size_t rows = 0;
     for (const Task& t : tasks) rows += size_t(t.count) * G;
     part_out_.resize(rows * D);
@@ -163,7 +167,8 @@ void Attention::run(ThreadPool& pool, const AttnShape& sh, const std::vector<Att
   }
   if (int(scratch_.size()) < nth) scratch_.resize(nth);
 
-  std::vector<size_t> row_offset(tasks.size() + 1, 0);  // each task's first row in the partials
+  std::vector<size_t>& row_offset = row_offset_;  // each task's first row in the partials
+  row_offset.assign(tasks.size() + 1, 0);
   for (size_t i = 0; i < tasks.size(); ++i) row_offset[i + 1] = row_offset[i] + size_t(tasks[i].count) * G;
   std::atomic<size_t> next{0};
   pool.run([&](int ith, int) {

@@ -46,12 +46,14 @@ class Attention {
   // Per thread scratch.
   struct Scratch {
     AlignedVec<float> q, scores, out;
-    std::vector<int32_t> pos;
+    std::vector<float> row_max, row_sum;  // online softmax state per query row
   };
   void run_task(const Task& task, const AttnShape& shape, const std::vector<AttnToken>& tokens, const float* q,
                 float* out, Scratch& sc, float* part_out, float* part_max, float* part_sum);
 
   std::vector<Scratch> scratch_;
+  std::vector<Task> tasks_, split_tasks_;   // reused between calls (one call per layer and step)
+  std::vector<size_t> row_offset_;
   AlignedVec<float> part_out_, part_max_, part_sum_;  // split-task partials: [split][query][...]
 };
 
