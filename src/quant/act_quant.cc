@@ -4,7 +4,6 @@
 
 #include <cmath>
 
-#include "kernels/simd_util.h"
 #include "util/fp16.h"
 
 namespace leanlm {
@@ -19,6 +18,20 @@ ActScheme act_scheme(GgmlType t) {
 }
 
 namespace {
+
+// Scale stored with a block and multiplier that makes its codes, from its largest magnitude amax
+// and the signed element `max` that has it (Q8_K keeps the sign; see act_quant.h).
+void block_scale(int block, float amax, float max, float* scale, float* mul) {
+  *scale = *mul = 0.f;
+  if (amax <= 0.f) return;
+  if (block == 256) {
+    *mul = -127.f / max;
+    *scale = 1.f / *mul;
+  } else {
+    *scale = fp16_to_f32(f32_to_fp16(amax / 127.f));
+    *mul = 127.f / amax;
+  }
+}
 
 // Codes for one block of n elements at multiplier `mul`; writes the 16-element sums.
 void encode(const float* x, int n, float mul, int8_t* q, int16_t* sum16) {
@@ -75,18 +88,10 @@ void quantize_act_row(const float* x, int n, int8_t* q, float* d, int16_t* sum16
   for (int b0 = 0; b0 < n; b0 += block) {
     const float* xb = x + b0;
     const float amax = abs_max_avx2(xb, block);
-    float scale = 0.f, mul = 0.f;
-    if (amax > 0.f) {
-      if (block == 256) {
-        int j = 0;  // the first element of largest magnitude gives the sign
-        while (std::fabs(xb[j]) != amax) ++j;
-        mul = -127.f / xb[j];
-        scale = 1.f / mul;
-      } else {
-        scale = fp16_to_f32(f32_to_fp16(amax / 127.f));
-        mul = 127.f / amax;
-      }
-    }
+    int j = 0;  // the first element of largest magnitude gives the sign
+    while (amax > 0.f && std::fabs(xb[j]) != amax) ++j;
+    float scale, mul;
+    block_scale(block, amax, xb[j], &scale, &mul);
     for (int j = 0; j < block; j += 32) encode32_avx2(xb + j, mul, q + b0 + j, sum16 + (b0 + j) / 16);
     for (int b = b0 / 32; b < (b0 + block) / 32; ++b) d[b] = scale;
   }
@@ -101,16 +106,8 @@ void quantize_act_row_ref(const float* x, int n, int8_t* q, float* d, int16_t* s
       const float a = std::fabs(xb[j]);
       if (a > amax) amax = a, max = xb[j];
     }
-    float scale = 0.f, mul = 0.f;
-    if (amax > 0.f) {
-      if (block == 256) {
-        mul = -127.f / max;
-        scale = 1.f / mul;
-      } else {
-        scale = fp16_to_f32(f32_to_fp16(amax / 127.f));
-        mul = 127.f / amax;
-      }
-    }
+    float scale, mul;
+    block_scale(block, amax, max, &scale, &mul);
     encode(xb, block, mul, q + b0, sum16 + b0 / 16);
     for (int b = b0 / 32; b < (b0 + block) / 32; ++b) d[b] = scale;
   }
