@@ -36,7 +36,7 @@ expect_error "header-only model" "truncated" "$LEANLM" info -m "$TMP/cut2.gguf"
 expect_error "not a GGUF" "bad magic" "$LEANLM" run -m "$TMP/text.gguf" -p hi
 expect_error "unsupported architecture" "unsupported architecture 'mamba9'" "$LEANLM" run -m "$TMP/unknown-arch.gguf" -p hi
 expect_error "prompt longer than context" "prompt too long" "$LEANLM" run -m "$MODEL" -c 16 -p "$(printf 'word %.0s' {1..40})"
-expect_error "bad KV type" "unknown KV cache type" "$LEANLM" run -m "$MODEL" --kv-type q9 -p hi
+expect_error "bad KV type" "unknown KV codec" "$LEANLM" run -m "$MODEL" --kv-codec q9 -p hi
 expect_error "missing text file" "cannot open" "$LEANLM" perplexity -m "$MODEL" -f "$TMP/none.txt"
 "$LEANLM" run -m "$MODEL" --bogus-flag >/dev/null 2>&1; rc=$?
 if [ "$rc" -eq 0 ]; then echo "FAIL unknown flag accepted"; fails=$((fails + 1)); else echo "ok   unknown flag: rc=$rc"; fi

@@ -18,10 +18,6 @@ constexpr int kSlotChunk = 2048;
 // A split of a decode step's slots is worth a thread only above this many slots.
 constexpr int kMinSlotsPerSplit = 256;
 
-struct SlotRange {
-  int s0, s1;
-};
-
 // Maximal runs of slots whose positions lie in [lo, hi].
 void visible_ranges(const KvStore& kv, int lo, int hi, std::vector<SlotRange>& out) {
   out.clear();
@@ -130,6 +126,46 @@ void Attention::run_task(const Task& task, const AttnShape& sh, const std::vecto
     const float inv = row_sum[i] > 0.f ? 1.f / row_sum[i] : 0.f;
     for (int e = 0; e < D; ++e) dst[e] = sc.out[size_t(i) * D + e] * inv;
   }
+  if (kv.wants_weights()) report_weights(task, sh, tokens, mine, sc);
+}
+
+// For stores with an eviction policy: the final softmax weights of every visible slot, averaged over
+// the query heads that share the KV head, one report per token. The scores are computed a second
+// time (with the final max and sum known), which costs a fraction of attention for budgeted caches.
+void Attention::report_weights(const Task& task, const AttnShape& sh, const std::vector<AttnToken>& tokens,
+                               const std::vector<SlotRange>& ranges, Scratch& sc) {
+  const int D = sh.head_dim, G = sh.n_head / sh.n_head_kv, h = task.kv_head, nq = task.count * G;
+  const KvStore& kv = *tokens[task.first].kv;
+  const int32_t* slot_pos = kv.slot_positions();
+  thread_local std::vector<float> w;
+  thread_local std::vector<int32_t> kpos;
+  for (const SlotRange& r : ranges) {
+    for (int c0 = r.s0; c0 < r.s1; c0 += kSlotChunk) {
+      const int c1 = std::min(r.s1, c0 + kSlotChunk), nc = c1 - c0;
+      float* S = sc.scores.data();
+      kv.scores(h, sc.q.data(), nq, D, c0, c1, S, nc);
+      w.resize(nc);
+      kpos.resize(nc);
+      for (int t = 0; t < task.count; ++t) {
+        const int p = tokens[task.first + t].pos;
+        std::fill(w.begin(), w.end(), 0.f);
+        for (int j = 0; j < nc; ++j) {
+          const int kp = slot_pos[c0 + j];
+          const bool vis = kp >= 0 && kp <= p && !(sh.window > 0 && p - kp >= sh.window);
+          kpos[j] = vis ? kp : -1;
+        }
+        for (int g = 0; g < G; ++g) {
+          const int i = t * G + g;
+          if (sc.row_sum[i] <= 0.f) continue;
+          const float inv = 1.f / (sc.row_sum[i] * float(G));
+          const float* row = S + size_t(i) * nc;
+          for (int j = 0; j < nc; ++j)
+            if (kpos[j] >= 0) w[j] += std::exp(row[j] - sc.row_max[i]) * inv;
+        }
+        kv.observe(h, p, kpos.data(), w.data(), nc);
+      }
+    }
+  }
 }
 
 void Attention::run(ThreadPool& pool, const AttnShape& sh, const std::vector<AttnToken>& tokens, const float* q,
@@ -146,10 +182,13 @@ void Attention::run(ThreadPool& pool, const AttnShape& sh, const std::vector<Att
     first = end;
   }
 
-  // Fewer tasks than threads (decode): split each task's slots between threads.
+  // Fewer tasks than threads (decode): split each task's slots between threads. Not for stores
+  // that want the final attention weights (eviction policies): those need one softmax per task.
   const int nth = pool.size();
   int n_splits = 1;
-  if (int(tasks.size()) < nth) {
+  bool any_weights = false;
+  for (const Task& t : tasks) any_weights |= tokens[t.first].kv->wants_weights();
+  if (int(tasks.size()) < nth && !any_weights) {
     int max_slots = 0;
     for (const Task& t : tasks) max_slots = std::max(max_slots, tokens[t.first].kv->n_slots());
     n_splits = std::max(1, std::min(nth / int(tasks.size()), max_slots / kMinSlotsPerSplit));

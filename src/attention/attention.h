@@ -27,6 +27,10 @@ struct AttnToken {
   int pos = 0;
 };
 
+struct SlotRange {
+  int s0, s1;
+};
+
 class Attention {
  public:
   explicit Attention(int n_threads);
@@ -48,6 +52,8 @@ class Attention {
     AlignedVec<float> q, scores, out;
     std::vector<float> row_max, row_sum;  // online softmax state per query row
   };
+  void report_weights(const Task& task, const AttnShape& shape, const std::vector<AttnToken>& tokens,
+                      const std::vector<SlotRange>& ranges, Scratch& sc);
   void run_task(const Task& task, const AttnShape& shape, const std::vector<AttnToken>& tokens, const float* q,
                 float* out, Scratch& sc, float* part_out, float* part_max, float* part_sum);
 

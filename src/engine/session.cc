@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kv/codebooks.h"
 #include "util/error.h"
 #include "util/sysinfo.h"
 
@@ -16,9 +17,17 @@ Engine::Engine(const EngineOptions& o) : opts_(o) {
   const int threads = o.threads > 0 ? o.threads : physical_cores();
   pool_ = std::make_unique<ThreadPool>(threads);
   forward_ = std::make_unique<Forward>(*model_, *pool_, std::min(opts_.batch, opts_.ctx));
+  kv_pool_ = std::make_unique<BlockPool>(opts_.kv_mem);
+  if (opts_.kv.codec.kind == CodecSpec::Kind::CQ) {
+    if (opts_.kv.codebooks.empty())
+      fail(opts_.kv.codec.name() + " needs codebooks: run `leanlm calibrate -f TEXT --out FILE` and pass --kv-codebooks FILE");
+    codebooks_ = std::make_unique<ModelCodebooks>(load_codebooks(opts_.kv.codebooks, *model_, opts_.kv.codec));
+  }
 }
 
-std::unique_ptr<SequenceState> Engine::new_sequence() const { return forward_->new_sequence(opts_.ctx, opts_.kv); }
+std::unique_ptr<SequenceState> Engine::new_sequence() const {
+  return forward_->new_sequence(opts_.ctx, opts_.kv, *kv_pool_, codebooks_.get());
+}
 
 void Engine::check_fits(const SequenceState& seq, size_t n) const {
   if (seq.n_past + n > size_t(opts_.ctx))

@@ -19,7 +19,8 @@ struct EngineOptions {
   int threads = 0;       // 0: one per core
   int ctx = 4096;        // most positions per sequence
   int batch = 512;       // most tokens per forward pass
-  KvOptions kv;
+  KvConfig kv;
+  size_t kv_mem = 0;    // byte budget of the compressed KV pages (0: no limit)
   bool progress = false;
 };
 
@@ -46,6 +47,8 @@ class Engine {
   std::unique_ptr<Model> model_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<Forward> forward_;
+  std::unique_ptr<BlockPool> kv_pool_;
+  std::unique_ptr<ModelCodebooks> codebooks_;
 };
 
 }  // namespace leanlm

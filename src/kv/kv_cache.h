@@ -39,12 +39,28 @@ class KvStore {
   virtual size_t bytes() const = 0;
   // Forgets everything (the sequence starts over).
   virtual void clear() = 0;
+
+  // Tokens held (slots whose position is not -1).
+  virtual int n_live() const;
+  // Eviction support. A store with a policy asks attention for its weights (wants_weights), gets
+  // them per query token and KV head (observe: weights averaged over the query heads of KV head h,
+  // for the keys at key_pos[0..n), -1 = not visible), and applies its budget once attention of a
+  // pass is done (after_pass). observe may be called from several threads at once.
+  virtual bool wants_weights() const { return false; }
+  virtual void observe(int h, int q_pos, const int32_t* key_pos, const float* w, int n) const {}
+  virtual void after_pass() {}
 };
 
+// The uncompressed store (f16 or f32 rows), the baseline every codec is measured against.
 enum class KvType { F16, F32 };
-KvType parse_kv_type(const std::string& name);  // throws on unknown names
-const char* kv_type_name(KvType t);
-
 std::unique_ptr<KvStore> make_kv_store(KvType type, const KvShape& shape);
+
+struct KvConfig;
+struct Codebook;
+class BlockPool;
+// The store a configuration asks for: dense for plain f16/f32, paged (compressed blocks, eviction)
+// otherwise. Codebooks: CQ's for this layer (keys, values), else null.
+std::unique_ptr<KvStore> make_kv_store(const KvConfig& cfg, const KvShape& shape, BlockPool& pool,
+                                       const Codebook* key_book, const Codebook* value_book);
 
 }  // namespace leanlm

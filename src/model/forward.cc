@@ -33,7 +33,8 @@ Forward::Forward(const Model& model, ThreadPool& pool, int max_batch)
   act_.resize(T * c_.n_ff);
 }
 
-std::unique_ptr<SequenceState> Forward::new_sequence(int max_ctx, const KvOptions& kv) const {
+std::unique_ptr<SequenceState> Forward::new_sequence(int max_ctx, const KvConfig& kv, BlockPool& pool,
+                                                     const ModelCodebooks* books) const {
   auto s = std::make_unique<SequenceState>();
   for (int l = 0; l < c_.n_layer; ++l) {
     KvShape shape;
@@ -42,7 +43,9 @@ std::unique_ptr<SequenceState> Forward::new_sequence(int max_ctx, const KvOption
     shape.window = c_.is_local(l) ? c_.sliding_window : 0;
     shape.max_batch = max_batch_;
     shape.max_ctx = max_ctx;
-    s->layers.push_back(make_kv_store(kv.type, shape));
+    const Codebook* kb = books && l < int(books->key.size()) ? &books->key[l] : nullptr;
+    const Codebook* vb = books && l < int(books->value.size()) ? &books->value[l] : nullptr;
+    s->layers.push_back(make_kv_store(kv, shape, pool, kb, vb));
   }
   return s;
 }
@@ -56,6 +59,9 @@ void Forward::attention(int layer, const std::vector<BatchEntry>& batch) {
   attn_tokens_.resize(batch.size());
   for (size_t t = 0; t < batch.size(); ++t) attn_tokens_[t] = {batch[t].seq->layers[layer].get(), batch[t].pos};
   attn_.run(pool_, shape, attn_tokens_, q_.data(), att_.data());
+  // Eviction: each store applies its budget once its attention for this pass is done.
+  for (size_t t = 0; t < batch.size(); ++t)
+    if (t == 0 || batch[t].seq != batch[t - 1].seq) batch[t].seq->layers[layer]->after_pass();
 }
 
 const float* Forward::run(const std::vector<BatchEntry>& batch) {

@@ -8,7 +8,10 @@
 #include "attention/attention.h"
 #include "kernels/matmul.h"
 #include "kernels/threadpool.h"
+#include "kv/block_codec.h"
+#include "kv/block_pool.h"
 #include "kv/kv_cache.h"
+#include "kv/kv_config.h"
 #include "model/model.h"
 
 namespace leanlm {
@@ -21,9 +24,6 @@ struct SequenceState {
   void clear();
 };
 
-struct KvOptions {
-  KvType type = KvType::F16;
-};
 
 struct BatchEntry {
   SequenceState* seq = nullptr;
@@ -37,7 +37,10 @@ class Forward {
   // max_batch: the most tokens one run() may take (larger batches must be split by the caller).
   Forward(const Model& model, ThreadPool& pool, int max_batch = 512);
 
-  std::unique_ptr<SequenceState> new_sequence(int max_ctx, const KvOptions& kv = {}) const;
+  // A sequence's KV cache: stores per layer as `kv` asks, pages from `pool` (compressed codecs),
+  // CQ codebooks from `books`.
+  std::unique_ptr<SequenceState> new_sequence(int max_ctx, const KvConfig& kv, BlockPool& pool,
+                                              const ModelCodebooks* books = nullptr) const;
 
   // Appends the batch's keys/values to their sequences and returns the logits of the entries marked
   // `logits`, in batch order: [n_marked][n_vocab], valid until the next call.

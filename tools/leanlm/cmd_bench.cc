@@ -66,7 +66,7 @@ void bench(const BenchFlags& f) {
                        {"stddev", s.sd}, {"samples", tps}, {"kv_bytes", kv_bytes}});
   };
   if (!f.json) {
-    std::printf("model: %s, threads: %d, kv: %s\n", eo.model_path.c_str(), engine.pool().size(), kv_type_name(eo.kv.type));
+    std::printf("model: %s, threads: %d, kv: %s\n", eo.model_path.c_str(), engine.pool().size(), eo.kv.name().c_str());
     std::printf("| %-14s | %-21s | %-9s |\n|----------------|-----------------------|-----------|\n", "test", "tokens/s",
                 "KV bytes");
   }
@@ -108,7 +108,7 @@ void bench(const BenchFlags& f) {
     }
   }
   if (f.json) {
-    nlohmann::json j = {{"model", eo.model_path}, {"threads", engine.pool().size()}, {"kv_type", kv_type_name(eo.kv.type)},
+    nlohmann::json j = {{"model", eo.model_path}, {"threads", engine.pool().size()}, {"kv", eo.kv.name()},
                         {"weight_bytes_per_token", engine.model().weight_bytes_per_token()},
                         {"peak_rss_bytes", peak_rss_bytes()}, {"results", results}};
     std::printf("%s\n", j.dump(2).c_str());

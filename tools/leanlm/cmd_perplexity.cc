@@ -89,7 +89,7 @@ void perplexity(const PplFlags& f) {
   if (f.json) {
     nlohmann::json j = {{"file", f.file}, {"model", eo.model_path}, {"n_ctx", n_ctx}, {"chunks", n_chunks},
                         {"tokens_scored", count}, {"ppl", ppl}, {"ppl_err", err}, {"chunk_ppl", chunk_ppl},
-                        {"seconds", t1 - t0}, {"kv_type", kv_type_name(eo.kv.type)}};
+                        {"seconds", t1 - t0}, {"kv", eo.kv.name()}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::fprintf(stderr, "\n%d chunks of %d tokens, %lld scored, %.1f s\n", n_chunks, n_ctx, (long long)count, t1 - t0);

@@ -12,10 +12,19 @@ struct EngineFlags {
   int threads = 0;
   int ctx = 4096;
   int batch = 512;
-  std::string kv_type = "f16";
-  void add(CLI::App* app, int default_ctx);
+  // KV cache (see `leanlm eval` for comparing several of these at once).
+  std::string kv_codec = "f16", kv_evict = "none", kv_budget, kv_codebooks;
+  double kv_think = 0;
+  double kv_mem_mib = 0;
+  // with_kv: add the KV flags (eval takes lists instead and adds its own).
+  void add(CLI::App* app, int default_ctx, bool with_kv = true);
   EngineOptions resolve(bool progress) const;
 };
+
+// Help text of the KV flags, shared with eval.
+extern const char* const kKvCodecHelp;
+extern const char* const kKvEvictHelp;
+extern const char* const kKvBudgetHelp;
 
 // -m, else $LEANLM_MODEL, else the model that setup installs.
 std::string default_model_path();

@@ -11,14 +11,29 @@
 
 namespace leanlm::cli {
 
-void EngineFlags::add(CLI::App* app, int default_ctx) {
+const char* const kKvCodecHelp =
+    "KV cache codec: f16, f32, q8_0, q4_0, kivi2, kivi4, cq-2c8b, cq-4c8b, cq-8c8b, cq-8c10b; parameters as "
+    "name:g=G:r=R (g: tokens per block/group, r: recent tokens kept in fp16; kivi defaults g=32 r=128)";
+const char* const kKvEvictHelp =
+    "KV eviction policy when the cache reaches --kv-budget: none, streaming, h2o, scissorhands, snapkv; "
+    "parameters as name:recent=N:sinks=N:history=N:window=N:pool=N; keep=CODEC keeps evicted tokens in "
+    "CODEC (MiKV-style) instead of dropping them";
+const char* const kKvBudgetHelp = "KV tokens kept per layer by the eviction policy: a count, or a percentage of -c like 20%";
+
+void EngineFlags::add(CLI::App* app, int default_ctx, bool with_kv) {
   ctx = default_ctx;
   app->add_option("-m,--model", model, "GGUF model file (default: the model installed by setup)");
   app->add_option("-t,--threads", threads, "threads (default: one per core)")->check(CLI::Range(0, 1024));
   app->add_option("-c,--ctx", ctx, "context size in tokens")->check(CLI::Range(1, 1 << 22))->capture_default_str();
   app->add_option("-b,--batch", batch, "most tokens per forward pass")->check(CLI::Range(1, 1 << 16))
       ->capture_default_str();
-  app->add_option("--kv-type", kv_type, "KV cache element type: f16, f32")->capture_default_str();
+  if (!with_kv) return;
+  app->add_option("--kv-codec", kv_codec, kKvCodecHelp)->capture_default_str();
+  app->add_option("--kv-evict", kv_evict, kKvEvictHelp)->capture_default_str();
+  app->add_option("--kv-budget", kv_budget, kKvBudgetHelp);
+  app->add_option("--kv-think", kv_think, "ThinK: fraction of key channels pruned, 0-0.9")->check(CLI::Range(0.0, 0.9));
+  app->add_option("--kv-codebooks", kv_codebooks, "CQ codebook file written by `leanlm calibrate`");
+  app->add_option("--kv-mem", kv_mem_mib, "most MiB of compressed KV pages (0: no limit)")->check(CLI::Range(0.0, 1e9));
 }
 
 EngineOptions EngineFlags::resolve(bool progress) const {
@@ -27,7 +42,16 @@ EngineOptions EngineFlags::resolve(bool progress) const {
   o.threads = threads;
   o.ctx = ctx;
   o.batch = batch;
-  o.kv.type = parse_kv_type(kv_type);
+  o.kv.codec = parse_codec(kv_codec);
+  o.kv.evict = parse_evict(kv_evict);
+  parse_budget(kv_budget, o.kv);
+  o.kv.think = kv_think;
+  o.kv.codebooks = kv_codebooks;
+  o.kv_mem = size_t(kv_mem_mib * 1024 * 1024);
+  if (o.kv.evict.kind != EvictSpec::Kind::None && o.kv.budget_for(ctx) <= 0)
+    fail("--kv-evict " + o.kv.evict.name() + " needs --kv-budget (tokens, or a percentage like 20%)");
+  if (o.kv.evict.kind == EvictSpec::Kind::None && !kv_budget.empty())
+    fail("--kv-budget needs an eviction policy (--kv-evict)");
   o.progress = progress;
   return o;
 }

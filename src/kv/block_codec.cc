@@ -1,0 +1,93 @@
+#include "kv/block_codec.h"
+
+#include <algorithm>
+
+#include "kv/dense_rows.h"
+#include "kv/kv_config.h"
+#include "util/error.h"
+
+namespace leanlm {
+
+// The codecs (one file each under codecs/).
+std::unique_ptr<BlockCodec> make_f16_codec(int dim, int tokens);
+std::unique_ptr<BlockCodec> make_q8_0_codec(int dim, int tokens);
+std::unique_ptr<BlockCodec> make_q4_0_codec(int dim, int tokens);
+std::unique_ptr<BlockCodec> make_kivi_codec(KvSide side, int bits, int dim, int tokens);
+std::unique_ptr<BlockCodec> make_cq_codec(const Codebook& book, int n_kv_head, int dim, int tokens);
+
+namespace {
+
+// Rows are decoded this many at a time into a per-thread tile (32 x 256 floats = 32 KiB).
+constexpr int kTileRows = 32;
+
+float* tile(size_t n) {
+  thread_local AlignedVec<float> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+}  // namespace
+
+void BlockCodec::dot(int h, const uint8_t* blk, int j0, int j1, const QueryPrep& p, float* out, int out_stride) const {
+  float* x = tile(size_t(kTileRows) * dim_);
+  for (int a = j0; a < j1; a += kTileRows) {
+    const int b = std::min(j1, a + kTileRows);
+    decode(h, blk, a, b, x);
+    dense_dot<float>(x, dim_, b - a, dim_, p.q, p.n_q, p.q_stride, out + (a - j0), out_stride);
+  }
+}
+
+void BlockCodec::axpy(int h, const uint8_t* blk, int j0, int j1, const float* w, int n_q, int w_stride, float* out,
+                      int out_stride) const {
+  float* x = tile(size_t(kTileRows) * dim_);
+  for (int a = j0; a < j1; a += kTileRows) {
+    const int b = std::min(j1, a + kTileRows);
+    decode(h, blk, a, b, x);
+    dense_axpy<float>(x, dim_, b - a, dim_, w + (a - j0), n_q, w_stride, out, out_stride);
+  }
+}
+
+void BlockCodec::dot_ref(int h, const uint8_t* blk, int j0, int j1, const float* q, int n_q, int q_stride, float* out,
+                         int out_stride) const {
+  std::vector<float> x(size_t(j1 - j0) * dim_);
+  decode_ref(h, blk, j0, j1, x.data());
+  for (int i = 0; i < n_q; ++i)
+    for (int j = j0; j < j1; ++j) {
+      double s = 0;
+      for (int c = 0; c < dim_; ++c) s += double(q[size_t(i) * q_stride + c]) * x[size_t(j - j0) * dim_ + c];
+      out[size_t(i) * out_stride + (j - j0)] = float(s);
+    }
+}
+
+void BlockCodec::axpy_ref(int h, const uint8_t* blk, int j0, int j1, const float* w, int n_q, int w_stride, float* out,
+                          int out_stride) const {
+  std::vector<float> x(size_t(j1 - j0) * dim_);
+  decode_ref(h, blk, j0, j1, x.data());
+  for (int i = 0; i < n_q; ++i)
+    for (int c = 0; c < dim_; ++c) {
+      double s = out[size_t(i) * out_stride + c];
+      for (int j = j0; j < j1; ++j) s += double(w[size_t(i) * w_stride + (j - j0)]) * x[size_t(j - j0) * dim_ + c];
+      out[size_t(i) * out_stride + c] = float(s);
+    }
+}
+
+std::unique_ptr<BlockCodec> make_block_codec(const CodecSpec& spec, KvSide side, int n_kv_head, int dim,
+                                             const Codebook* codebook) {
+  using K = CodecSpec::Kind;
+  if (dim % 32 != 0) fail(strfmt("KV codec %s: head size %d is not a multiple of 32", spec.name().c_str(), dim));
+  switch (spec.kind) {
+    case K::F16: return make_f16_codec(dim, spec.group);
+    case K::Q8_0: return make_q8_0_codec(dim, spec.group);
+    case K::Q4_0: return make_q4_0_codec(dim, spec.group);
+    case K::Kivi:
+      if (dim % spec.group != 0 && side == KvSide::Value)
+        fail(strfmt("%s: head size %d is not a multiple of the group size %d", spec.name().c_str(), dim, spec.group));
+      return make_kivi_codec(side, spec.bits, dim, spec.group);
+    case K::CQ:
+      if (!codebook) fail(spec.name() + " needs codebooks: run `leanlm calibrate` and pass --kv-codebooks FILE");
+      return make_cq_codec(*codebook, n_kv_head, dim, spec.group);
+    default: fail("internal error: " + spec.name() + " is not a block codec");
+  }
+}
+
+}  // namespace leanlm

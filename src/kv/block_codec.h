@@ -1,0 +1,89 @@
+// A KV codec: how one side (keys or values) of one layer is stored in compressed blocks, and how
+// attention computes on that compressed form directly.
+//
+// A block holds up to `tokens` consecutive token vectors of `dim` channels of one KV head. The
+// paged store (paged_store.h) owns the blocks; a codec only knows how to fill, read and compute on
+// one. Adding a method means adding one codecs/*.cc file that implements this interface and
+// registering its names in block_codec.cc.
+//
+// Scores may come from decoded keys (KIVI: scales folded into the query) or from per-query lookup
+// tables (CQ: q . centroid computed once per call): `prepare` turns the raw queries of one scores()
+// call into whatever the codec's `dot` reads, once, before it scans many blocks.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "util/aligned.h"
+
+namespace leanlm {
+
+// The queries of one scores() call, after BlockCodec::prepare.
+struct QueryPrep {
+  const float* q = nullptr;  // [n_q][q_stride] raw queries (dim channels used)
+  int n_q = 0, q_stride = 0;
+  AlignedVec<float> table;   // codec-specific (e.g. lookup tables); may stay empty
+};
+
+class BlockCodec {
+ public:
+  BlockCodec(int dim, int tokens) : dim_(dim), tokens_(tokens) {}
+  virtual ~BlockCodec() = default;
+  int dim() const { return dim_; }
+  int tokens() const { return tokens_; }
+
+  // Bytes of one block (codes, scales, zero points: everything it stores).
+  virtual size_t block_bytes() const = 0;
+  // Compresses rows j0 .. n-1 of KV head h into blk; row j is read from x + (j - j0) * x_stride.
+  // Rows before j0 were written by an earlier call. Codecs that group across tokens (per-channel
+  // keys) take j0 == 0 only: see per_token().
+  virtual void encode(int h, const float* x, int x_stride, int j0, int n, uint8_t* blk) const = 0;
+  // Whether each row is compressed on its own (rows can be appended one at a time).
+  virtual bool per_token() const { return true; }
+  // Rows [j0, j1) of blk -> x: [j1 - j0][dim], the fast way; decode_ref is the plain reference.
+  virtual void decode(int h, const uint8_t* blk, int j0, int j1, float* x) const = 0;
+  virtual void decode_ref(int h, const uint8_t* blk, int j0, int j1, float* x) const { decode(h, blk, j0, j1, x); }
+
+  // Per-call query preparation (lookup tables, ...). The default keeps just the pointers.
+  virtual void prepare(int h, const float* q, int n_q, int q_stride, QueryPrep& p) const {
+    p.q = q, p.n_q = n_q, p.q_stride = q_stride;
+  }
+  // out[i * out_stride + (j - j0)] = q_i . x_j  for rows j in [j0, j1) of the block. The default
+  // decodes the rows into a small tile (stays in L1) and runs the dense kernel on it.
+  virtual void dot(int h, const uint8_t* blk, int j0, int j1, const QueryPrep& p, float* out, int out_stride) const;
+  // out[i * out_stride + c] += sum_{j in [j0, j1)} w[i * w_stride + (j - j0)] * x_j[c]. Same default.
+  virtual void axpy(int h, const uint8_t* blk, int j0, int j1, const float* w, int n_q, int w_stride, float* out,
+                    int out_stride) const;
+
+  // The same two computations the plain way (decode_ref, then double loops). Tests compare with these.
+  void dot_ref(int h, const uint8_t* blk, int j0, int j1, const float* q, int n_q, int q_stride, float* out,
+               int out_stride) const;
+  void axpy_ref(int h, const uint8_t* blk, int j0, int j1, const float* w, int n_q, int w_stride, float* out,
+                int out_stride) const;
+
+ protected:
+  int dim_, tokens_;
+};
+
+// Which side of the cache a codec instance serves (KIVI groups keys per channel, values per token).
+enum class KvSide { Key, Value };
+
+// Codebooks learned by `leanlm calibrate` (CQ), for one layer and side: [n_kv_head][n_groups][2^bits][c].
+struct Codebook {
+  int channels = 0, bits = 0;    // c channels per group, 2^bits centroids
+  std::vector<float> centroids;  // [n_kv_head][dim / c][1 << bits][c]
+};
+
+// The codebooks of every layer (index = layer), as `leanlm calibrate` writes them.
+struct ModelCodebooks {
+  std::vector<Codebook> key, value;
+};
+
+struct CodecSpec;
+// One codec instance for a layer's keys or values.
+std::unique_ptr<BlockCodec> make_block_codec(const CodecSpec& spec, KvSide side, int n_kv_head, int dim,
+                                             const Codebook* codebook);
+
+}  // namespace leanlm

@@ -1,0 +1,43 @@
+#include "kv/block_pool.h"
+
+#include <cstdlib>
+#include <new>
+
+#include "util/error.h"
+
+namespace leanlm {
+
+BlockPool::~BlockPool() {
+  for (auto& [bytes, pages] : free_)
+    for (uint8_t* p : pages) std::free(p);
+}
+
+uint8_t* BlockPool::get(size_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (budget_ > 0 && in_use_ + bytes > budget_)
+    fail(strfmt("KV cache memory budget of %zu bytes is exhausted (raise --kv-mem or lower the context)", budget_));
+  in_use_ += bytes;
+  auto& list = free_[bytes];
+  if (!list.empty()) {
+    uint8_t* p = list.back();
+    list.pop_back();
+    return p;
+  }
+  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (!p) throw std::bad_alloc();
+  return static_cast<uint8_t*>(p);
+}
+
+void BlockPool::put(uint8_t* page, size_t bytes) {
+  if (!page) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  in_use_ -= bytes;
+  free_[bytes].push_back(page);
+}
+
+size_t BlockPool::in_use() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return in_use_;
+}
+
+}  // namespace leanlm

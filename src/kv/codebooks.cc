@@ -1,0 +1,183 @@
+#include "kv/codebooks.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "model/model.h"
+#include "util/error.h"
+
+namespace leanlm {
+
+namespace {
+
+constexpr char kMagic[8] = {'L', 'L', 'M', 'C', 'Q', 0, 0, 1};
+
+uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
+float dist2(const float* a, const float* b, int d) {
+  float s = 0;
+  for (int e = 0; e < d; ++e) s += (a[e] - b[e]) * (a[e] - b[e]);
+  return s;
+}
+
+}  // namespace
+
+uint64_t model_fingerprint(const Model& model) {
+  const ModelConfig& c = model.config();
+  uint64_t h = 0xcbf29ce484222325ull;
+  h = fnv1a(h, c.arch.data(), c.arch.size());
+  const int dims[] = {c.n_layer, c.n_embd, c.n_head, c.n_head_kv, c.head_dim, c.n_vocab};
+  h = fnv1a(h, dims, sizeof dims);
+  for (const LayerWeights& w : model.layers()) {
+    h = fnv1a(h, w.wk.data, w.wk.row_bytes * w.wk.n_out);
+    h = fnv1a(h, w.wv.data, w.wv.row_bytes * w.wv.n_out);
+  }
+  return h;
+}
+
+std::vector<float> kmeans(const float* x, int n, int d, int k, uint64_t seed, int iters, int n_threads) {
+  if (n <= 0) fail("k-means: no calibration points");
+  std::mt19937_64 rng(seed);
+  std::vector<float> cen(size_t(k) * d);
+  // k-means++: each next centre drawn with probability proportional to the squared distance to
+  // the nearest centre chosen so far.
+  std::vector<float> best(n, FLT_MAX);
+  int first = int(rng() % uint64_t(n));
+  std::copy(x + size_t(first) * d, x + size_t(first + 1) * d, cen.begin());
+  for (int c = 1; c < k; ++c) {
+    double total = 0;
+    const float* prev = &cen[size_t(c - 1) * d];
+    for (int i = 0; i < n; ++i) {
+      best[i] = std::min(best[i], dist2(x + size_t(i) * d, prev, d));
+      total += best[i];
+    }
+    int pick = int(rng() % uint64_t(n));
+    if (total > 0) {
+      double r = std::uniform_real_distribution<double>(0, total)(rng);
+      for (int i = 0; i < n; ++i) {
+        r -= best[i];
+        if (r <= 0) {
+          pick = i;
+          break;
+        }
+      }
+    }
+    std::copy(x + size_t(pick) * d, x + size_t(pick + 1) * d, cen.begin() + size_t(c) * d);
+  }
+  // Lloyd iterations; the assignment step is split between threads (deterministic: each point's
+  // nearest centre does not depend on the split).
+  std::vector<int> assign(n, -1);
+  const int nth = std::max(1, std::min(n_threads, n / 1024 + 1));
+  for (int it = 0; it < iters; ++it) {
+    std::vector<int> changed(nth, 0);
+    auto work = [&](int t) {
+      for (int i = int(int64_t(n) * t / nth); i < int(int64_t(n) * (t + 1) / nth); ++i) {
+        const float* p = x + size_t(i) * d;
+        int bi = 0;
+        float bd = FLT_MAX;
+        for (int c = 0; c < k; ++c) {
+          const float dd = dist2(p, &cen[size_t(c) * d], d);
+          if (dd < bd) bd = dd, bi = c;
+        }
+        if (bi != assign[i]) assign[i] = bi, ++changed[t];
+      }
+    };
+    std::vector<std::thread> pool;
+    for (int t = 1; t < nth; ++t) pool.emplace_back(work, t);
+    work(0);
+    for (auto& th : pool) th.join();
+    int n_changed = 0;
+    for (int c : changed) n_changed += c;
+    if (n_changed == 0) break;
+    std::vector<double> sum(size_t(k) * d, 0.0);
+    std::vector<int> cnt(k, 0);
+    for (int i = 0; i < n; ++i) {
+      ++cnt[assign[i]];
+      for (int e = 0; e < d; ++e) sum[size_t(assign[i]) * d + e] += x[size_t(i) * d + e];
+    }
+    for (int c = 0; c < k; ++c)
+      if (cnt[c] > 0)  // an empty cluster keeps its centre
+        for (int e = 0; e < d; ++e) cen[size_t(c) * d + e] = float(sum[size_t(c) * d + e] / cnt[c]);
+  }
+  return cen;
+}
+
+void save_codebooks(const std::string& path, const Model& model, const std::vector<CodebookSet>& sets) {
+  const ModelConfig& c = model.config();
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) fail(path + ": cannot write");
+    auto u32 = [&](uint32_t v) { out.write(reinterpret_cast<const char*>(&v), 4); };
+    out.write(kMagic, 8);
+    const uint64_t fp = model_fingerprint(model);
+    out.write(reinterpret_cast<const char*>(&fp), 8);
+    u32(c.n_layer), u32(c.n_head_kv), u32(c.head_dim), u32(uint32_t(sets.size()));
+    for (const CodebookSet& s : sets) {
+      u32(s.channels), u32(s.bits);
+      for (int l = 0; l < c.n_layer; ++l)
+        for (const Codebook* b : {&s.books.key[l], &s.books.value[l]})
+          out.write(reinterpret_cast<const char*>(b->centroids.data()), std::streamsize(b->centroids.size() * 4));
+    }
+    if (!out.flush()) fail(path + ": write failed");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) fail(path + ": cannot rename the finished file into place: " + ec.message());
+}
+
+ModelCodebooks load_codebooks(const std::string& path, const Model& model, const CodecSpec& spec) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path + ": cannot open the codebook file");
+  const ModelConfig& c = model.config();
+  char magic[8];
+  uint64_t fp = 0;
+  uint32_t hdr[4] = {};
+  in.read(magic, 8);
+  in.read(reinterpret_cast<char*>(&fp), 8);
+  in.read(reinterpret_cast<char*>(hdr), 16);
+  if (!in || std::memcmp(magic, kMagic, 8) != 0) fail(path + ": not a leanlm codebook file");
+  if (fp != model_fingerprint(model) || hdr[0] != uint32_t(c.n_layer) || hdr[1] != uint32_t(c.n_head_kv) ||
+      hdr[2] != uint32_t(c.head_dim))
+    fail(path + ": these codebooks were calibrated for a different model; run `leanlm calibrate` for " +
+         model.file().path());
+  std::vector<std::string> have;
+  for (uint32_t i = 0; i < hdr[3]; ++i) {
+    uint32_t cb[2];
+    in.read(reinterpret_cast<char*>(cb), 8);
+    if (!in || cb[0] == 0 || cb[1] == 0 || cb[1] > 16 || c.head_dim % cb[0] != 0) fail(path + ": damaged codebook file");
+    const size_t per = size_t(c.n_head_kv) * (c.head_dim / cb[0]) * (size_t(1) << cb[1]) * cb[0];
+    const bool wanted = int(cb[0]) == spec.cq_channels && int(cb[1]) == spec.bits;
+    have.push_back(strfmt("cq-%uc%ub", cb[0], cb[1]));
+    if (!wanted) {
+      in.seekg(std::streamoff(per * 4 * 2 * c.n_layer), std::ios::cur);
+      continue;
+    }
+    ModelCodebooks books;
+    books.key.resize(c.n_layer);
+    books.value.resize(c.n_layer);
+    for (int l = 0; l < c.n_layer; ++l)
+      for (Codebook* b : {&books.key[l], &books.value[l]}) {
+        b->channels = int(cb[0]), b->bits = int(cb[1]);
+        b->centroids.resize(per);
+        in.read(reinterpret_cast<char*>(b->centroids.data()), std::streamsize(per * 4));
+      }
+    if (!in) fail(path + ": truncated codebook file");
+    return books;
+  }
+  std::string list;
+  for (const auto& h : have) list += (list.empty() ? "" : ", ") + h;
+  fail(path + " has no codebooks for " + spec.name() + " (it holds: " + (list.empty() ? "none" : list) + ")");
+}
+
+}  // namespace leanlm

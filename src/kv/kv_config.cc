@@ -1,0 +1,200 @@
+#include "kv/kv_config.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <map>
+
+#include "util/error.h"
+
+namespace leanlm {
+
+namespace {
+
+constexpr const char* kCodecNames = "f16, f32, q8_0, q4_0, kivi2, kivi4, cq-2c8b, cq-4c8b, cq-8c8b, cq-8c10b";
+constexpr const char* kEvictNames = "none, streaming, h2o, scissorhands, snapkv";
+
+// "name:key=value:key=value" -> name and parameters.
+std::string split_params(const std::string& text, std::map<std::string, std::string>& params) {
+  size_t colon = text.find(':');
+  const std::string name = text.substr(0, colon);
+  while (colon != std::string::npos) {
+    const size_t next = text.find(':', colon + 1);
+    const std::string kv = text.substr(colon + 1, next == std::string::npos ? std::string::npos : next - colon - 1);
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == kv.size())
+      fail("'" + text + "': parameters are written name:key=value[:key=value]");
+    params[kv.substr(0, eq)] = kv.substr(eq + 1);
+    colon = next;
+  }
+  return name;
+}
+
+int to_int(const std::string& text, const std::string& what, int lo, int hi) {
+  char* end = nullptr;
+  const long v = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || v < lo || v > hi)
+    fail(strfmt("%s must be an integer in [%d, %d], got '%s'", what.c_str(), lo, hi, text.c_str()));
+  return int(v);
+}
+
+// Takes the integer parameter `key` out of params if present.
+void take(std::map<std::string, std::string>& params, const char* key, int& dst, const std::string& owner, int lo,
+          int hi) {
+  auto it = params.find(key);
+  if (it == params.end()) return;
+  dst = to_int(it->second, owner + " parameter " + key, lo, hi);
+  params.erase(it);
+}
+
+void no_leftovers(const std::map<std::string, std::string>& params, const std::string& owner, const char* valid) {
+  if (!params.empty()) fail("unknown parameter '" + params.begin()->first + "' for " + owner + " (valid: " + valid + ")");
+}
+
+}  // namespace
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  size_t b = 0;
+  while (b <= text.size()) {
+    const size_t e = text.find(',', b);
+    const std::string item = text.substr(b, e == std::string::npos ? std::string::npos : e - b);
+    if (item.empty()) fail("empty item in the list '" + text + "'");
+    out.push_back(item);
+    if (e == std::string::npos) break;
+    b = e + 1;
+  }
+  return out;
+}
+
+CodecSpec parse_codec(const std::string& text) {
+  std::map<std::string, std::string> params;
+  const std::string name = split_params(text, params);
+  CodecSpec c;
+  using K = CodecSpec::Kind;
+  if (name == "f16") c.kind = K::F16;
+  else if (name == "f32") c.kind = K::F32, c.bits = 32;
+  else if (name == "q8_0") c.kind = K::Q8_0, c.bits = 8;
+  else if (name == "q4_0") c.kind = K::Q4_0, c.bits = 4;
+  else if (name == "kivi2" || name == "kivi4") c.kind = K::Kivi, c.bits = name[4] - '0', c.residual = 128;
+  else if (name == "cq-2c8b") c.kind = K::CQ, c.cq_channels = 2, c.bits = 8, c.residual = 32;
+  else if (name == "cq-4c8b") c.kind = K::CQ, c.cq_channels = 4, c.bits = 8, c.residual = 32;
+  else if (name == "cq-8c8b") c.kind = K::CQ, c.cq_channels = 8, c.bits = 8, c.residual = 32;
+  else if (name == "cq-8c10b") c.kind = K::CQ, c.cq_channels = 8, c.bits = 10, c.residual = 32;
+  else fail("unknown KV codec '" + name + "' (supported: " + kCodecNames + ")");
+  if (!c.compressed()) {
+    no_leftovers(params, name, "none");
+    return c;
+  }
+  take(params, "g", c.group, name, 32, 256);
+  take(params, "r", c.residual, name, 0, 1 << 16);
+  no_leftovers(params, name, "g (tokens per block), r (recent tokens kept in fp16)");
+  if (c.group % 32 != 0) fail(name + ": the group size g must be a multiple of 32");
+  return c;
+}
+
+std::string CodecSpec::name() const {
+  using K = Kind;
+  std::string n;
+  int def_res = 0;
+  switch (kind) {
+    case K::F16: return "f16";
+    case K::F32: return "f32";
+    case K::Q8_0: n = "q8_0"; break;
+    case K::Q4_0: n = "q4_0"; break;
+    case K::Kivi: n = strfmt("kivi%d", bits), def_res = 128; break;
+    case K::CQ: n = strfmt("cq-%dc%db", cq_channels, bits), def_res = 32; break;
+  }
+  if (group != 32) n += strfmt(":g=%d", group);
+  if (residual != def_res) n += strfmt(":r=%d", residual);
+  return n;
+}
+
+double CodecSpec::bits_per_element(int dim) const {
+  using K = Kind;
+  switch (kind) {
+    case K::F16: return 16;
+    case K::F32: return 32;
+    case K::Q8_0: return 8 + 16.0 / 32;
+    case K::Q4_0: return 4 + 16.0 / 32;
+    case K::Kivi: return bits + 32.0 / group;  // fp16 scale and minimum per group
+    case K::CQ: return double(bits) / cq_channels;
+  }
+  return 16;
+}
+
+EvictSpec parse_evict(const std::string& text) {
+  std::map<std::string, std::string> params;
+  const std::string name = split_params(text, params);
+  EvictSpec e;
+  using K = EvictSpec::Kind;
+  if (name == "none") e.kind = K::None;
+  else if (name == "streaming") e.kind = K::Streaming;
+  else if (name == "h2o") e.kind = K::H2O;
+  else if (name == "scissorhands") e.kind = K::Scissorhands;
+  else if (name == "snapkv") e.kind = K::SnapKV;
+  else fail("unknown eviction policy '" + name + "' (supported: " + kEvictNames + ")");
+  take(params, "sinks", e.sinks, name, 0, 1 << 20);
+  take(params, "recent", e.recent, name, 0, 1 << 20);
+  take(params, "history", e.history, name, 1, 64);
+  take(params, "window", e.window, name, 1, 1 << 16);
+  take(params, "pool", e.pool, name, 1, 63);
+  if (auto it = params.find("keep"); it != params.end()) {
+    const CodecSpec low = parse_codec(it->second);
+    if (!low.compressed() || low.kind == CodecSpec::Kind::CQ)
+      fail("keep=" + it->second + ": evicted tokens can be kept in q8_0, q4_0, kivi2 or kivi4");
+    e.keep = low.name();
+    params.erase(it);
+  }
+  no_leftovers(params, name, "sinks, recent, history, window, pool, keep");
+  if (e.kind == K::None && !e.keep.empty()) fail("keep= needs an eviction policy");
+  return e;
+}
+
+std::string EvictSpec::name() const {
+  using K = Kind;
+  std::string n;
+  switch (kind) {
+    case K::None: return "none";
+    case K::Streaming: n = "streaming"; break;
+    case K::H2O: n = "h2o"; break;
+    case K::Scissorhands: n = "scissorhands"; break;
+    case K::SnapKV: n = "snapkv"; break;
+  }
+  if (recent >= 0) n += strfmt(":recent=%d", recent);
+  if (!keep.empty()) n += ":keep=" + keep;
+  return n;
+}
+
+void parse_budget(const std::string& text, KvConfig& cfg) {
+  cfg.budget_tokens = 0;
+  cfg.budget_frac = 0;
+  if (text.empty() || text == "0" || text == "none") return;
+  if (text.back() == '%') {
+    char* end = nullptr;
+    const double v = std::strtod(text.c_str(), &end);
+    if (end != text.c_str() + text.size() - 1 || !(v > 0 && v <= 100))
+      fail("--kv-budget: a percentage must be in (0, 100], got '" + text + "'");
+    cfg.budget_frac = v / 100.0;
+  } else {
+    cfg.budget_tokens = to_int(text, "--kv-budget (tokens, or a percentage like 20%)", 1, 1 << 24);
+  }
+}
+
+int KvConfig::budget_for(int ctx) const {
+  if (budget_tokens > 0) return budget_tokens;
+  if (budget_frac > 0) return std::max(1, int(std::lround(budget_frac * ctx)));
+  return 0;
+}
+
+std::string KvConfig::name() const {
+  std::string n = codec.name();
+  if (think > 0) n += strfmt("+think%.0f%%", think * 100);
+  if (evict.kind != EvictSpec::Kind::None) {
+    n += "+" + evict.name();
+    if (budget_frac > 0) n += strfmt("@%g%%", budget_frac * 100);
+    else if (budget_tokens > 0) n += strfmt("@%d", budget_tokens);
+  }
+  return n;
+}
+
+}  // namespace leanlm

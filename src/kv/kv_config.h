@@ -1,0 +1,53 @@
+// What the KV cache of a sequence looks like: codec, eviction policy, budget, key-channel pruning.
+// Parsed from the command-line names (--kv-codec kivi2:g=32:r=128, --kv-evict scissorhands, ...).
+#pragma once
+#include <string>
+#include <vector>
+
+namespace leanlm {
+
+struct CodecSpec {
+  enum class Kind { F16, F32, Q8_0, Q4_0, Kivi, CQ };
+  Kind kind = Kind::F16;
+  int bits = 16;        // Kivi: 2 or 4; CQ: bits per code (2^bits centroids)
+  int cq_channels = 0;  // CQ: channels coupled in one code
+  int group = 32;       // tokens per block (KIVI's group size G; also its value group in channels)
+  int residual = 0;     // most recent tokens kept in fp16 (KIVI's R; CQ's window)
+  std::string name() const;  // canonical name, parameters that differ from the defaults included
+  bool compressed() const { return kind != Kind::F16 && kind != Kind::F32; }
+  double bits_per_element(int dim) const;  // of compressed blocks, scales included (CQ: codebooks not)
+};
+
+struct EvictSpec {
+  enum class Kind { None, Streaming, H2O, Scissorhands, SnapKV };
+  Kind kind = Kind::None;
+  int sinks = 4;       // streaming: first tokens always kept
+  int recent = -1;     // protected most recent tokens (-1: the policy's default share of the budget)
+  int history = 64;    // scissorhands: decode steps its importance counts look back (<= 64)
+  int window = 64;     // snapkv: observation window (last queries)
+  int pool = 5;        // snapkv: average-pool kernel
+  std::string keep;    // MiKV-style: codec that evicted tokens are kept in instead of dropped ("" = drop)
+  std::string name() const;
+};
+
+struct KvConfig {
+  CodecSpec codec;
+  EvictSpec evict;
+  int budget_tokens = 0;      // > 0: most tokens per layer (eviction keeps the cache at this size)
+  double budget_frac = 0.0;   // > 0: budget as a fraction of the context size
+  double think = 0.0;         // ThinK: fraction of key channels pruned (0 = none)
+  std::string codebooks;      // CQ codebook sidecar written by `leanlm calibrate`
+  int budget_for(int ctx) const;  // tokens, 0 = unlimited
+  std::string name() const;       // e.g. "kivi2+scissorhands@20%"
+  bool needs_attention_stats() const { return evict.kind != EvictSpec::Kind::None; }
+};
+
+// Throw leanlm::Error with the list of valid names on bad input.
+CodecSpec parse_codec(const std::string& text);
+EvictSpec parse_evict(const std::string& text);
+// "1024" (tokens) or "20%" (of the context).
+void parse_budget(const std::string& text, KvConfig& cfg);
+// Comma-separated list.
+std::vector<std::string> split_list(const std::string& text);
+
+}  // namespace leanlm

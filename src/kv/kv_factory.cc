@@ -1,0 +1,41 @@
+// make_kv_store: from a KvConfig to the store of one (sequence, layer).
+#include "kv/block_codec.h"
+#include "kv/eviction.h"
+#include "kv/kv_cache.h"
+#include "kv/kv_config.h"
+#include "kv/paged_store.h"
+#include "util/error.h"
+
+namespace leanlm {
+
+std::unique_ptr<KvStore> make_kv_store(const KvConfig& cfg, const KvShape& shape, BlockPool& pool,
+                                       const Codebook* key_book, const Codebook* value_book) {
+  using K = CodecSpec::Kind;
+  const bool evicting = cfg.evict.kind != EvictSpec::Kind::None;
+  if (!cfg.codec.compressed() && !evicting && cfg.think <= 0)
+    return make_kv_store(cfg.codec.kind == K::F32 ? KvType::F32 : KvType::F16, shape);
+  if (cfg.codec.kind == K::F32) fail("the f32 KV cache takes no eviction or channel pruning (use f16)");
+  if (cfg.think > 0) fail("--kv-think is not available yet");
+
+  CodecSpec spec = cfg.codec;
+  PagedKvOptions o;
+  o.key = make_block_codec(spec, KvSide::Key, shape.n_kv_head, shape.head_dim, key_book);
+  o.value = make_block_codec(spec, KvSide::Value, shape.n_kv_head, shape.head_dim, value_book);
+  o.residual = spec.residual;
+  if (evicting) {
+    o.policy = make_eviction_policy(cfg.evict);
+    o.budget = cfg.budget_for(shape.max_ctx);
+    if (o.budget <= 0) fail("--kv-evict " + cfg.evict.name() + " needs --kv-budget (tokens, or a percentage like 20%)");
+    if (!cfg.evict.keep.empty()) {
+      const CodecSpec low = parse_codec(cfg.evict.keep);
+      PagedKvOptions lo;
+      lo.key = make_block_codec(low, KvSide::Key, shape.n_kv_head, shape.head_dim, nullptr);
+      lo.value = make_block_codec(low, KvSide::Value, shape.n_kv_head, shape.head_dim, nullptr);
+      lo.residual = 0;
+      o.low_tier = std::make_unique<PagedKvStore>(shape, pool, std::move(lo));
+    }
+  }
+  return std::make_unique<PagedKvStore>(shape, pool, std::move(o));
+}
+
+}  // namespace leanlm
