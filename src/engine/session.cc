@@ -29,6 +29,18 @@ std::unique_ptr<SequenceState> Engine::new_sequence() const {
   return forward_->new_sequence(opts_.ctx, opts_.kv, *kv_pool_, codebooks_.get());
 }
 
+std::unique_ptr<SequenceState> Engine::new_sequence(const KvConfig& kv, int max_ctx) {
+  const ModelCodebooks* books = nullptr;
+  if (kv.codec.kind == CodecSpec::Kind::CQ) {
+    if (kv.codebooks.empty())
+      fail(kv.codec.name() + " needs codebooks: run `leanlm calibrate -f TEXT --out FILE` and pass --kv-codebooks FILE");
+    auto& slot = other_codebooks_[kv.codebooks + "|" + kv.codec.name()];
+    if (!slot) slot = std::make_unique<ModelCodebooks>(load_codebooks(kv.codebooks, *model_, kv.codec));
+    books = slot.get();
+  }
+  return forward_->new_sequence(max_ctx, kv, *kv_pool_, books);
+}
+
 void Engine::check_fits(const SequenceState& seq, size_t n) const {
   if (seq.n_past + n > size_t(opts_.ctx))
     fail(strfmt("prompt too long: %zu tokens after %d already in the context exceed the context size %d (raise -c)",

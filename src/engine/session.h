@@ -2,6 +2,7 @@
 // generate text for one sequence. The server's scheduler uses Forward::run directly.
 #pragma once
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,6 +36,8 @@ class Engine {
   int n_vocab() const { return model_->config().n_vocab; }
 
   std::unique_ptr<SequenceState> new_sequence() const;
+  // A sequence with another KV configuration and context (eval compares several in one run).
+  std::unique_ptr<SequenceState> new_sequence(const KvConfig& kv, int max_ctx);
   // Appends tokens to the sequence (split into batches) and returns the logits after the last one.
   // With all_logits, `out` receives [tokens.size()][n_vocab] logits (for perplexity/eval).
   const float* feed(SequenceState& seq, const std::vector<int>& tokens, std::vector<float>* all_logits = nullptr,
@@ -49,6 +52,7 @@ class Engine {
   std::unique_ptr<Forward> forward_;
   std::unique_ptr<BlockPool> kv_pool_;
   std::unique_ptr<ModelCodebooks> codebooks_;
+  std::map<std::string, std::unique_ptr<ModelCodebooks>> other_codebooks_;  // by file and codec
 };
 
 }  // namespace leanlm

@@ -30,6 +30,10 @@ void perplexity(const PplFlags& f) {
   std::stringstream ss;
   ss << in.rdbuf();
   EngineOptions eo = f.eng.resolve(true);
+  // A compressed or evicting cache is measured as decoding meets it: tokens enter in blocks no
+  // larger than the codec's, so each query sees older tokens already compressed (or evicted).
+  if (f.eng.batch == 0 && (eo.kv.codec.compressed() || eo.kv.evict.kind != EvictSpec::Kind::None))
+    eo.batch = eo.kv.codec.compressed() ? eo.kv.codec.group : 32;
   Engine engine(eo);
   const Tokenizer& tok = engine.tokenizer();
   const std::vector<int> tokens = tok.encode(ss.str(), true, false);

@@ -11,7 +11,7 @@ struct EngineFlags {
   std::string model;
   int threads = 0;
   int ctx = 4096;
-  int batch = 512;
+  int batch = 0;  // 0: 512, or what the command chooses (see -b help)
   // KV cache (see `leanlm eval` for comparing several of these at once).
   std::string kv_codec = "f16", kv_evict = "none", kv_budget, kv_codebooks;
   double kv_think = 0;
@@ -37,5 +37,6 @@ void add_perplexity(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_tokenize(CLI::App& app);
 void add_chat(CLI::App& app);
+void add_eval(CLI::App& app);
 
 }  // namespace leanlm::cli

@@ -25,8 +25,10 @@ void EngineFlags::add(CLI::App* app, int default_ctx, bool with_kv) {
   app->add_option("-m,--model", model, "GGUF model file (default: the model installed by setup)");
   app->add_option("-t,--threads", threads, "threads (default: one per core)")->check(CLI::Range(0, 1024));
   app->add_option("-c,--ctx", ctx, "context size in tokens")->check(CLI::Range(1, 1 << 22))->capture_default_str();
-  app->add_option("-b,--batch", batch, "most tokens per forward pass")->check(CLI::Range(1, 1 << 16))
-      ->capture_default_str();
+  app->add_option("-b,--batch", batch,
+                  "most tokens per forward pass (default 512; perplexity and eval with a compressed or evicting KV "
+                  "cache: the codec's block size, so that every token sees older tokens as decoding would)")
+      ->check(CLI::Range(1, 1 << 16));
   if (!with_kv) return;
   app->add_option("--kv-codec", kv_codec, kKvCodecHelp)->capture_default_str();
   app->add_option("--kv-evict", kv_evict, kKvEvictHelp)->capture_default_str();
@@ -41,7 +43,7 @@ EngineOptions EngineFlags::resolve(bool progress) const {
   o.model_path = model.empty() ? default_model_path() : model;
   o.threads = threads;
   o.ctx = ctx;
-  o.batch = batch;
+  o.batch = batch > 0 ? batch : 512;
   o.kv.codec = parse_codec(kv_codec);
   o.kv.evict = parse_evict(kv_evict);
   parse_budget(kv_budget, o.kv);
@@ -99,6 +101,7 @@ int main(int argc, char** argv) {
   add_bench(app);
   add_tokenize(app);
   add_chat(app);
+  add_eval(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
