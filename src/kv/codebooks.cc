@@ -80,15 +80,24 @@ std::vector<float> kmeans(const float* x, int n, int d, int k, uint64_t seed, in
   const int nth = std::max(1, std::min(n_threads, n / 1024 + 1));
   for (int it = 0; it < iters; ++it) {
     std::vector<int> changed(nth, 0);
+    // |x - c|^2 = |x|^2 - 2 x.c + |c|^2; centroids transposed ([d][k]) so the loop over them vectorises.
+    std::vector<float> ct(size_t(d) * k), cn(k, 0.f);
+    for (int c = 0; c < k; ++c)
+      for (int e = 0; e < d; ++e) {
+        ct[size_t(e) * k + c] = cen[size_t(c) * d + e];
+        cn[c] += cen[size_t(c) * d + e] * cen[size_t(c) * d + e];
+      }
     auto work = [&](int t) {
+      std::vector<float> dist(k);
       for (int i = int(int64_t(n) * t / nth); i < int(int64_t(n) * (t + 1) / nth); ++i) {
         const float* p = x + size_t(i) * d;
-        int bi = 0;
-        float bd = FLT_MAX;
-        for (int c = 0; c < k; ++c) {
-          const float dd = dist2(p, &cen[size_t(c) * d], d);
-          if (dd < bd) bd = dd, bi = c;
+        std::copy(cn.begin(), cn.end(), dist.begin());
+        for (int e = 0; e < d; ++e) {
+          const float m = -2.f * p[e];
+          const float* row = &ct[size_t(e) * k];
+          for (int c = 0; c < k; ++c) dist[c] += m * row[c];
         }
+        const int bi = int(std::min_element(dist.begin(), dist.end()) - dist.begin());
         if (bi != assign[i]) assign[i] = bi, ++changed[t];
       }
     };

@@ -2,6 +2,7 @@
 // next-token logits out. Each token carries its own sequence (KV cache) and position, which is what
 // continuous batching needs.
 #pragma once
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -46,6 +47,10 @@ class Forward {
   // `logits`, in batch order: [n_marked][n_vocab], valid until the next call.
   const float* run(const std::vector<BatchEntry>& batch);
   int max_batch() const { return max_batch_; }
+  // Sees every key and value as it enters the cache (after RoPE): [n_kv_head][head_dim] each.
+  // `leanlm calibrate` collects activations with it.
+  using KvTap = std::function<void(int layer, int pos, const float* k, const float* v)>;
+  void set_kv_tap(KvTap tap) { kv_tap_ = std::move(tap); }
 
  private:
   void attention(int layer, const std::vector<BatchEntry>& batch);
@@ -60,6 +65,7 @@ class Forward {
   AlignedVec<float> rope_global_, rope_local_;  // [T][n_rot] cos/sin per token
   Attention attn_;
   std::vector<AttnToken> attn_tokens_;
+  KvTap kv_tap_;
 };
 
 }  // namespace leanlm

@@ -7,7 +7,7 @@
 namespace leanlm {
 
 ProgressBar::ProgressBar(std::string label, int64_t total)
-    : label_(std::move(label)), total_(total > 0 ? total : 1), enabled_(isatty(2) != 0) {}
+    : label_(std::move(label)), total_(total > 0 ? total : 1), enabled_(total > 0 && isatty(2) != 0) {}
 
 ProgressBar::~ProgressBar() { finish(); }
 

@@ -1,4 +1,4 @@
-// A progress bar on stderr, drawn only when stderr is a terminal.
+// A progress bar on stderr, drawn only when stderr is a terminal (and total > 0).
 #pragma once
 #include <cstdint>
 #include <string>

@@ -38,5 +38,6 @@ void add_bench(CLI::App& app);
 void add_tokenize(CLI::App& app);
 void add_chat(CLI::App& app);
 void add_eval(CLI::App& app);
+void add_calibrate(CLI::App& app);
 
 }  // namespace leanlm::cli

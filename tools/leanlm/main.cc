@@ -102,6 +102,7 @@ int main(int argc, char** argv) {
   add_tokenize(app);
   add_chat(app);
   add_eval(app);
+  add_calibrate(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

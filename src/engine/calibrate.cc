@@ -1,0 +1,72 @@
+#include "engine/calibrate.h"
+
+#include "util/error.h"
+#include "util/progress.h"
+
+namespace leanlm {
+
+std::vector<CodebookSet> learn_codebooks(Engine& engine, const std::vector<int>& text, int ctx, int n_tokens,
+                                         const std::vector<CodecSpec>& specs, int iters, uint64_t seed, bool progress) {
+  const ModelConfig& mc = engine.model().config();
+  const int L = mc.n_layer, KVH = mc.n_head_kv, D = mc.head_dim, row = KVH * D;
+  for (const CodecSpec& s : specs)
+    if (D % s.cq_channels != 0) fail(strfmt("%s: head size %d is not a multiple of %d", s.name().c_str(), D, s.cq_channels));
+
+  const int n_chunks = std::min(int(text.size()) / ctx, std::max(1, n_tokens / ctx));
+  if (n_chunks == 0) fail(strfmt("calibration text: %zu tokens is less than one chunk of %d (lower -c)", text.size(), ctx));
+  const int N = n_chunks * ctx;
+
+  // Activations: [layer][token][KVH * D] for keys and values.
+  std::vector<std::vector<float>> K(L), V(L);
+  for (int l = 0; l < L; ++l) K[l].reserve(size_t(N) * row), V[l].reserve(size_t(N) * row);
+  engine.forward().set_kv_tap([&](int l, int, const float* k, const float* v) {
+    K[l].insert(K[l].end(), k, k + row);
+    V[l].insert(V[l].end(), v, v + row);
+  });
+  {
+    ProgressBar bar("activations", progress ? n_chunks : 0);
+    for (int ci = 0; ci < n_chunks; ++ci) {
+      std::vector<int> chunk(text.begin() + int64_t(ci) * ctx, text.begin() + int64_t(ci + 1) * ctx);
+      if (engine.tokenizer().add_bos()) chunk[0] = engine.tokenizer().bos();
+      auto seq = engine.new_sequence();
+      engine.feed(*seq, chunk);
+      bar.update(ci + 1);
+    }
+    bar.finish();
+  }
+  engine.forward().set_kv_tap(nullptr);
+
+  std::vector<CodebookSet> sets;
+  int jobs = 0, done = 0;
+  for (const CodecSpec& s : specs) jobs += L * 2 * KVH * (D / s.cq_channels);
+  ProgressBar bar("k-means", progress ? jobs : 0);
+  for (const CodecSpec& s : specs) {
+    CodebookSet set;
+    set.channels = s.cq_channels, set.bits = s.bits;
+    const int c = s.cq_channels, k = 1 << s.bits, G = D / c;
+    set.books.key.resize(L);
+    set.books.value.resize(L);
+    std::vector<float> pts(size_t(N) * c);
+    for (int l = 0; l < L; ++l)
+      for (int side = 0; side < 2; ++side) {
+        Codebook& book = side == 0 ? set.books.key[l] : set.books.value[l];
+        book.channels = c, book.bits = s.bits;
+        book.centroids.resize(size_t(KVH) * G * k * c);
+        const std::vector<float>& src = side == 0 ? K[l] : V[l];
+        for (int h = 0; h < KVH; ++h)
+          for (int g = 0; g < G; ++g) {
+            for (int t = 0; t < N; ++t)
+              for (int e = 0; e < c; ++e) pts[size_t(t) * c + e] = src[size_t(t) * row + h * D + g * c + e];
+            const uint64_t seed = seed * 1000003u + uint64_t(((l * 2 + side) * KVH + h) * G + g);
+            const auto cen = kmeans(pts.data(), N, c, k, seed, iters, engine.pool().size());
+            std::copy(cen.begin(), cen.end(), book.centroids.begin() + (size_t(h) * G + g) * k * c);
+            bar.update(++done);
+          }
+      }
+    sets.push_back(std::move(set));
+  }
+  bar.finish();
+  return sets;
+}
+
+}  // namespace leanlm
