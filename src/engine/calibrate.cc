@@ -57,8 +57,8 @@ std::vector<CodebookSet> learn_codebooks(Engine& engine, const std::vector<int>&
           for (int g = 0; g < G; ++g) {
             for (int t = 0; t < N; ++t)
               for (int e = 0; e < c; ++e) pts[size_t(t) * c + e] = src[size_t(t) * row + h * D + g * c + e];
-            const uint64_t seed = seed * 1000003u + uint64_t(((l * 2 + side) * KVH + h) * G + g);
-            const auto cen = kmeans(pts.data(), N, c, k, seed, iters, engine.pool().size());
+            const uint64_t job_seed = seed * 1000003u + uint64_t(((l * 2 + side) * KVH + h) * G + g);
+            const auto cen = kmeans(pts.data(), N, c, k, job_seed, iters, engine.pool().size());
             std::copy(cen.begin(), cen.end(), book.centroids.begin() + (size_t(h) * G + g) * k * c);
             bar.update(++done);
           }
