@@ -37,8 +37,18 @@ expect_error "not a GGUF" "bad magic" "$LEANLM" run -m "$TMP/text.gguf" -p hi
 expect_error "unsupported architecture" "unsupported architecture 'mamba9'" "$LEANLM" run -m "$TMP/unknown-arch.gguf" -p hi
 expect_error "prompt longer than context" "prompt too long" "$LEANLM" run -m "$MODEL" -c 16 -p "$(printf 'word %.0s' {1..40})"
 expect_error "bad KV type" "unknown KV codec" "$LEANLM" run -m "$MODEL" --kv-codec q9 -p hi
+expect_error "bad codec parameter" "unknown parameter 'x'" "$LEANLM" run -m "$MODEL" --kv-codec kivi2:x=3 -p hi
+expect_error "eviction without budget" "needs --kv-budget" "$LEANLM" run -m "$MODEL" --kv-evict h2o -p hi
+expect_error "budget without eviction" "needs an eviction policy" "$LEANLM" run -m "$MODEL" --kv-budget 20% -p hi
+expect_error "bad budget" "percentage" "$LEANLM" run -m "$MODEL" --kv-evict h2o --kv-budget 150% -p hi
+expect_error "CQ without codebooks" "needs codebooks" "$LEANLM" run -m "$MODEL" --kv-codec cq-4c8b -p hi
+printf 'LLMCQ\0\0\1garbage-garbage-garbage-garbage-garbage' > "$TMP/other.cq"
+expect_error "codebooks of another model" "different model" "$LEANLM" run -m "$MODEL" --kv-codec cq-4c8b --kv-codebooks "$TMP/other.cq" -p hi
+expect_error "not a codebook file" "not a leanlm codebook file" "$LEANLM" run -m "$MODEL" --kv-codec cq-4c8b --kv-codebooks "$TMP/text.gguf" -p hi
+expect_error "calibrate a non-CQ codec" "only CQ codecs" "$LEANLM" calibrate -m "$MODEL" -f "$ROOT/data/hamlet.txt" --out "$TMP/x.cq" --kv-codec kivi2
+expect_error "eval with a bad list" "empty item" "$LEANLM" eval -m "$MODEL" -f "$ROOT/data/hamlet.txt" --kv-codec f16,,kivi2
 expect_error "missing text file" "cannot open" "$LEANLM" perplexity -m "$MODEL" -f "$TMP/none.txt"
 "$LEANLM" run -m "$MODEL" --bogus-flag >/dev/null 2>&1; rc=$?
 if [ "$rc" -eq 0 ]; then echo "FAIL unknown flag accepted"; fails=$((fails + 1)); else echo "ok   unknown flag: rc=$rc"; fi
-echo "$((9 - fails)) passed, $fails failed"
+echo "$((18 - fails)) passed, $fails failed"
 [ "$fails" -eq 0 ]
