@@ -137,69 +137,69 @@ void PagedKvStore::recycle_window(int newest) {
   if (opts_.low_tier) opts_.low_tier->recycle_window(newest);
 }
 
-void PagedKvStore::scores(int h, const float* q, int n_q, int q_stride, int s0, int s1, float* out,
-                          int out_stride) const {
-  const int L = low_slots();
+// Cuts [s0, s1) into the low tier's slots, page-block pieces and contiguous runs of the recent
+// window (a ring, so at most two), calling each with its offset from s0.
+template <typename Low, typename Page, typename Recent>
+void PagedKvStore::for_ranges(int s0, int s1, Low&& low, Page&& page, Recent&& recent) const {
+  const int first = s0, L = low_slots();
   if (s0 < L) {
     const int e = std::min(s1, L);
-    opts_.low_tier->scores(h, q, n_q, q_stride, s0, e, out, out_stride);
-    if (e == s1) return;
-    out += e - s0;
+    low(s0, e);
     s0 = e;
   }
-  s0 -= L, s1 -= L;
-  const int pe = page_end();
-  if (s0 < pe) {
-    thread_local QueryPrep prep;
-    thread_local AlignedVec<float> qk;  // ThinK: the queries' stored channels
-    const float* qp = q;
-    int qs = q_stride;
-    if (!opts_.kept_key_channels.empty()) {
-      qk.resize(size_t(n_q) * Dk_);
-      const std::vector<int>& ch = opts_.kept_key_channels[h];
-      for (int i = 0; i < n_q; ++i)
-        for (int c = 0; c < Dk_; ++c) qk[size_t(i) * Dk_ + c] = q[size_t(i) * q_stride + ch[c]];
-      qp = qk.data(), qs = Dk_;
-    }
-    opts_.key->prepare(h, qp, n_q, qs, prep);
-    for (int p = s0 / B_; p * B_ < std::min(s1, pe); ++p) {
-      const int j0 = std::max(s0, p * B_) - p * B_, j1 = std::min(s1, (p + 1) * B_) - p * B_;
-      opts_.key->dot(h, key_block(p, h), j0, j1, prep, out + (p * B_ + j0 - s0), out_stride);
-    }
+  const int pe = L + page_end();
+  for (int p = (s0 - L) / B_; L + p * B_ < std::min(s1, pe); ++p) {
+    const int j0 = std::max(s0, L + p * B_) - (L + p * B_), j1 = std::min(s1, L + (p + 1) * B_) - (L + p * B_);
+    page(p, j0, j1, L + p * B_ + j0 - first);
   }
-  // The recent window: a ring, so at most two contiguous runs.
   for (int r = std::max(s0, pe) - pe; r < s1 - pe;) {
     const int idx = (head_ + r) % cap_;
     const int n = std::min(s1 - pe - r, cap_ - idx);
-    dense_dot(rk_.data() + size_t(idx) * row_ + size_t(h) * D_, row_, n, D_, q, n_q, q_stride,
-              out + (pe + r - s0), out_stride);
+    recent(idx, n, pe + r - first);
     r += n;
   }
 }
 
+void PagedKvStore::scores(int h, const float* q, int n_q, int q_stride, int s0, int s1, float* out,
+                          int out_stride) const {
+  thread_local QueryPrep prep;
+  thread_local AlignedVec<float> qk;  // ThinK: the queries' stored channels
+  bool prepared = false;
+  for_ranges(
+      s0, s1, [&](int a, int e) { opts_.low_tier->scores(h, q, n_q, q_stride, a, e, out, out_stride); },
+      [&](int p, int j0, int j1, int off) {
+        if (!prepared) {  // once per call: tables and gathered channels serve every block
+          const float* qp = q;
+          int qs = q_stride;
+          if (!opts_.kept_key_channels.empty()) {
+            qk.resize(size_t(n_q) * Dk_);
+            const std::vector<int>& ch = opts_.kept_key_channels[h];
+            for (int i = 0; i < n_q; ++i)
+              for (int c = 0; c < Dk_; ++c) qk[size_t(i) * Dk_ + c] = q[size_t(i) * q_stride + ch[c]];
+            qp = qk.data(), qs = Dk_;
+          }
+          opts_.key->prepare(h, qp, n_q, qs, prep);
+          prepared = true;
+        }
+        opts_.key->dot(h, key_block(p, h), j0, j1, prep, out + off, out_stride);
+      },
+      [&](int idx, int n, int off) {
+        dense_dot(rk_.data() + size_t(idx) * row_ + size_t(h) * D_, row_, n, D_, q, n_q, q_stride, out + off,
+                  out_stride);
+      });
+}
+
 void PagedKvStore::accumulate(int h, const float* w, int n_q, int w_stride, int s0, int s1, float* out,
                               int out_stride) const {
-  const int L = low_slots();
-  if (s0 < L) {
-    const int e = std::min(s1, L);
-    opts_.low_tier->accumulate(h, w, n_q, w_stride, s0, e, out, out_stride);
-    if (e == s1) return;
-    w += e - s0;
-    s0 = e;
-  }
-  s0 -= L, s1 -= L;
-  const int pe = page_end();
-  for (int p = s0 / B_; p * B_ < std::min(s1, pe); ++p) {
-    const int j0 = std::max(s0, p * B_) - p * B_, j1 = std::min(s1, (p + 1) * B_) - p * B_;
-    opts_.value->axpy(h, value_block(p, h), j0, j1, w + (p * B_ + j0 - s0), n_q, w_stride, out, out_stride);
-  }
-  for (int r = std::max(s0, pe) - pe; r < s1 - pe;) {
-    const int idx = (head_ + r) % cap_;
-    const int n = std::min(s1 - pe - r, cap_ - idx);
-    dense_axpy(rv_.data() + size_t(idx) * row_ + size_t(h) * D_, row_, n, D_, w + (pe + r - s0), n_q, w_stride, out,
-               out_stride);
-    r += n;
-  }
+  for_ranges(
+      s0, s1, [&](int a, int e) { opts_.low_tier->accumulate(h, w, n_q, w_stride, a, e, out, out_stride); },
+      [&](int p, int j0, int j1, int off) {
+        opts_.value->axpy(h, value_block(p, h), j0, j1, w + off, n_q, w_stride, out, out_stride);
+      },
+      [&](int idx, int n, int off) {
+        dense_axpy(rv_.data() + size_t(idx) * row_ + size_t(h) * D_, row_, n, D_, w + off, n_q, w_stride, out,
+                   out_stride);
+      });
 }
 
 size_t PagedKvStore::bytes() const {

@@ -66,6 +66,8 @@ class PagedKvStore : public KvStore {
   const uint16_t* recent_row(const AlignedVec<uint16_t>& buf, int r) const {
     return buf.data() + size_t((head_ + r) % cap_) * row_;
   }
+  template <typename Low, typename Page, typename Recent>
+  void for_ranges(int s0, int s1, Low&& low, Page&& page, Recent&& recent) const;
   void new_page();
   void flush();
   void merge_pages();

@@ -36,14 +36,11 @@ void calibrate(const CalibrateFlags& f) {
     specs.push_back(parse_codec(c));
     if (specs.back().kind != CodecSpec::Kind::CQ) fail(c + ": only CQ codecs (cq-*) have codebooks to learn");
   }
-  std::ifstream in(f.file, std::ios::binary);
-  if (!in) fail(f.file + ": cannot open text file");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  const std::string file_text = read_text_file(f.file);
   EngineOptions eo = f.eng.resolve(true);
   Engine engine(eo);
   // Only as much text as the calibration needs (a token is rarely more than 8 bytes of text).
-  const std::string all = ss.str();
+  const std::string& all = file_text;
   const std::vector<int> text =
       engine.tokenizer().encode(all.substr(0, std::min(all.size(), size_t(f.tokens) * 8 + 4096)), true, false);
   const double t0 = now_seconds();

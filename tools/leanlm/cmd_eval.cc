@@ -221,10 +221,7 @@ std::string markdown_table(const std::vector<Result>& res, const std::vector<int
 }
 
 void eval(const EvalFlags& f) {
-  std::ifstream in(f.file, std::ios::binary);
-  if (!in) fail(f.file + ": cannot open text file");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  const std::string file_text = read_text_file(f.file);
   const std::vector<int> ctxs = parse_ints(f.ppl_ctx, "--ppl-ctx");
   const std::vector<int> lens = f.lengths == "none" ? std::vector<int>{} : parse_ints(f.lengths, "--lengths");
   std::vector<Result> res;
@@ -241,7 +238,7 @@ void eval(const EvalFlags& f) {
   EngineOptions eo = ef.eng.resolve(true);
   Engine engine(eo);
   const Tokenizer& tok = engine.tokenizer();
-  const std::vector<int> text = tok.encode(ss.str(), true, false);
+  const std::vector<int> text = tok.encode(file_text, true, false);
   // Validate every configuration (names, codebooks, budgets) before the long part starts.
   for (const Result& r : res) engine.new_sequence(r.cfg, 512);
 

@@ -25,10 +25,7 @@ struct PplFlags {
 };
 
 void perplexity(const PplFlags& f) {
-  std::ifstream in(f.file, std::ios::binary);
-  if (!in) fail(f.file + ": cannot open text file");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  const std::string file_text = read_text_file(f.file);
   EngineOptions eo = f.eng.resolve(true);
   // A compressed or evicting cache is measured as decoding meets it: tokens enter in blocks no
   // larger than the codec's, so each query sees older tokens already compressed (or evicted).
@@ -36,7 +33,7 @@ void perplexity(const PplFlags& f) {
     eo.batch = eo.kv.codec.compressed() ? eo.kv.codec.group : 32;
   Engine engine(eo);
   const Tokenizer& tok = engine.tokenizer();
-  const std::vector<int> tokens = tok.encode(ss.str(), true, false);
+  const std::vector<int> tokens = tok.encode(file_text, true, false);
   const int n_ctx = eo.ctx;
   if (n_ctx < 8) fail("perplexity needs a context of at least 8 tokens");
   int n_chunks = int(tokens.size() / n_ctx);

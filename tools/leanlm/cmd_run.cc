@@ -22,11 +22,7 @@ struct RunFlags {
 void run(const RunFlags& f) {
   std::string prompt = f.prompt;
   if (!f.prompt_file.empty()) {
-    std::ifstream in(f.prompt_file, std::ios::binary);
-    if (!in) fail(f.prompt_file + ": cannot open prompt file");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    prompt = ss.str();
+    prompt = read_text_file(f.prompt_file, "prompt file");
   }
   Engine engine(f.eng.resolve(true));
   const Tokenizer& tok = engine.tokenizer();

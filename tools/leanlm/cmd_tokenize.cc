@@ -27,11 +27,7 @@ void add_tokenize(CLI::App& app) {
     if (p->count() == 0 && pf->count() == 0) throw CLI::RequiredError("--prompt or --file");
     std::string text = f->prompt;
     if (!f->file.empty()) {
-      std::ifstream in(f->file, std::ios::binary);
-      if (!in) fail(f->file + ": cannot open");
-      std::stringstream ss;
-      ss << in.rdbuf();
-      text = ss.str();
+      text = read_text_file(f->file);
     }
     auto file = GgufFile::open(f->model.empty() ? default_model_path() : f->model);
     auto tok = Tokenizer::from_gguf(*file);

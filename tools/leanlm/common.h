@@ -29,6 +29,8 @@ extern const char* const kKvBudgetHelp;
 // -m, else $LEANLM_MODEL, else the model that setup installs.
 std::string default_model_path();
 std::string human_bytes(double b);
+// The whole file; `what` names it in the error ("text file", "prompt file").
+std::string read_text_file(const std::string& path, const char* what = "text file");
 
 // Subcommands (one file each).
 void add_run(CLI::App& app);

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "common.h"
 #include "util/sysinfo.h"
@@ -76,6 +78,14 @@ std::string default_model_path() {
   }
   fail(std::string("no model given and the default model (") + name +
        ") is not installed: run scripts/setup.sh or pass -m MODEL");
+}
+
+std::string read_text_file(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path + ": cannot open " + what);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 std::string human_bytes(double b) {
