@@ -339,6 +339,164 @@ TEST(PagedStore, LowTierKeepsEvictedTokens) {
   EXPECT_EQ(int(hs.live().size()), 100);
 }
 
+// ThinK: keys whose large channels differ per head, queries that favour other channels. The store
+// must keep, per head, the channels with the largest q^2 * k^2, store only those (fewer bytes) and
+// score exactly q . k over them for compressed tokens, over all channels for the recent window.
+struct ThinkHarness {
+  static constexpr int KVH = 2, D = 128, keep = 64;
+  BlockPool pool;
+  std::unique_ptr<PagedKvStore> store;
+  std::vector<float> K;  // [pos][KVH][D]
+  CodecSpec spec;
+
+  ThinkHarness(const std::string& codec, int residual, const Codebook* book = nullptr) {
+    spec = parse_codec(codec);
+    spec.residual = residual;
+    PagedKvOptions o;
+    o.key = make_block_codec(spec, KvSide::Key, KVH, D, book);
+    o.value = make_block_codec(spec, KvSide::Value, KVH, D, book);
+    o.residual = residual;
+    o.think_keep = keep;
+    o.think_unit = spec.kind == CodecSpec::Kind::CQ ? spec.cq_channels : 1;
+    const CodecSpec sp = spec;
+    o.make_key = [sp, book](int dim, const std::vector<std::vector<int>>& kept) {
+      return std::shared_ptr<const BlockCodec>(make_block_codec(sp, KvSide::Key, KVH, dim, book, &kept));
+    };
+    store = std::make_unique<PagedKvStore>(KvShape{KVH, D, 0, 64, 1 << 20}, pool, std::move(o));
+  }
+  // Head 0: keys large on channels divisible by 4 and on 1 mod 4 (ahead of all others), queries
+  // even. Head 1: keys even, queries large on channels 64..127.
+  void append(int n, uint32_t seed) {
+    auto k = random_rows(n, KVH * D, seed), v = random_rows(n, KVH * D, seed + 1);
+    for (int j = 0; j < n; ++j)
+      for (int c = 0; c < D; ++c)
+        if (c % 4 < 2) k[size_t(j) * KVH * D + c] *= 4.f;
+    const auto q = random_rows(n * 4, D, seed + 2);  // 2 query heads per KV head
+    for (int i = 0; i < n; ++i) {
+      const int pos = int(K.size() / (KVH * D));
+      K.insert(K.end(), k.begin() + size_t(i) * KVH * D, k.begin() + size_t(i + 1) * KVH * D);
+      store->append(pos, &K[size_t(pos) * KVH * D], &v[size_t(i) * KVH * D]);
+    }
+    for (int i = 0; i < n; ++i) {
+      const int pos = int(K.size() / (KVH * D)) - n + i;
+      std::vector<float> qq(q.begin() + size_t(i) * 4 * D, q.begin() + size_t(i + 1) * 4 * D);
+      for (int c = 64; c < D; ++c) qq[2 * D + c] *= 4.f, qq[3 * D + c] *= 4.f;
+      if (store->wants_queries()) {
+        store->observe_queries(0, pos, qq.data(), 2, D);
+        store->observe_queries(1, pos, qq.data() + 2 * D, 2, D);
+      }
+    }
+    store->after_pass();
+  }
+};
+
+TEST(Think, KeepsTheChannelsQueriesAndKeysUseAndStoresOnlyThose) {
+  ThinkHarness t("f16", 16);
+  t.append(40, 3);  // 40 >= R + 1: channels chosen at the end of this pass
+  ASSERT_FALSE(t.store->wants_queries());
+  std::vector<int> want0, want1;
+  for (int c = 0; c < ThinkHarness::D; ++c) {
+    if (c % 4 < 2) want0.push_back(c);
+    if (c >= 64) want1.push_back(c);
+  }
+  EXPECT_EQ(t.store->kept_channels(0), want0);
+  // Head 1's keys are large on c % 4 < 2 and its queries on c >= 64: those 32 channels win, then
+  // the rest of both sets (q^2 k^2 equal within noise) fill the 64.
+  const auto& k1 = t.store->kept_channels(1);
+  ASSERT_EQ(int(k1.size()), ThinkHarness::keep);
+  for (int c = 64; c < ThinkHarness::D; ++c)
+    if (c % 4 < 2) EXPECT_TRUE(std::binary_search(k1.begin(), k1.end(), c)) << c;
+
+  // Scores: pruned channels do not count for compressed tokens, count for the window.
+  t.append(30, 9);
+  const int n = t.store->n_slots();
+  const int32_t* sp = t.store->slot_positions();
+  const auto q = random_rows(2, ThinkHarness::D, 5);
+  int compressed = 0;
+  for (int h = 0; h < ThinkHarness::KVH; ++h) {
+    std::vector<float> s(size_t(2) * n);
+    t.store->scores(h, q.data(), 2, ThinkHarness::D, 0, n, s.data(), n);
+    const auto& kept = t.store->kept_channels(h);
+    for (int slot = 0; slot < n; ++slot) {
+      if (sp[slot] < 0) continue;          // free rows of the last page
+      const bool in_page = slot < n - 16;  // the window holds the 16 newest
+      compressed += in_page;
+      for (int i = 0; i < 2; ++i) {
+        double want = 0;
+        for (int c = 0; c < ThinkHarness::D; ++c) {
+          if (in_page && !std::binary_search(kept.begin(), kept.end(), c)) continue;
+          want += double(q[size_t(i) * ThinkHarness::D + c]) *
+                  fp16_to_f32(f32_to_fp16(t.K[(size_t(sp[slot]) * ThinkHarness::KVH + h) * ThinkHarness::D + c]));
+        }
+        EXPECT_NEAR(s[size_t(i) * n + slot], want, 1e-3 * (1 + std::fabs(want))) << "slot " << slot;
+      }
+    }
+  }
+  EXPECT_GT(compressed, 0);
+}
+
+TEST(Think, HoldsTokensWholeUntilItChoosesThenSavesKeyBytes) {
+  ThinkHarness t("q8_0", 0), full("q8_0", 0);
+  // Without ThinK for comparison: same codec, all channels.
+  PagedKvOptions o;
+  o.key = make_block_codec(full.spec, KvSide::Key, ThinkHarness::KVH, ThinkHarness::D, nullptr);
+  o.value = make_block_codec(full.spec, KvSide::Value, ThinkHarness::KVH, ThinkHarness::D, nullptr);
+  PagedKvStore plain(KvShape{ThinkHarness::KVH, ThinkHarness::D, 0, 64, 1 << 20}, full.pool, std::move(o));
+  EXPECT_TRUE(t.store->wants_queries());
+  for (int pos = 0; pos < 5; ++pos) {
+    std::vector<float> k(ThinkHarness::KVH * ThinkHarness::D, 1.f);
+    t.store->append(pos, k.data(), k.data());
+  }
+  EXPECT_EQ(t.store->n_pages(), 0);  // a pass in progress: nothing compressed yet
+  t.store->after_pass();
+  EXPECT_GT(t.store->n_pages(), 0);
+  EXPECT_FALSE(t.store->wants_queries());
+  t.append(250, 4);
+  const auto k = random_rows(255, ThinkHarness::KVH * ThinkHarness::D, 4);
+  for (int pos = 0; pos < 255; ++pos) plain.append(pos, &k[size_t(pos) * ThinkHarness::KVH * ThinkHarness::D],
+                                                   &k[size_t(pos) * ThinkHarness::KVH * ThinkHarness::D]);
+  // Half the key channels: keys cost half, values the same -> 3/4 of the pages' bytes.
+  EXPECT_EQ(t.store->n_pages(), plain.n_pages());
+  EXPECT_NEAR(double(t.store->bytes()) / double(plain.bytes()), 0.75, 0.02);
+}
+
+TEST(Think, CoupledQuantizationKeepsWholeGroups) {
+  const Codebook book = random_codebook(ThinkHarness::KVH, ThinkHarness::D, 4, 8, 21);
+  ThinkHarness t("cq-4c8b", 8, &book);
+  t.append(60, 6);
+  for (int h = 0; h < ThinkHarness::KVH; ++h) {
+    const auto& kept = t.store->kept_channels(h);
+    ASSERT_EQ(int(kept.size()), ThinkHarness::keep);
+    for (size_t i = 0; i < kept.size(); i += 4)
+      for (int e = 0; e < 4; ++e) EXPECT_EQ(kept[i + e], kept[i] + e);
+    EXPECT_EQ(kept[0] % 4, 0);
+  }
+  // Compressed keys decode to the kept channels' centroids: scores match a full-size CQ codec
+  // whose pruned groups are zero in the query.
+  const auto q = random_rows(1, ThinkHarness::D, 8);
+  auto probe = make_block_codec(t.spec, KvSide::Key, ThinkHarness::KVH, ThinkHarness::D, &book);
+  std::vector<uint8_t> blk(probe->block_bytes());
+  std::vector<float> dec(ThinkHarness::D);
+  const int n = t.store->n_slots();
+  std::vector<float> s(n);
+  for (int h = 0; h < ThinkHarness::KVH; ++h) {
+    t.store->scores(h, q.data(), 1, ThinkHarness::D, 0, n, s.data(), n);
+    const auto& kept = t.store->kept_channels(h);
+    for (int slot = 0; slot < n - 8; ++slot) {
+      const int pos = t.store->slot_positions()[slot];
+      if (pos < 0) continue;
+      std::vector<float> k(ThinkHarness::D);
+      for (int c = 0; c < ThinkHarness::D; ++c)
+        k[c] = fp16_to_f32(f32_to_fp16(t.K[(size_t(pos) * ThinkHarness::KVH + h) * ThinkHarness::D + c]));
+      probe->encode(h, k.data(), ThinkHarness::D, 0, 1, blk.data());
+      probe->decode_ref(h, blk.data(), 0, 1, dec.data());
+      double want = 0;
+      for (int c : kept) want += double(q[c]) * dec[c];
+      EXPECT_NEAR(s[slot], want, 1e-3 * (1 + std::fabs(want))) << "slot " << slot;
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Eviction policies: budget kept, protected tokens kept, the right tokens chosen.
 

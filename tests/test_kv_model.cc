@@ -122,6 +122,34 @@ TEST_F(KvModelTest, EveryConfigurationRunsEndToEnd) {
   }
 }
 
+TEST_F(KvModelTest, ThinkPrunesKeyChannelsWithEveryCodec) {
+  const int n = 640;
+  const Run base = run(KvConfig{}, n);
+  for (const char* codec : {"f16", "q8_0", "q4_0", "kivi4:r=32", "cq-4c8b:r=16"}) {
+    for (const char* evict : {"none", "scissorhands"}) {
+      KvConfig cfg;
+      cfg.codec = parse_codec(codec);
+      cfg.evict = parse_evict(evict);
+      cfg.codebooks = *books_path_;
+      if (cfg.evict.kind != EvictSpec::Kind::None) parse_budget("320", cfg);
+      const Run whole = run(cfg, n);
+      cfg.think = 0.5;
+      SCOPED_TRACE(cfg.name());
+      const Run r = run(cfg, n);
+      ASSERT_TRUE(std::isfinite(r.nll));
+      // Half the key channels of every token older than 32 gone: fewer bytes, a bounded loss (here
+      // +10-20 % perplexity; a wrong channel gathered or a pruned one scored costs far more).
+      EXPECT_LT(r.bytes, whole.bytes);
+      std::printf("%-40s ppl %.2f (same without ThinK %.2f, f16 %.2f)\n", cfg.name().c_str(), std::exp(r.nll),
+                  std::exp(whole.nll), std::exp(base.nll));
+      EXPECT_LT(r.nll - whole.nll, std::log(1.5)) << "ppl " << std::exp(r.nll) << " vs " << std::exp(whole.nll);
+      int agree = 0;
+      for (size_t i = 0; i < r.top.size(); ++i) agree += r.top[i] == base.top[i];
+      EXPECT_GT(double(agree) / r.top.size(), 0.5);
+    }
+  }
+}
+
 TEST_F(KvModelTest, CalibrationIsDeterministicForASeed) {
   std::vector<CodecSpec> specs = {parse_codec("cq-8c8b")};
   const auto a = learn_codebooks(*engine_, *text_, 128, 128, specs, 2, 11, false);

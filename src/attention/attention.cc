@@ -75,6 +75,10 @@ void Attention::run_task(const Task& task, const AttnShape& sh, const std::vecto
     std::memcpy(sc.q.data() + size_t(t) * G * D, q + (size_t(task.first + t) * H + size_t(h) * G) * D,
                 size_t(G) * D * sizeof(float));
 
+  if (task.split == 0 && kv.wants_queries())
+    for (int t = 0; t < task.count; ++t)
+      kv.observe_queries(h, tokens[task.first + t].pos, sc.q.data() + size_t(t) * G * D, G, D);
+
   if (sc.out.size() < size_t(nq) * D) sc.out.resize(size_t(nq) * D);
   std::fill(sc.out.begin(), sc.out.begin() + size_t(nq) * D, 0.f);
   if (sc.scores.size() < size_t(nq) * kSlotChunk) sc.scores.resize(size_t(nq) * kSlotChunk);

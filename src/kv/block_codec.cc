@@ -13,7 +13,8 @@ std::unique_ptr<BlockCodec> make_f16_codec(int dim, int tokens);
 std::unique_ptr<BlockCodec> make_q8_0_codec(int dim, int tokens);
 std::unique_ptr<BlockCodec> make_q4_0_codec(int dim, int tokens);
 std::unique_ptr<BlockCodec> make_kivi_codec(KvSide side, int bits, int dim, int tokens);
-std::unique_ptr<BlockCodec> make_cq_codec(const Codebook& book, int n_kv_head, int dim, int tokens);
+std::unique_ptr<BlockCodec> make_cq_codec(const Codebook& book, int n_kv_head, int dim, int tokens,
+                                          const std::vector<std::vector<int>>* groups);
 
 namespace {
 
@@ -72,7 +73,8 @@ void BlockCodec::axpy_ref(int h, const uint8_t* blk, int j0, int j1, const float
 }
 
 std::unique_ptr<BlockCodec> make_block_codec(const CodecSpec& spec, KvSide side, int n_kv_head, int dim,
-                                             const Codebook* codebook) {
+                                             const Codebook* codebook,
+                                             const std::vector<std::vector<int>>* kept_channels) {
   using K = CodecSpec::Kind;
   if (dim % 32 != 0) fail(strfmt("KV codec %s: head size %d is not a multiple of 32", spec.name().c_str(), dim));
   switch (spec.kind) {
@@ -85,7 +87,20 @@ std::unique_ptr<BlockCodec> make_block_codec(const CodecSpec& spec, KvSide side,
       return make_kivi_codec(side, spec.bits, dim, spec.group);
     case K::CQ:
       if (!codebook) fail(spec.name() + " needs codebooks: run `leanlm calibrate` and pass --kv-codebooks FILE");
-      return make_cq_codec(*codebook, n_kv_head, dim, spec.group);
+      if (kept_channels) {  // ThinK keeps whole codebook groups: map stored groups to the codebook's
+        const int c = codebook->channels;
+        std::vector<std::vector<int>> groups(n_kv_head);
+        for (int h = 0; h < n_kv_head; ++h) {
+          const std::vector<int>& ch = (*kept_channels)[h];
+          if (int(ch.size()) != dim) fail("internal error: kept channels disagree with the codec size");
+          for (int i = 0; i < dim; i += c) {
+            if (ch[i] % c != 0) fail("internal error: CQ keeps whole channel groups");
+            groups[h].push_back(ch[i] / c);
+          }
+        }
+        return make_cq_codec(*codebook, n_kv_head, dim, spec.group, &groups);
+      }
+      return make_cq_codec(*codebook, n_kv_head, dim, spec.group, nullptr);
     default: fail("internal error: " + spec.name() + " is not a block codec");
   }
 }

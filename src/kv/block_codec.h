@@ -82,8 +82,11 @@ struct ModelCodebooks {
 };
 
 struct CodecSpec;
-// One codec instance for a layer's keys or values.
+// One codec instance for a layer's keys or values. With ThinK, keys store only kept_channels[h]
+// (dim of the head's channels, ascending); codecs that learned per-channel-group tables (CQ) map
+// them back to their groups.
 std::unique_ptr<BlockCodec> make_block_codec(const CodecSpec& spec, KvSide side, int n_kv_head, int dim,
-                                             const Codebook* codebook);
+                                             const Codebook* codebook,
+                                             const std::vector<std::vector<int>>* kept_channels = nullptr);
 
 }  // namespace leanlm

@@ -49,6 +49,12 @@ class KvStore {
   virtual bool wants_weights() const { return false; }
   virtual void observe(int h, int q_pos, const int32_t* key_pos, const float* w, int n) const {}
   virtual void after_pass() {}
+  // Channel-pruning support (ThinK). A store that chooses which key channels to keep from the
+  // queries it meets asks for them (wants_queries) and gets, per query token and KV head, the n_rows
+  // query vectors of the heads sharing that KV head ([n_rows][stride]). May be called from several
+  // threads at once.
+  virtual bool wants_queries() const { return false; }
+  virtual void observe_queries(int h, int q_pos, const float* q, int n_rows, int stride) const {}
 };
 
 // The uncompressed store (f16 or f32 rows), the baseline every codec is measured against.

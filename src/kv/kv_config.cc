@@ -81,7 +81,7 @@ CodecSpec parse_codec(const std::string& text) {
   else if (name == "cq-8c8b") c.kind = K::CQ, c.cq_channels = 8, c.bits = 8, c.residual = 32;
   else if (name == "cq-8c10b") c.kind = K::CQ, c.cq_channels = 8, c.bits = 10, c.residual = 32;
   else fail("unknown KV codec '" + name + "' (supported: " + kCodecNames + ")");
-  if (!c.compressed()) {
+  if (c.kind == K::F32) {
     no_leftovers(params, name, "none");
     return c;
   }
@@ -97,7 +97,7 @@ std::string CodecSpec::name() const {
   std::string n;
   int def_res = 0;
   switch (kind) {
-    case K::F16: return "f16";
+    case K::F16: n = "f16"; break;
     case K::F32: return "f32";
     case K::Q8_0: n = "q8_0"; break;
     case K::Q4_0: n = "q4_0"; break;

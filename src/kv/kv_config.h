@@ -40,6 +40,8 @@ struct KvConfig {
   int budget_for(int ctx) const;  // tokens, 0 = unlimited
   std::string name() const;       // e.g. "kivi2+scissorhands@20%"
   bool needs_attention_stats() const { return evict.kind != EvictSpec::Kind::None; }
+  // Plain f16/f32 rows: nothing compressed, evicted or pruned.
+  bool exact() const { return !codec.compressed() && evict.kind == EvictSpec::Kind::None && think <= 0; }
 };
 
 // Throw leanlm::Error with the list of valid names on bad input.

@@ -1,4 +1,6 @@
 // make_kv_store: from a KvConfig to the store of one (sequence, layer).
+#include <algorithm>
+
 #include "kv/block_codec.h"
 #include "kv/eviction.h"
 #include "kv/kv_cache.h"
@@ -12,16 +14,33 @@ std::unique_ptr<KvStore> make_kv_store(const KvConfig& cfg, const KvShape& shape
                                        const Codebook* key_book, const Codebook* value_book) {
   using K = CodecSpec::Kind;
   const bool evicting = cfg.evict.kind != EvictSpec::Kind::None;
-  if (!cfg.codec.compressed() && !evicting && cfg.think <= 0)
+  if (cfg.exact())
     return make_kv_store(cfg.codec.kind == K::F32 ? KvType::F32 : KvType::F16, shape);
   if (cfg.codec.kind == K::F32) fail("the f32 KV cache takes no eviction or channel pruning (use f16)");
-  if (cfg.think > 0) fail("--kv-think is not available yet");
 
   CodecSpec spec = cfg.codec;
   PagedKvOptions o;
   o.key = make_block_codec(spec, KvSide::Key, shape.n_kv_head, shape.head_dim, key_book);
-  o.value = make_block_codec(spec, KvSide::Value, shape.n_kv_head, shape.head_dim, value_book);
   o.residual = spec.residual;
+  constexpr int kThinkMinWindow = 32;
+  if (cfg.think > 0) {
+    // Codecs take channel counts in multiples of 32 (their blocks and groups divide 32).
+    const int D = shape.head_dim;
+    const int keep = (D - int(cfg.think * D) + 31) / 32 * 32;
+    if (keep >= D)
+      fail(strfmt("--kv-think %g prunes no channel of a head of %d (channels go in multiples of 32; try %g)",
+                  cfg.think, D, 32.0 / D));
+    o.think_keep = keep;
+    // The newest keys are the ones the next queries lean on most; ThinK prunes keys only once they
+    // leave a window of at least 32 whole tokens (its observation window).
+    o.residual = std::max(o.residual, kThinkMinWindow);
+    o.think_unit = spec.kind == K::CQ ? spec.cq_channels : 1;
+    const int n_kv_head = shape.n_kv_head;
+    o.make_key = [spec, n_kv_head, key_book](int dim, const std::vector<std::vector<int>>& kept) {
+      return std::shared_ptr<const BlockCodec>(make_block_codec(spec, KvSide::Key, n_kv_head, dim, key_book, &kept));
+    };
+  }
+  o.value = make_block_codec(spec, KvSide::Value, shape.n_kv_head, shape.head_dim, value_book);
   if (evicting) {
     o.policy = make_eviction_policy(cfg.evict);
     o.budget = cfg.budget_for(shape.max_ctx);

@@ -17,15 +17,96 @@ PagedKvStore::PagedKvStore(const KvShape& shape, BlockPool& pool, PagedKvOptions
   Dk_ = opts_.key->dim();
   row_ = KVH_ * D_;
   if (opts_.value->tokens() != B_ || opts_.value->dim() != D_) fail("internal error: key and value codecs disagree");
-  if (!opts_.kept_key_channels.empty() && int(opts_.kept_key_channels.size()) != KVH_)
-    fail("internal error: kept key channels must be given per KV head");
+  if (opts_.think_keep > 0) {
+    if (!opts_.make_key || opts_.think_keep >= D_ || opts_.think_unit <= 0 || opts_.think_keep % opts_.think_unit)
+      fail("internal error: bad ThinK options");
+    q_sq_.assign(size_t(KVH_) * kThinkQueries * D_, 0.f);
+    q_sq_pos_.assign(size_t(KVH_) * kThinkQueries, -1);
+  }
   kbytes_ = opts_.key->block_bytes();
   vbytes_ = opts_.value->block_bytes();
   page_bytes_ = size_t(KVH_) * (kbytes_ + vbytes_);
   per_token_ = opts_.key->per_token() && opts_.value->per_token();
-  cap_ = opts_.residual + (per_token_ ? 1 : B_);
+  cap_ = base_cap_ = opts_.residual + (per_token_ ? 1 : B_);
   rk_.resize(size_t(cap_) * row_);
   rv_.resize(size_t(cap_) * row_);
+}
+
+const std::vector<int>& PagedKvStore::kept_channels(int h) const {
+  static const std::vector<int> none;
+  return kept_.empty() ? none : kept_[h];
+}
+
+void PagedKvStore::resize_ring(int cap) {
+  if (cap == cap_ || cap < n_recent_) return;
+  AlignedVec<uint16_t> k(size_t(cap) * row_), v(size_t(cap) * row_);
+  for (int r = 0; r < n_recent_; ++r) {
+    std::memcpy(k.data() + size_t(r) * row_, recent_row(rk_, r), size_t(row_) * 2);
+    std::memcpy(v.data() + size_t(r) * row_, recent_row(rv_, r), size_t(row_) * 2);
+  }
+  rk_ = std::move(k), rv_ = std::move(v);
+  cap_ = cap, head_ = 0;
+}
+
+void PagedKvStore::observe_queries(int h, int q_pos, const float* q, int n_rows, int stride) const {
+  if (!choosing_channels()) return;
+  std::lock_guard<std::mutex> lock(observe_mu_);
+  const size_t e = size_t(h) * kThinkQueries + q_pos % kThinkQueries;
+  if (q_pos < q_sq_pos_[e]) return;  // holds a later query already
+  q_sq_pos_[e] = q_pos;
+  float* dst = q_sq_.data() + e * D_;
+  for (int c = 0; c < D_; ++c) {
+    float s = 0;
+    for (int r = 0; r < n_rows; ++r) s += q[size_t(r) * stride + c] * q[size_t(r) * stride + c];
+    dst[c] = s / float(n_rows);
+  }
+}
+
+// ThinK's channel choice: per KV head, score channel c by mean(q_c^2) over the last queries times
+// mean(k_c^2) over the keys held, add the scores of each unit, keep the best units.
+void PagedKvStore::choose_channels() {
+  const int U = opts_.think_unit, n_units = D_ / U, keep_units = opts_.think_keep / U;
+  std::vector<std::vector<int>> kept(KVH_);
+  std::vector<double> qs(D_), ks(D_), unit(n_units);
+  std::vector<int> order(n_units);
+  for (int h = 0; h < KVH_; ++h) {
+    std::fill(qs.begin(), qs.end(), 0.0);
+    std::fill(ks.begin(), ks.end(), 0.0);
+    int nq = 0, nk = 0;
+    for (int e = 0; e < kThinkQueries; ++e) {
+      if (q_sq_pos_[size_t(h) * kThinkQueries + e] < 0) continue;
+      const float* src = q_sq_.data() + (size_t(h) * kThinkQueries + e) * D_;
+      for (int c = 0; c < D_; ++c) qs[c] += src[c];
+      ++nq;
+    }
+    if (nq == 0) std::fill(qs.begin(), qs.end(), 1.0);  // no query seen: keys alone decide
+    const int pe = page_end();
+    for (int r = 0; r < n_recent_; ++r) {
+      if (pos_[pe + r] < 0) continue;
+      const uint16_t* k = recent_row(rk_, r) + size_t(h) * D_;
+      for (int c = 0; c < D_; ++c) {
+        const double x = fp16_to_f32(k[c]);
+        ks[c] += x * x;
+      }
+      ++nk;
+    }
+    for (int u = 0; u < n_units; ++u) {
+      double s = 0;
+      for (int c = u * U; c < (u + 1) * U; ++c) s += qs[c] * ks[c];
+      unit[u] = s;
+    }
+    for (int u = 0; u < n_units; ++u) order[u] = u;
+    // Best first; ties to the lower channel so the choice is deterministic.
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return unit[a] > unit[b]; });
+    std::sort(order.begin(), order.begin() + keep_units);
+    for (int i = 0; i < keep_units; ++i)
+      for (int c = order[i] * U; c < (order[i] + 1) * U; ++c) kept[h].push_back(c);
+  }
+  opts_.key = opts_.make_key(opts_.think_keep, kept);
+  kept_ = std::move(kept);
+  Dk_ = opts_.think_keep;
+  kbytes_ = opts_.key->block_bytes();
+  page_bytes_ = size_t(KVH_) * (kbytes_ + vbytes_);
 }
 
 PagedKvStore::~PagedKvStore() {
@@ -43,16 +124,17 @@ const int32_t* PagedKvStore::slot_positions() const {
 
 void PagedKvStore::gather_key(const float* k, float* out) const {
   for (int h = 0; h < KVH_; ++h) {
-    if (opts_.kept_key_channels.empty()) {
+    if (kept_.empty()) {
       std::memcpy(out + size_t(h) * Dk_, k + size_t(h) * D_, size_t(D_) * 4);
     } else {
-      const std::vector<int>& ch = opts_.kept_key_channels[h];
+      const std::vector<int>& ch = kept_[h];
       for (int c = 0; c < Dk_; ++c) out[size_t(h) * Dk_ + c] = k[size_t(h) * D_ + ch[c]];
     }
   }
 }
 
 void PagedKvStore::append(int pos, const float* k, const float* v) {
+  if (n_recent_ == cap_) resize_ring(2 * cap_);  // ThinK holds tokens whole until it has chosen
   const int r = (head_ + n_recent_) % cap_;
   for (int i = 0; i < row_; ++i) {
     rk_[size_t(r) * row_ + i] = f32_to_fp16(k[i]);
@@ -62,7 +144,7 @@ void PagedKvStore::append(int pos, const float* k, const float* v) {
   pos_.push_back(pos);
   ++n_live_;
   newest_ = std::max(newest_, pos);
-  flush();
+  if (!choosing_channels()) flush();
   if (s_.window > 0) recycle_window(newest_);
 }
 
@@ -171,9 +253,9 @@ void PagedKvStore::scores(int h, const float* q, int n_q, int q_stride, int s0, 
         if (!prepared) {  // once per call: tables and gathered channels serve every block
           const float* qp = q;
           int qs = q_stride;
-          if (!opts_.kept_key_channels.empty()) {
+          if (!kept_.empty()) {
             qk.resize(size_t(n_q) * Dk_);
-            const std::vector<int>& ch = opts_.kept_key_channels[h];
+            const std::vector<int>& ch = kept_[h];
             for (int i = 0; i < n_q; ++i)
               for (int c = 0; c < Dk_; ++c) qk[size_t(i) * Dk_ + c] = q[size_t(i) * q_stride + ch[c]];
             qp = qk.data(), qs = Dk_;
@@ -215,6 +297,12 @@ void PagedKvStore::clear() {
   pos_.clear();
   head_ = n_recent_ = n_live_ = 0;
   newest_ = -1;
+  if (opts_.think_keep > 0) {  // the next sequence chooses its own channels
+    kept_.clear();
+    Dk_ = D_;
+    std::fill(q_sq_pos_.begin(), q_sq_pos_.end(), -1);
+  }
+  resize_ring(base_cap_);
   if (opts_.policy) opts_.policy->clear();
   if (opts_.low_tier) opts_.low_tier->clear();
 }
@@ -226,6 +314,11 @@ void PagedKvStore::observe(int h, int q_pos, const int32_t* key_pos, const float
 }
 
 void PagedKvStore::after_pass() {
+  if (choosing_channels() && n_recent_ >= opts_.residual + (per_token_ ? 1 : B_)) {
+    choose_channels();
+    flush();
+    resize_ring(std::max(base_cap_, n_recent_));
+  }
   if (!opts_.policy || opts_.budget <= 0 || n_live_ <= opts_.budget) return;
   // Tokens in the low tier do not count against the budget: it bounds the high-precision tokens.
   std::vector<int32_t> live, drop;
@@ -319,7 +412,7 @@ void PagedKvStore::demote(const std::vector<int32_t>& slots) {
         // Pruned key channels (ThinK) come back as zeros.
         std::fill(k.begin() + size_t(h) * D_, k.begin() + size_t(h + 1) * D_, 0.f);
         for (int c = 0; c < Dk_; ++c)
-          k[size_t(h) * D_ + (opts_.kept_key_channels.empty() ? c : opts_.kept_key_channels[h][c])] = kb[c];
+          k[size_t(h) * D_ + (kept_.empty() ? c : kept_[h][c])] = kb[c];
       }
     } else {
       for (int i = 0; i < row_; ++i) {

@@ -12,7 +12,15 @@
 // Eviction marks slots empty (position -1). Pages with holes are merged with their neighbour when
 // both fit one page (re-encoded from their decoded rows), so the bytes held follow the tokens kept.
 // With a MiKV-style low tier, evicted tokens move to a second, coarser store instead of vanishing.
+//
+// ThinK (key-channel pruning): pages store only the chosen key channels of each KV head, and scores
+// gather the same channels of the query, so pruned channels cost neither bytes nor multiply-adds.
+// The choice needs queries and keys, so the store holds every token whole in its window until the
+// end of the pass in which it would first compress (R + B tokens: the prompt, for a prompt longer
+// than that), then keeps per KV head the channels with the largest mean(q_c^2) * mean(k_c^2) over
+// the last 32 queries and all keys held, builds the key codec for them and compresses.
 #pragma once
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -31,7 +39,11 @@ struct PagedKvOptions {
   std::unique_ptr<EvictionPolicy> policy;         // null: no eviction
   int budget = 0;                                 // most tokens held (0: no limit)
   std::unique_ptr<class PagedKvStore> low_tier;   // MiKV: where evicted tokens go (null: dropped)
-  std::vector<std::vector<int>> kept_key_channels;  // ThinK: per KV head, the key channels stored (empty: all)
+  // ThinK: key channels kept per KV head (0: all), chosen in units of think_unit channels (CQ: its
+  // group), and the key codec for the kept channels (dim, kept[h] ascending).
+  int think_keep = 0;
+  int think_unit = 1;
+  std::function<std::shared_ptr<const BlockCodec>(int dim, const std::vector<std::vector<int>>& kept)> make_key;
 };
 
 class PagedKvStore : public KvStore {
@@ -51,6 +63,10 @@ class PagedKvStore : public KvStore {
   bool wants_weights() const override { return opts_.policy != nullptr; }
   void observe(int h, int q_pos, const int32_t* key_pos, const float* w, int n) const override;
   void after_pass() override;
+  bool wants_queries() const override { return choosing_channels(); }
+  void observe_queries(int h, int q_pos, const float* q, int n_rows, int stride) const override;
+  // ThinK: the key channels stored for KV head h (empty until chosen, or without ThinK).
+  const std::vector<int>& kept_channels(int h) const;
 
   // Removes the tokens at these positions (moves them to the low tier, if any). For tests and policies.
   void evict(const std::vector<int32_t>& positions);
@@ -71,6 +87,9 @@ class PagedKvStore : public KvStore {
   void new_page();
   void flush();
   void merge_pages();
+  bool choosing_channels() const { return opts_.think_keep > 0 && kept_.empty(); }
+  void choose_channels();
+  void resize_ring(int cap);  // keeps the window's rows, oldest first
   // Rows of page p that hold tokens, decoded: keys [n][KVH * Dk], values [n][KVH * D].
   int decode_live(int p, std::vector<float>& k, std::vector<float>& v, std::vector<int32_t>& pos) const;
   void encode_rows(int p, const float* k, const float* v, int n);
@@ -91,6 +110,11 @@ class PagedKvStore : public KvStore {
   mutable std::vector<int32_t> all_pos_;  // low tier's slots followed by own (when there is a low tier)
   int n_live_ = 0, newest_ = -1;
   mutable std::mutex observe_mu_;
+  int base_cap_ = 0;                       // ring capacity outside of ThinK's wait
+  std::vector<std::vector<int>> kept_;      // ThinK: per KV head, the key channels stored (empty: all)
+  static constexpr int kThinkQueries = 32;  // ThinK: queries its channel scores average over
+  mutable std::vector<float> q_sq_;         // [n_kv_head][kThinkQueries][D]: q_c^2 by position mod 32
+  mutable std::vector<int32_t> q_sq_pos_;   // [n_kv_head][kThinkQueries]: the position each holds
 };
 
 }  // namespace leanlm

@@ -27,9 +27,9 @@ struct PplFlags {
 void perplexity(const PplFlags& f) {
   const std::string file_text = read_text_file(f.file);
   EngineOptions eo = f.eng.resolve(true);
-  // A compressed or evicting cache is measured as decoding meets it: tokens enter in blocks no
-  // larger than the codec's, so each query sees older tokens already compressed (or evicted).
-  if (f.eng.batch == 0 && (eo.kv.codec.compressed() || eo.kv.evict.kind != EvictSpec::Kind::None))
+  // A compressed, evicting or pruned cache is measured as decoding meets it: tokens enter in blocks
+  // no larger than the codec's, so each query sees older tokens already compressed (or evicted).
+  if (f.eng.batch == 0 && !eo.kv.exact())
     eo.batch = eo.kv.codec.compressed() ? eo.kv.codec.group : 32;
   Engine engine(eo);
   const Tokenizer& tok = engine.tokenizer();

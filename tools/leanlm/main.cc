@@ -35,7 +35,7 @@ void EngineFlags::add(CLI::App* app, int default_ctx, bool with_kv) {
   app->add_option("--kv-codec", kv_codec, kKvCodecHelp)->capture_default_str();
   app->add_option("--kv-evict", kv_evict, kKvEvictHelp)->capture_default_str();
   app->add_option("--kv-budget", kv_budget, kKvBudgetHelp);
-  app->add_option("--kv-think", kv_think, "ThinK: fraction of key channels pruned, 0-0.9")->check(CLI::Range(0.0, 0.9));
+  app->add_option("--kv-think", kv_think, "ThinK: fraction of key channels pruned, 0-0.9 (kept channels in multiples of 32, chosen from the prompt's queries and keys; the newest 32+ keys stay whole)")->check(CLI::Range(0.0, 0.9));
   app->add_option("--kv-codebooks", kv_codebooks, "CQ codebook file written by `leanlm calibrate`");
   app->add_option("--kv-mem", kv_mem_mib, "most MiB of compressed KV pages (0: no limit)")->check(CLI::Range(0.0, 1e9));
 }

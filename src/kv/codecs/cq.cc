@@ -25,12 +25,21 @@ constexpr int kMaxLutQueries = 8;
 
 class CqCodec : public BlockCodec {
  public:
-  CqCodec(const Codebook& book, int n_kv_head, int dim, int tokens)
+  // groups (ThinK): per KV head, the codebook group of each stored group (null: all, in order).
+  CqCodec(const Codebook& book, int n_kv_head, int dim, int tokens, const std::vector<std::vector<int>>* groups)
       : BlockCodec(dim, tokens), book_(book), c_(book.channels), k_(1 << book.bits), ng_(dim / book.channels),
         row_bytes_((size_t(ng_) * book.bits + 7) / 8) {
     if (dim % c_ != 0) fail(strfmt("CQ: head size %d is not a multiple of %d channels", dim, c_));
-    if (book.centroids.size() != size_t(n_kv_head) * ng_ * k_ * c_)
+    book_ng_ = groups ? int(book.centroids.size() / (size_t(n_kv_head) * k_ * c_)) : ng_;
+    if (book.centroids.size() != size_t(n_kv_head) * book_ng_ * k_ * c_)
       fail("CQ codebook has the wrong size for this model (recalibrate)");
+    gmap_.resize(size_t(n_kv_head) * ng_);
+    for (int h = 0; h < n_kv_head; ++h)
+      for (int g = 0; g < ng_; ++g) {
+        const int src = groups ? (*groups)[h][g] : g;
+        if (src < 0 || src >= book_ng_) fail("internal error: CQ group map out of range");
+        gmap_[size_t(h) * ng_ + g] = src;
+      }
   }
   size_t block_bytes() const override { return size_t(tokens_) * row_bytes_; }
 
@@ -86,7 +95,7 @@ class CqCodec : public BlockCodec {
 
  private:
   const float* centroid(int h, int g, int k) const {
-    return book_.centroids.data() + ((size_t(h) * ng_ + g) * k_ + k) * c_;
+    return book_.centroids.data() + ((size_t(h) * book_ng_ + gmap_[size_t(h) * ng_ + g]) * k_ + k) * c_;
   }
   int nearest(int h, int g, const float* x) const {
     int best = 0;
@@ -114,14 +123,16 @@ class CqCodec : public BlockCodec {
   }
 
   const Codebook& book_;
-  int c_, k_, ng_;
+  int c_, k_, ng_, book_ng_;
   size_t row_bytes_;
+  std::vector<int> gmap_;  // [n_kv_head][ng_]: codebook group of each stored group
 };
 
 }  // namespace
 
-std::unique_ptr<BlockCodec> make_cq_codec(const Codebook& book, int n_kv_head, int dim, int tokens) {
-  return std::make_unique<CqCodec>(book, n_kv_head, dim, tokens);
+std::unique_ptr<BlockCodec> make_cq_codec(const Codebook& book, int n_kv_head, int dim, int tokens,
+                                          const std::vector<std::vector<int>>* groups) {
+  return std::make_unique<CqCodec>(book, n_kv_head, dim, tokens, groups);
 }
 
 }  // namespace leanlm
