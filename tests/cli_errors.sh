@@ -7,9 +7,11 @@ MODEL="$ROOT/models/gemma-3-270m-q4_k_m.gguf"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 fails=0
+cases=0
 expect_error() {  # name, expected substring, command...
   local name="$1" want="$2"
   shift 2
+  cases=$((cases + 1))
   "$@" >"$TMP/out" 2>"$TMP/err"
   local rc=$?
   local lines
@@ -48,7 +50,10 @@ expect_error "not a codebook file" "not a leanlm codebook file" "$LEANLM" run -m
 expect_error "calibrate a non-CQ codec" "only CQ codecs" "$LEANLM" calibrate -m "$MODEL" -f "$ROOT/data/hamlet.txt" --out "$TMP/x.cq" --kv-codec kivi2
 expect_error "eval with a bad list" "empty item" "$LEANLM" eval -m "$MODEL" -f "$ROOT/data/hamlet.txt" --kv-codec f16,,kivi2
 expect_error "missing text file" "cannot open" "$LEANLM" perplexity -m "$MODEL" -f "$TMP/none.txt"
+expect_error "ThinK that prunes nothing" "prunes no channel" "$LEANLM" run -m "$MODEL" --kv-think 0.05 -p hi
+expect_error "eval with a bad ThinK list" "not a fraction" "$LEANLM" eval -m "$MODEL" -f "$ROOT/data/hamlet.txt" --kv-think 0,1.5
 "$LEANLM" run -m "$MODEL" --bogus-flag >/dev/null 2>&1; rc=$?
+cases=$((cases + 1))
 if [ "$rc" -eq 0 ]; then echo "FAIL unknown flag accepted"; fails=$((fails + 1)); else echo "ok   unknown flag: rc=$rc"; fi
-echo "$((18 - fails)) passed, $fails failed"
+echo "$((cases - fails)) passed, $fails failed"
 [ "$fails" -eq 0 ]

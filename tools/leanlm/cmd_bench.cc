@@ -20,6 +20,7 @@ struct BenchFlags {
   std::vector<int> depth{0};
   int reps = 5;
   bool json = false;
+  bool fill_once = false;
 };
 
 struct Stat { double mean, sd; };
@@ -38,6 +39,12 @@ void bench(const BenchFlags& f) {
     for (int p : f.n_prompt) max_needed = std::max(max_needed, d + p);
   for (int d : f.depth)
     for (int g : f.n_gen) max_needed = std::max(max_needed, d + g);
+  if (f.fill_once) {  // the deepest fill, then every test of every depth adds its tokens
+    int added = 0;
+    for (int p : f.n_prompt) added += std::max(0, p);
+    for (int g : f.n_gen) added += std::max(0, g);
+    max_needed = *std::max_element(f.depth.begin(), f.depth.end()) + int(f.depth.size()) * (f.reps + 1) * added;
+  }
   EngineOptions eo = f.eng.resolve(true);
   eo.ctx = std::max(eo.ctx, max_needed + 1);
   Engine engine(eo);
@@ -70,41 +77,60 @@ void bench(const BenchFlags& f) {
     std::printf("| %-14s | %-21s | %-9s |\n|----------------|-----------------------|-----------|\n", "test", "tokens/s",
                 "KV bytes");
   }
-  for (int depth : f.depth) {
+  // --fill-once: one sequence for the whole run, filled up to each depth in turn (ascending); every
+  // repetition continues it, so a test's depth grows by what the repetitions before it added.
+  std::unique_ptr<SequenceState> shared;
+  auto sequence_at = [&](int depth) {
+    if (!f.fill_once) {
+      auto seq = engine.new_sequence();
+      if (depth) fill(*seq, random_tokens(depth));
+      return seq;
+    }
+    if (!shared) shared = engine.new_sequence();
+    if (shared->n_past < depth) fill(*shared, random_tokens(depth - shared->n_past));
+    return std::unique_ptr<SequenceState>();
+  };
+  std::vector<int> depths = f.depth;
+  if (f.fill_once) std::sort(depths.begin(), depths.end());
+  for (int depth : depths) {
     for (int np : f.n_prompt) {
       if (np <= 0) continue;
       std::vector<double> tps;
       size_t kvb = 0;
+      int at = depth;
       for (int r = 0; r < f.reps + 1; ++r) {  // first run warms up
-        auto seq = engine.new_sequence();
-        if (depth) fill(*seq, random_tokens(depth));
+        auto own = sequence_at(depth);
+        SequenceState& seq = own ? *own : *shared;
+        if (r == 1) at = seq.n_past;
         auto toks = random_tokens(np);
         const double t0 = now_seconds();
-        engine.feed(*seq, toks);
+        engine.feed(seq, toks);
         const double dt = now_seconds() - t0;
         if (r) tps.push_back(np / dt);
-        kvb = seq->kv_bytes();
+        kvb = seq.kv_bytes();
       }
-      report("pp", np, depth, tps, kvb);
+      report("pp", np, at, tps, kvb);
     }
     for (int ng : f.n_gen) {
       if (ng <= 0) continue;
       std::vector<double> tps;
       size_t kvb = 0;
+      int at = depth;
       for (int r = 0; r < f.reps + 1; ++r) {
-        auto seq = engine.new_sequence();
-        if (depth) fill(*seq, random_tokens(depth));
+        auto own = sequence_at(depth);
+        SequenceState& seq = own ? *own : *shared;
+        if (r == 1) at = seq.n_past;
         int tok = int(rng() % uint32_t(V));
         const double t0 = now_seconds();
         for (int i = 0; i < ng; ++i) {
-          const float* lg = engine.feed(*seq, {tok});
+          const float* lg = engine.feed(seq, {tok});
           tok = Sampler::argmax(lg, V);
         }
         const double dt = now_seconds() - t0;
         if (r) tps.push_back(ng / dt);
-        kvb = seq->kv_bytes();
+        kvb = seq.kv_bytes();
       }
-      report("tg", ng, depth, tps, kvb);
+      report("tg", ng, at, tps, kvb);
     }
   }
   if (f.json) {
@@ -128,6 +154,9 @@ void add_bench(CLI::App& app) {
   c->add_option("-d,--depth", f->depth, "tokens already in the cache")->delimiter(',')->capture_default_str();
   c->add_option("-r,--reps", f->reps, "repetitions")->check(CLI::Range(1, 1000))->capture_default_str();
   c->add_flag("--json", f->json, "print JSON");
+  c->add_flag("--fill-once", f->fill_once,
+              "fill the cache once and run every test and repetition on that sequence, depths ascending "
+              "(deep tests without refilling; a test's depth grows by the tokens of the repetitions before it)");
   c->callback([f] { bench(*f); });
 }
 

@@ -34,7 +34,7 @@ struct EvalFlags {
   std::string file;
   std::string codecs = "f16,q8_0,q4_0,kivi4,kivi2", evicts = "none", budgets = "20%";
   std::string codebooks;
-  double think = 0;
+  std::string thinks = "0";
   std::string ppl_ctx = "512,4096";
   int ppl_tokens = 4096;
   std::string lengths = "1024,4096";
@@ -67,20 +67,29 @@ std::vector<KvConfig> build_configs(const EvalFlags& f) {
   std::vector<KvConfig> out;
   KvConfig base;  // f16, no eviction: the reference every row is compared with
   out.push_back(base);
+  std::vector<double> thinks;
+  for (const std::string& t : split_list(f.thinks)) {
+    char* end = nullptr;
+    const double v = std::strtod(t.c_str(), &end);
+    if (*end != '\0' || !(v >= 0 && v <= 0.9)) fail("--kv-think: '" + t + "' is not a fraction between 0 and 0.9");
+    thinks.push_back(v);
+  }
   for (const std::string& c : split_list(f.codecs)) {
     for (const std::string& e : split_list(f.evicts)) {
-      KvConfig k;
-      k.codec = parse_codec(c);
-      k.evict = parse_evict(e);
-      k.think = f.think;
-      k.codebooks = f.codebooks;
-      if (k.evict.kind == EvictSpec::Kind::None) {
-        if (k.name() != base.name()) out.push_back(k);
-        continue;
-      }
-      for (const std::string& b : split_list(f.budgets)) {
-        parse_budget(b, k);
-        out.push_back(k);
+      for (double th : thinks) {
+        KvConfig k;
+        k.codec = parse_codec(c);
+        k.evict = parse_evict(e);
+        k.think = th;
+        k.codebooks = f.codebooks;
+        if (k.evict.kind == EvictSpec::Kind::None) {
+          if (k.name() != base.name()) out.push_back(k);
+          continue;
+        }
+        for (const std::string& b : split_list(f.budgets)) {
+          parse_budget(b, k);
+          out.push_back(k);
+        }
       }
     }
   }
@@ -350,7 +359,7 @@ void add_eval(CLI::App& app) {
   c->add_option("--kv-codec", f->codecs, std::string("comma-separated list; ") + kKvCodecHelp)->capture_default_str();
   c->add_option("--kv-evict", f->evicts, std::string("comma-separated list; ") + kKvEvictHelp)->capture_default_str();
   c->add_option("--kv-budget", f->budgets, std::string("comma-separated list; ") + kKvBudgetHelp)->capture_default_str();
-  c->add_option("--kv-think", f->think, "ThinK: fraction of key channels pruned, 0-0.9 (kept channels in multiples of 32, chosen from the prompt's queries and keys; the newest 32+ keys stay whole)")->check(CLI::Range(0.0, 0.9));
+  c->add_option("--kv-think", f->thinks, "comma-separated list; ThinK: fraction of key channels pruned, 0-0.9 (kept channels in multiples of 32, chosen from the prompt's queries and keys; the newest 32+ keys stay whole)")->capture_default_str();
   c->add_option("--kv-codebooks", f->codebooks, "CQ codebook file written by `leanlm calibrate`");
   c->add_option("--ppl-ctx", f->ppl_ctx, "contexts for perplexity and KL")->capture_default_str();
   c->add_option("--ppl-tokens", f->ppl_tokens, "tokens scored per context (whole chunks, at least one)")
