@@ -63,7 +63,8 @@ void PagedKvStore::observe_queries(int h, int q_pos, const float* q, int n_rows,
 }
 
 // ThinK's channel choice: per KV head, score channel c by mean(q_c^2) over the last queries times
-// mean(k_c^2) over the keys held, add the scores of each unit, keep the best units.
+// mean(k_c^2) over the keys held, add the scores of each unit, keep the best units. (Sums rank the
+// channels of a head as the means do.)
 void PagedKvStore::choose_channels() {
   const int U = opts_.think_unit, n_units = D_ / U, keep_units = opts_.think_keep / U;
   std::vector<std::vector<int>> kept(KVH_);
@@ -72,14 +73,14 @@ void PagedKvStore::choose_channels() {
   for (int h = 0; h < KVH_; ++h) {
     std::fill(qs.begin(), qs.end(), 0.0);
     std::fill(ks.begin(), ks.end(), 0.0);
-    int nq = 0, nk = 0;
+    bool any_query = false;
     for (int e = 0; e < kThinkQueries; ++e) {
       if (q_sq_pos_[size_t(h) * kThinkQueries + e] < 0) continue;
       const float* src = q_sq_.data() + (size_t(h) * kThinkQueries + e) * D_;
       for (int c = 0; c < D_; ++c) qs[c] += src[c];
-      ++nq;
+      any_query = true;
     }
-    if (nq == 0) std::fill(qs.begin(), qs.end(), 1.0);  // no query seen: keys alone decide
+    if (!any_query) std::fill(qs.begin(), qs.end(), 1.0);  // no query seen: keys alone decide
     const int pe = page_end();
     for (int r = 0; r < n_recent_; ++r) {
       if (pos_[pe + r] < 0) continue;
@@ -88,7 +89,6 @@ void PagedKvStore::choose_channels() {
         const double x = fp16_to_f32(k[c]);
         ks[c] += x * x;
       }
-      ++nk;
     }
     for (int u = 0; u < n_units; ++u) {
       double s = 0;
