@@ -190,6 +190,15 @@ INSTANTIATE_TEST_SUITE_P(All, CodecTest, ::testing::ValuesIn(all_codecs()), [](c
 // ---------------------------------------------------------------------------------------------
 // The paged store.
 
+// Store options for one codec with an fp16 window of `residual` tokens.
+PagedKvOptions store_options(const CodecSpec& spec, int n_kv_head, int dim, int residual, const Codebook* book) {
+  PagedKvOptions o;
+  o.key = make_block_codec(spec, KvSide::Key, n_kv_head, dim, book);
+  o.value = make_block_codec(spec, KvSide::Value, n_kv_head, dim, book);
+  o.residual = residual;
+  return o;
+}
+
 // A store of per-token codec blocks; every score it returns must equal q . (decoded key) of the
 // token its slot claims to hold, whatever happened to the slots before.
 struct StoreHarness {
@@ -204,10 +213,7 @@ struct StoreHarness {
                std::unique_ptr<PagedKvStore> low = nullptr) {
     spec = parse_codec(codec);
     spec.residual = residual;
-    PagedKvOptions o;
-    o.key = make_block_codec(spec, KvSide::Key, KVH, D, nullptr);
-    o.value = make_block_codec(spec, KvSide::Value, KVH, D, nullptr);
-    o.residual = residual;
+    PagedKvOptions o = store_options(spec, KVH, D, residual, nullptr);
     o.low_tier = std::move(low);
     probe = make_block_codec(spec, KvSide::Key, KVH, D, nullptr);
     store = std::make_unique<PagedKvStore>(KvShape{KVH, D, window, max_batch, 1 << 20}, pool, std::move(o));
@@ -352,10 +358,7 @@ struct ThinkHarness {
   ThinkHarness(const std::string& codec, int residual, const Codebook* book = nullptr) {
     spec = parse_codec(codec);
     spec.residual = residual;
-    PagedKvOptions o;
-    o.key = make_block_codec(spec, KvSide::Key, KVH, D, book);
-    o.value = make_block_codec(spec, KvSide::Value, KVH, D, book);
-    o.residual = residual;
+    PagedKvOptions o = store_options(spec, KVH, D, residual, book);
     o.think_keep = keep;
     o.think_unit = spec.kind == CodecSpec::Kind::CQ ? spec.cq_channels : 1;
     const CodecSpec sp = spec;
