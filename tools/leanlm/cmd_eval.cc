@@ -359,7 +359,7 @@ void add_eval(CLI::App& app) {
   c->add_option("--kv-codec", f->codecs, std::string("comma-separated list; ") + kKvCodecHelp)->capture_default_str();
   c->add_option("--kv-evict", f->evicts, std::string("comma-separated list; ") + kKvEvictHelp)->capture_default_str();
   c->add_option("--kv-budget", f->budgets, std::string("comma-separated list; ") + kKvBudgetHelp)->capture_default_str();
-  c->add_option("--kv-think", f->thinks, "comma-separated list; ThinK: fraction of key channels pruned, 0-0.9 (kept channels in multiples of 32, chosen from the prompt's queries and keys; the newest 32+ keys stay whole)")->capture_default_str();
+  c->add_option("--kv-think", f->thinks, std::string("comma-separated list; ") + kKvThinkHelp)->capture_default_str();
   c->add_option("--kv-codebooks", f->codebooks, "CQ codebook file written by `leanlm calibrate`");
   c->add_option("--ppl-ctx", f->ppl_ctx, "contexts for perplexity and KL")->capture_default_str();
   c->add_option("--ppl-tokens", f->ppl_tokens, "tokens scored per context (whole chunks, at least one)")

@@ -24,6 +24,7 @@ struct EngineFlags {
 // Help text of the KV flags, shared with eval.
 extern const char* const kKvCodecHelp;
 extern const char* const kKvEvictHelp;
+extern const char* const kKvThinkHelp;
 extern const char* const kKvBudgetHelp;
 
 // -m, else $LEANLM_MODEL, else the model that setup installs.

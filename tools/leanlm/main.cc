@@ -16,6 +16,8 @@ namespace leanlm::cli {
 const char* const kKvCodecHelp =
     "KV cache codec: f16, f32, q8_0, q4_0, kivi2, kivi4, cq-2c8b, cq-4c8b, cq-8c8b, cq-8c10b; parameters as "
     "name:g=G:r=R (g: tokens per block/group, r: recent tokens kept in fp16; kivi defaults g=32 r=128)";
+const char* const kKvThinkHelp =
+    "ThinK: fraction of key channels pruned, 0-0.9 (kept channels in multiples of 32, chosen from the prompt's queries and keys; the newest 32+ keys stay whole)";
 const char* const kKvEvictHelp =
     "KV eviction policy when the cache reaches --kv-budget: none, streaming, h2o, scissorhands, snapkv; "
     "parameters as name:recent=N:sinks=N:history=N:window=N:pool=N; keep=CODEC keeps evicted tokens in "
@@ -35,7 +37,7 @@ void EngineFlags::add(CLI::App* app, int default_ctx, bool with_kv) {
   app->add_option("--kv-codec", kv_codec, kKvCodecHelp)->capture_default_str();
   app->add_option("--kv-evict", kv_evict, kKvEvictHelp)->capture_default_str();
   app->add_option("--kv-budget", kv_budget, kKvBudgetHelp);
-  app->add_option("--kv-think", kv_think, "ThinK: fraction of key channels pruned, 0-0.9 (kept channels in multiples of 32, chosen from the prompt's queries and keys; the newest 32+ keys stay whole)")->check(CLI::Range(0.0, 0.9));
+  app->add_option("--kv-think", kv_think, kKvThinkHelp)->check(CLI::Range(0.0, 0.9));
   app->add_option("--kv-codebooks", kv_codebooks, "CQ codebook file written by `leanlm calibrate`");
   app->add_option("--kv-mem", kv_mem_mib, "most MiB of compressed KV pages (0: no limit)")->check(CLI::Range(0.0, 1e9));
 }
