@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "attention/attention.h"
+#include "kv/block_pool.h"
 #include "kv/kv_cache.h"
 #include "util/fp16.h"
 
@@ -27,7 +28,8 @@ void check(const Case& c) {
   std::normal_distribution<float> nd(0.f, 1.f);
   const int D = c.head_dim, KVH = c.n_head_kv, H = c.n_head, G = H / KVH;
   KvShape ks{KVH, D, c.window, c.n_batch, c.n_prompt + c.n_batch};
-  auto kv = make_kv_store(c.type, ks);
+  BlockPool kv_pool;
+  auto kv = make_kv_store(c.type, ks, kv_pool);
   const int total = c.n_prompt + c.n_batch;
   std::vector<float> K(size_t(total) * KVH * D), V(K.size());
   for (auto& x : K) x = nd(rng);
@@ -43,7 +45,7 @@ void check(const Case& c) {
   std::vector<float> q(size_t(c.n_batch) * H * D), out(q.size());
   for (auto& x : q) x = nd(rng) * 0.2f;
   std::vector<AttnToken> toks(c.n_batch);
-  for (int t = 0; t < c.n_batch; ++t) toks[t] = {kv.get(), c.n_prompt + t};
+  for (int t = 0; t < c.n_batch; ++t) toks[t] = {kv.get(), c.n_prompt + t, nullptr};
   ThreadPool pool(c.threads);
   Attention attn(pool.size());
   attn.run(pool, {H, KVH, D, c.window}, toks, q.data(), out.data());

@@ -141,6 +141,41 @@ TEST(Gguf, RandomCorruptionNeverCrashes) {
   EXPECT_GT(errors, 0);
 }
 
+// One F32 tensor of shape 2^40 x 2^40 x 2^40 x 2^6: its byte size (2^130) is a multiple of 2^128,
+// so a size product that may wrap reads 0 and the tensor would pass as empty.
+std::vector<uint8_t> make_overflowing_shape() {
+  Writer w;
+  w.buf.insert(w.buf.end(), {'G', 'G', 'U', 'F'});
+  w.put<uint32_t>(3);
+  w.put<uint64_t>(1);  // tensors
+  w.put<uint64_t>(0);  // metadata
+  w.str("huge.weight");
+  w.put<uint32_t>(4);
+  for (uint64_t d : {1ull << 40, 1ull << 40, 1ull << 40, 1ull << 6}) w.put<uint64_t>(d);
+  w.put<uint32_t>(uint32_t(GgmlType::F32));
+  w.put<uint64_t>(0);
+  w.align(32);
+  return w.buf;
+}
+
+TEST(Gguf, RejectsShapesWhoseSizeOverflows) {
+  std::vector<uint8_t> bytes = make_overflowing_shape();
+  try {
+    auto f = GgufFile::parse(bytes.data(), bytes.size(), "huge");
+    ADD_FAILURE() << "parsed; tensor bytes " << f->tensors().at(0).nbytes;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("huge: tensor 'huge.weight'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("larger than the file"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Gguf, ElementCountsMatchShapes) {
+  Fixture fx = make_fixture();
+  auto f = GgufFile::parse(fx.bytes.data(), fx.bytes.size(), "fixture");
+  EXPECT_EQ(f->find_tensor("a.weight")->n_elements(), 64);
+  EXPECT_EQ(f->find_tensor("b.weight")->n_elements(), 8);
+}
+
 TEST(Gguf, RejectsBadMagicAndVersion) {
   Fixture fx = make_fixture();
   auto bad = fx.bytes;

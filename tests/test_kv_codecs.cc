@@ -345,6 +345,8 @@ TEST(PagedStore, LowTierKeepsEvictedTokens) {
   EXPECT_EQ(int(hs.live().size()), 100);
 }
 
+bool wants_queries(PagedKvStore& s) { return s.observer() && s.observer()->wants_queries(); }
+
 // ThinK: keys whose large channels differ per head, queries that favour other channels. The store
 // must keep, per head, the channels with the largest q^2 * k^2, store only those (fewer bytes) and
 // score exactly q . k over them for compressed tokens, over all channels for the recent window.
@@ -384,9 +386,9 @@ struct ThinkHarness {
       const int pos = int(K.size() / (KVH * D)) - n + i;
       std::vector<float> qq(q.begin() + size_t(i) * 4 * D, q.begin() + size_t(i + 1) * 4 * D);
       for (int c = 64; c < D; ++c) qq[2 * D + c] *= 4.f, qq[3 * D + c] *= 4.f;
-      if (store->wants_queries()) {
-        store->observe_queries(0, pos, qq.data(), 2, D);
-        store->observe_queries(1, pos, qq.data() + 2 * D, 2, D);
+      if (wants_queries(*store)) {
+        store->observer()->on_queries(0, pos, qq.data(), 2, D);
+        store->observer()->on_queries(1, pos, qq.data() + 2 * D, 2, D);
       }
     }
     store->after_pass();
@@ -396,7 +398,7 @@ struct ThinkHarness {
 TEST(Think, KeepsTheChannelsQueriesAndKeysUseAndStoresOnlyThose) {
   ThinkHarness t("f16", 16);
   t.append(40, 3);  // 40 >= R + 1: channels chosen at the end of this pass
-  ASSERT_FALSE(t.store->wants_queries());
+  ASSERT_FALSE(wants_queries(*t.store));
   std::vector<int> want0, want1;
   for (int c = 0; c < ThinkHarness::D; ++c) {
     if (c % 4 < 2) want0.push_back(c);
@@ -445,7 +447,7 @@ TEST(Think, HoldsTokensWholeUntilItChoosesThenSavesKeyBytes) {
   o.key = make_block_codec(full.spec, KvSide::Key, ThinkHarness::KVH, ThinkHarness::D, nullptr);
   o.value = make_block_codec(full.spec, KvSide::Value, ThinkHarness::KVH, ThinkHarness::D, nullptr);
   PagedKvStore plain(KvShape{ThinkHarness::KVH, ThinkHarness::D, 0, 64, 1 << 20}, full.pool, std::move(o));
-  EXPECT_TRUE(t.store->wants_queries());
+  EXPECT_TRUE(wants_queries(*t.store));
   for (int pos = 0; pos < 5; ++pos) {
     std::vector<float> k(ThinkHarness::KVH * ThinkHarness::D, 1.f);
     t.store->append(pos, k.data(), k.data());
@@ -453,7 +455,7 @@ TEST(Think, HoldsTokensWholeUntilItChoosesThenSavesKeyBytes) {
   EXPECT_EQ(t.store->n_pages(), 0);  // a pass in progress: nothing compressed yet
   t.store->after_pass();
   EXPECT_GT(t.store->n_pages(), 0);
-  EXPECT_FALSE(t.store->wants_queries());
+  EXPECT_FALSE(wants_queries(*t.store));
   t.append(250, 4);
   const auto k = random_rows(255, ThinkHarness::KVH * ThinkHarness::D, 4);
   for (int pos = 0; pos < 255; ++pos) plain.append(pos, &k[size_t(pos) * ThinkHarness::KVH * ThinkHarness::D],
@@ -505,7 +507,7 @@ TEST(Think, CoupledQuantizationKeepsWholeGroups) {
 
 std::vector<int32_t> run_policy(const std::string& name, int n_tokens, int budget, std::vector<float> importance,
                                 int* max_live = nullptr) {
-  auto policy = make_eviction_policy(parse_evict(name));
+  auto policy = make_eviction_policy(parse_evict(name), 1);
   std::vector<int32_t> live;
   std::mt19937 rng(8);
   std::uniform_real_distribution<float> ud(0.5f, 1.5f);
@@ -516,7 +518,7 @@ std::vector<int32_t> run_policy(const std::string& name, int n_tokens, int budge
     float sum = 0;
     for (size_t j = 0; j < live.size(); ++j) sum += w[j] = importance[live[j]] * ud(rng);
     for (float& v : w) v /= sum;
-    policy->observe(q, q, live.data(), w.data(), int(live.size()));
+    policy->observe(0, q, q, live.data(), w.data(), int(live.size()));
     std::vector<int32_t> drop;
     policy->choose(live, budget, drop);
     std::set<int32_t> d(drop.begin(), drop.end());

@@ -75,9 +75,10 @@ void Attention::run_task(const Task& task, const AttnShape& sh, const std::vecto
     std::memcpy(sc.q.data() + size_t(t) * G * D, q + (size_t(task.first + t) * H + size_t(h) * G) * D,
                 size_t(G) * D * sizeof(float));
 
-  if (task.split == 0 && kv.wants_queries())
+  AttentionObserver* obs = tokens[task.first].observer;
+  if (task.split == 0 && obs && obs->wants_queries())
     for (int t = 0; t < task.count; ++t)
-      kv.observe_queries(h, tokens[task.first + t].pos, sc.q.data() + size_t(t) * G * D, G, D);
+      obs->on_queries(h, tokens[task.first + t].pos, sc.q.data() + size_t(t) * G * D, G, D);
 
   if (sc.out.size() < size_t(nq) * D) sc.out.resize(size_t(nq) * D);
   std::fill(sc.out.begin(), sc.out.begin() + size_t(nq) * D, 0.f);
@@ -130,10 +131,10 @@ void Attention::run_task(const Task& task, const AttnShape& sh, const std::vecto
     const float inv = row_sum[i] > 0.f ? 1.f / row_sum[i] : 0.f;
     for (int e = 0; e < D; ++e) dst[e] = sc.out[size_t(i) * D + e] * inv;
   }
-  if (kv.wants_weights()) report_weights(task, sh, tokens, mine, sc);
+  if (obs && obs->wants_weights()) report_weights(task, sh, tokens, mine, sc);
 }
 
-// For stores with an eviction policy: the final softmax weights of every visible slot, averaged over
+// For observers that want them (eviction policies): the final softmax weights of every visible slot, averaged over
 // the query heads that share the KV head, one report per token. The scores are computed a second
 // time (with the final max and sum known), which costs a fraction of attention for budgeted caches.
 void Attention::report_weights(const Task& task, const AttnShape& sh, const std::vector<AttnToken>& tokens,
@@ -166,7 +167,7 @@ void Attention::report_weights(const Task& task, const AttnShape& sh, const std:
           for (int j = 0; j < nc; ++j)
             if (kpos[j] >= 0) w[j] += std::exp(row[j] - sc.row_max[i]) * inv;
         }
-        kv.observe(h, p, kpos.data(), w.data(), nc);
+        tokens[task.first].observer->on_weights(h, p, kpos.data(), w.data(), nc);
       }
     }
   }
@@ -186,12 +187,15 @@ void Attention::run(ThreadPool& pool, const AttnShape& sh, const std::vector<Att
     first = end;
   }
 
-  // Fewer tasks than threads (decode): split each task's slots between threads. Not for stores
+  // Fewer tasks than threads (decode): split each task's slots between threads. Not for observers
   // that want the final attention weights (eviction policies): those need one softmax per task.
   const int nth = pool.size();
   int n_splits = 1;
   bool any_weights = false;
-  for (const Task& t : tasks) any_weights |= tokens[t.first].kv->wants_weights();
+  for (const Task& t : tasks) {
+    const AttentionObserver* obs = tokens[t.first].observer;
+    any_weights |= obs && obs->wants_weights();
+  }
   if (int(tasks.size()) < nth && !any_weights) {
     int max_slots = 0;
     for (const Task& t : tasks) max_slots = std::max(max_slots, tokens[t.first].kv->n_slots());

@@ -21,10 +21,12 @@ struct AttnShape {
   int window = 0;  // > 0: a query at p sees keys at p - window + 1 .. p
 };
 
-// One token of the batch: the store of its sequence (for this layer) and its position.
+// One token of the batch: the store of its sequence (for this layer), its position, and where the
+// store wants attention's queries and weights reported (null: nowhere).
 struct AttnToken {
   const KvStore* kv = nullptr;
   int pos = 0;
+  AttentionObserver* observer = nullptr;
 };
 
 struct SlotRange {

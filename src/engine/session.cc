@@ -42,9 +42,9 @@ std::unique_ptr<SequenceState> Engine::new_sequence(const KvConfig& kv, int max_
 }
 
 void Engine::check_fits(const SequenceState& seq, size_t n) const {
-  if (seq.n_past + n > size_t(opts_.ctx))
+  if (seq.n_past + n > size_t(seq.max_ctx))
     fail(strfmt("prompt too long: %zu tokens after %d already in the context exceed the context size %d (raise -c)",
-                n, seq.n_past, opts_.ctx));
+                n, seq.n_past, seq.max_ctx));
 }
 
 const float* Engine::feed(SequenceState& seq, const std::vector<int>& tokens, std::vector<float>* all_logits,

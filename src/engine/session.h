@@ -42,7 +42,7 @@ class Engine {
   // With all_logits, `out` receives [tokens.size()][n_vocab] logits (for perplexity/eval).
   const float* feed(SequenceState& seq, const std::vector<int>& tokens, std::vector<float>* all_logits = nullptr,
                     const std::function<void(int done)>& progress = nullptr);
-  // Checks that n more positions fit the context; throws a clear Error if not.
+  // Checks that n more positions fit the sequence's context; throws a clear Error if not.
   void check_fits(const SequenceState& seq, size_t n) const;
 
  private:

@@ -166,6 +166,22 @@ void read_value(Cursor& c, GgufType t, GgufValue& v, const char* what, int depth
   }
 }
 
+// Sets t.nbytes and t.n_elems from the shape (dimensions already checked to be 1..2^40), or fails.
+// The byte count is compared with the file size after every multiplication, and every product is
+// overflow-checked: a product allowed to wrap can come out small, even 0, and pass as a tensor that
+// fits (2^40 x 2^40 x 2^40 x 2^6 F32 is 2^130 bytes).
+void size_tensor(GgufTensor& t, const TypeTraits& tr, size_t file_size, const std::string& what) {
+  uint64_t bytes = uint64_t(t.ne[0] / tr.block_elems) * uint64_t(tr.block_bytes);  // < 2^40 * 2^9
+  int64_t elems = t.ne[0];
+  bool too_big = bytes > file_size;
+  for (int d = 1; d < t.n_dims && !too_big; ++d)
+    too_big = __builtin_mul_overflow(bytes, uint64_t(t.ne[d]), &bytes) || bytes > file_size ||
+              __builtin_mul_overflow(elems, t.ne[d], &elems);
+  if (too_big) fail(strfmt("%s of shape %s is larger than the file", what.c_str(), t.shape_string().c_str()));
+  t.nbytes = bytes;
+  t.n_elems = elems;
+}
+
 }  // namespace
 
 std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
@@ -269,11 +285,7 @@ void GgufFile::parse_all() {
     if (t.ne[0] % tr->block_elems != 0)
       fail(strfmt("%s: row length %lld is not a multiple of the %s block size %d", what_t.c_str(),
                   (long long)t.ne[0], tr->name, tr->block_elems));
-    // Overflow-safe size: each factor is <= 2^40, and we stop once the file size is exceeded.
-    unsigned __int128 bytes = (unsigned __int128)(t.ne[0] / tr->block_elems) * tr->block_bytes;
-    for (int d = 1; d < t.n_dims; ++d) bytes *= (unsigned __int128)t.ne[d];
-    if (bytes > size_) fail(what_t + " is larger than the file");
-    t.nbytes = uint64_t(bytes);
+    size_tensor(t, *tr, size_, what_t);
     if (t.offset % alignment_ != 0) fail(what_t + " data offset is not aligned");
     if (tensor_index_.count(t.name)) fail("duplicate " + what_t);
     tensor_index_[t.name] = k;

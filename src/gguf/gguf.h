@@ -44,9 +44,12 @@ struct GgufTensor {
   uint64_t offset = 0;            // relative to the data section
   const uint8_t* data = nullptr;
   uint64_t nbytes = 0;
+  // ne[0] * ne[1] * ne[2] * ne[3], computed once by the parser with every product checked (a
+  // product of four dimensions read from the file can exceed any integer type).
+  int64_t n_elems = 1;
 
   GgmlType type() const { return GgmlType(type_id); }
-  int64_t n_elements() const { return ne[0] * ne[1] * ne[2] * ne[3]; }
+  int64_t n_elements() const { return n_elems; }
   std::string shape_string() const;
 };
 

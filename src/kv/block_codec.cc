@@ -1,6 +1,7 @@
 #include "kv/block_codec.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "kv/dense_rows.h"
 #include "kv/kv_config.h"
@@ -45,6 +46,14 @@ void BlockCodec::axpy(int h, const uint8_t* blk, int j0, int j1, const float* w,
     const int b = std::min(j1, a + kTileRows);
     decode(h, blk, a, b, x);
     dense_axpy<float>(x, dim_, b - a, dim_, w + (a - j0), n_q, w_stride, out, out_stride);
+  }
+}
+
+void BlockCodec::copy_row(const uint8_t* src, int sj, uint8_t* dst, int dj) const {
+  size_t plane = 0;
+  for (size_t r : row_planes()) {
+    std::memmove(dst + plane + size_t(dj) * r, src + plane + size_t(sj) * r, r);
+    plane += size_t(tokens_) * r;
   }
 }
 

@@ -42,6 +42,13 @@ class BlockCodec {
   virtual void encode(int h, const float* x, int x_stride, int j0, int n, uint8_t* blk) const = 0;
   // Whether each row is compressed on its own (rows can be appended one at a time).
   virtual bool per_token() const { return true; }
+  // Per-token codecs lay a block out as planes, each [tokens][bytes per row] (scales, then codes,
+  // ...): the bytes per row of each plane, in order. Empty: rows cannot move between blocks as
+  // bytes (codes grouped across tokens) and must be re-encoded.
+  virtual std::vector<size_t> row_planes() const { return {}; }
+  bool rows_copyable() const { return !row_planes().empty(); }
+  // Copies encoded row sj of src to row dj of dst, exactly (src may be dst). Needs rows_copyable().
+  void copy_row(const uint8_t* src, int sj, uint8_t* dst, int dj) const;
   // Rows [j0, j1) of blk -> x: [j1 - j0][dim], the fast way; decode_ref is the plain reference.
   virtual void decode(int h, const uint8_t* blk, int j0, int j1, float* x) const = 0;
   virtual void decode_ref(int h, const uint8_t* blk, int j0, int j1, float* x) const { decode(h, blk, j0, j1, x); }

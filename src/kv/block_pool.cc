@@ -12,11 +12,16 @@ BlockPool::~BlockPool() {
     for (uint8_t* p : pages) std::free(p);
 }
 
+void BlockPool::charge_locked(size_t bytes) {
+  if (budget_ > 0 && in_use_ + bytes > budget_)
+    fail(strfmt("KV cache memory budget of %.2f MiB is exhausted (raise --kv-mem or lower the context)",
+                double(budget_) / (1 << 20)));
+  in_use_ += bytes;
+}
+
 uint8_t* BlockPool::get(size_t bytes) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (budget_ > 0 && in_use_ + bytes > budget_)
-    fail(strfmt("KV cache memory budget of %zu bytes is exhausted (raise --kv-mem or lower the context)", budget_));
-  in_use_ += bytes;
+  charge_locked(bytes);
   auto& list = free_[bytes];
   if (!list.empty()) {
     uint8_t* p = list.back();
@@ -24,7 +29,10 @@ uint8_t* BlockPool::get(size_t bytes) {
     return p;
   }
   void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-  if (!p) throw std::bad_alloc();
+  if (!p) {
+    in_use_ -= bytes;
+    throw std::bad_alloc();
+  }
   return static_cast<uint8_t*>(p);
 }
 
@@ -35,9 +43,24 @@ void BlockPool::put(uint8_t* page, size_t bytes) {
   free_[bytes].push_back(page);
 }
 
+void BlockPool::charge(size_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  charge_locked(bytes);
+}
+
+void BlockPool::refund(size_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  in_use_ -= bytes;
+}
+
 size_t BlockPool::in_use() const {
   std::lock_guard<std::mutex> lock(mu_);
   return in_use_;
+}
+
+bool BlockPool::has_room(size_t bytes) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return budget_ == 0 || in_use_ + bytes <= budget_;
 }
 
 }  // namespace leanlm

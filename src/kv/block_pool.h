@@ -1,5 +1,7 @@
-// Memory for KV blocks: fixed-size pages from free lists, with a byte budget shared by everything
-// that allocates from the pool (all layers, all sequences of an engine).
+// Memory for the KV cache: fixed-size pages from free lists, and one byte budget shared by every
+// store that takes memory from the pool (all layers and sequences of an engine). Pages come with
+// get/put; stores that keep their own buffers (dense rows, the fp16 window, position tables) charge
+// and refund their bytes, so the budget covers every KV byte, not only the pages.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -16,13 +18,20 @@ class BlockPool {
   BlockPool(const BlockPool&) = delete;
   BlockPool& operator=(const BlockPool&) = delete;
 
-  // A 64-byte aligned page of `bytes`; throws leanlm::Error when the budget would be exceeded.
+  // A 64-byte aligned page of `bytes`, charged to the budget; throws leanlm::Error when the budget
+  // would be exceeded.
   uint8_t* get(size_t bytes);
   void put(uint8_t* page, size_t bytes);
-  size_t in_use() const;       // bytes handed out and not returned
+  // Memory a store allocates itself: charge before allocating (throws like get), refund after freeing.
+  void charge(size_t bytes);
+  void refund(size_t bytes);
+  size_t in_use() const;       // bytes charged and not refunded (pages included)
   size_t budget() const { return budget_; }
+  // Whether `bytes` more can be charged now.
+  bool has_room(size_t bytes) const;
 
  private:
+  void charge_locked(size_t bytes);
   mutable std::mutex mu_;
   size_t budget_, in_use_ = 0;
   std::map<size_t, std::vector<uint8_t*>> free_;  // by page size

@@ -4,20 +4,30 @@
 
 namespace leanlm {
 
-std::unique_ptr<EvictionPolicy> make_streaming_policy(const EvictSpec& spec);
-std::unique_ptr<EvictionPolicy> make_h2o_policy(const EvictSpec& spec);
-std::unique_ptr<EvictionPolicy> make_scissorhands_policy(const EvictSpec& spec);
-std::unique_ptr<EvictionPolicy> make_snapkv_policy(const EvictSpec& spec);
+std::unique_ptr<EvictionPolicy> make_streaming_policy(const EvictSpec& spec, int n_kv_head);
+std::unique_ptr<EvictionPolicy> make_h2o_policy(const EvictSpec& spec, int n_kv_head);
+std::unique_ptr<EvictionPolicy> make_scissorhands_policy(const EvictSpec& spec, int n_kv_head);
+std::unique_ptr<EvictionPolicy> make_snapkv_policy(const EvictSpec& spec, int n_kv_head);
 
-std::unique_ptr<EvictionPolicy> make_eviction_policy(const EvictSpec& spec) {
-  using K = EvictSpec::Kind;
-  switch (spec.kind) {
-    case K::Streaming: return make_streaming_policy(spec);
-    case K::H2O: return make_h2o_policy(spec);
-    case K::Scissorhands: return make_scissorhands_policy(spec);
-    case K::SnapKV: return make_snapkv_policy(spec);
-    case K::None: break;
-  }
+namespace {
+
+struct PolicyRow {
+  EvictSpec::Kind kind;
+  std::unique_ptr<EvictionPolicy> (*make)(const EvictSpec&, int);
+};
+
+constexpr PolicyRow kPolicies[] = {
+    {EvictSpec::Kind::Streaming, make_streaming_policy},
+    {EvictSpec::Kind::H2O, make_h2o_policy},
+    {EvictSpec::Kind::Scissorhands, make_scissorhands_policy},
+    {EvictSpec::Kind::SnapKV, make_snapkv_policy},
+};
+
+}  // namespace
+
+std::unique_ptr<EvictionPolicy> make_eviction_policy(const EvictSpec& spec, int n_kv_head) {
+  for (const PolicyRow& row : kPolicies)
+    if (row.kind == spec.kind) return row.make(spec, n_kv_head);
   return nullptr;
 }
 

@@ -109,19 +109,6 @@ std::string CodecSpec::name() const {
   return n;
 }
 
-double CodecSpec::bits_per_element(int dim) const {
-  using K = Kind;
-  switch (kind) {
-    case K::F16: return 16;
-    case K::F32: return 32;
-    case K::Q8_0: return 8 + 16.0 / 32;
-    case K::Q4_0: return 4 + 16.0 / 32;
-    case K::Kivi: return bits + 32.0 / group;  // fp16 scale and minimum per group
-    case K::CQ: return double(bits) / cq_channels;
-  }
-  return 16;
-}
-
 EvictSpec parse_evict(const std::string& text) {
   std::map<std::string, std::string> params;
   const std::string name = split_params(text, params);
@@ -138,6 +125,12 @@ EvictSpec parse_evict(const std::string& text) {
   take(params, "history", e.history, name, 1, 64);
   take(params, "window", e.window, name, 1, 1 << 16);
   take(params, "pool", e.pool, name, 1, 63);
+  if (auto it = params.find("heads"); it != params.end()) {
+    if (e.kind != K::Scissorhands || (it->second != "any" && it->second != "mean"))
+      fail("heads=" + it->second + ": scissorhands combines its KV heads' verdicts with heads=any or heads=mean");
+    e.heads_any = it->second == "any";
+    params.erase(it);
+  }
   if (auto it = params.find("keep"); it != params.end()) {
     const CodecSpec low = parse_codec(it->second);
     if (!low.compressed() || low.kind == CodecSpec::Kind::CQ)
@@ -145,7 +138,7 @@ EvictSpec parse_evict(const std::string& text) {
     e.keep = low.name();
     params.erase(it);
   }
-  no_leftovers(params, name, "sinks, recent, history, window, pool, keep");
+  no_leftovers(params, name, "sinks, recent, history, window, pool, heads, keep");
   if (e.kind == K::None && !e.keep.empty()) fail("keep= needs an eviction policy");
   return e;
 }
@@ -161,6 +154,7 @@ std::string EvictSpec::name() const {
     case K::SnapKV: n = "snapkv"; break;
   }
   if (recent >= 0) n += strfmt(":recent=%d", recent);
+  if (kind == K::Scissorhands && heads_any) n += ":heads=any";
   if (!keep.empty()) n += ":keep=" + keep;
   return n;
 }

@@ -15,7 +15,6 @@ struct CodecSpec {
   int residual = 0;     // most recent tokens kept in fp16 (KIVI's R; CQ's window)
   std::string name() const;  // canonical name, parameters that differ from the defaults included
   bool compressed() const { return kind != Kind::F16 && kind != Kind::F32; }
-  double bits_per_element(int dim) const;  // of compressed blocks, scales included (CQ: codebooks not)
 };
 
 struct EvictSpec {
@@ -26,6 +25,7 @@ struct EvictSpec {
   int history = 64;    // scissorhands: decode steps its importance counts look back (<= 64)
   int window = 64;     // snapkv: observation window (last queries)
   int pool = 5;        // snapkv: average-pool kernel
+  bool heads_any = false;  // scissorhands: important to any KV head = important (else counts summed)
   std::string keep;    // MiKV-style: codec that evicted tokens are kept in instead of dropped ("" = drop)
   std::string name() const;
 };
@@ -39,7 +39,6 @@ struct KvConfig {
   std::string codebooks;      // CQ codebook sidecar written by `leanlm calibrate`
   int budget_for(int ctx) const;  // tokens, 0 = unlimited
   std::string name() const;       // e.g. "kivi2+scissorhands@20%"
-  bool needs_attention_stats() const { return evict.kind != EvictSpec::Kind::None; }
   // Plain f16/f32 rows: nothing compressed, evicted or pruned.
   bool exact() const { return !codec.compressed() && evict.kind == EvictSpec::Kind::None && think <= 0; }
 };

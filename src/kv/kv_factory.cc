@@ -15,7 +15,7 @@ std::unique_ptr<KvStore> make_kv_store(const KvConfig& cfg, const KvShape& shape
   using K = CodecSpec::Kind;
   const bool evicting = cfg.evict.kind != EvictSpec::Kind::None;
   if (cfg.exact())
-    return make_kv_store(cfg.codec.kind == K::F32 ? KvType::F32 : KvType::F16, shape);
+    return make_kv_store(cfg.codec.kind == K::F32 ? KvType::F32 : KvType::F16, shape, pool);
   if (cfg.codec.kind == K::F32) fail("the f32 KV cache takes no eviction or channel pruning (use f16)");
 
   CodecSpec spec = cfg.codec;
@@ -42,7 +42,7 @@ std::unique_ptr<KvStore> make_kv_store(const KvConfig& cfg, const KvShape& shape
   }
   o.value = make_block_codec(spec, KvSide::Value, shape.n_kv_head, shape.head_dim, value_book);
   if (evicting) {
-    o.policy = make_eviction_policy(cfg.evict);
+    o.policy = make_eviction_policy(cfg.evict, shape.n_kv_head);
     o.budget = cfg.budget_for(shape.max_ctx);
     if (o.budget <= 0) fail("--kv-evict " + cfg.evict.name() + " needs --kv-budget (tokens, or a percentage like 20%)");
     if (!cfg.evict.keep.empty()) {
@@ -51,6 +51,12 @@ std::unique_ptr<KvStore> make_kv_store(const KvConfig& cfg, const KvShape& shape
       lo.key = make_block_codec(low, KvSide::Key, shape.n_kv_head, shape.head_dim, nullptr);
       lo.value = make_block_codec(low, KvSide::Value, shape.n_kv_head, shape.head_dim, nullptr);
       lo.residual = 0;
+      if (cfg.think > 0) {  // the low tier stores the channels its upper tier chooses
+        const int n_kv_head = shape.n_kv_head;
+        lo.make_key = [low, n_kv_head](int dim, const std::vector<std::vector<int>>& kept) {
+          return std::shared_ptr<const BlockCodec>(make_block_codec(low, KvSide::Key, n_kv_head, dim, nullptr, &kept));
+        };
+      }
       o.low_tier = std::make_unique<PagedKvStore>(shape, pool, std::move(lo));
     }
   }

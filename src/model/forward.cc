@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "util/error.h"
 
@@ -10,6 +11,12 @@ namespace leanlm {
 size_t SequenceState::kv_bytes() const {
   size_t b = 0;
   for (const auto& l : layers) b += l->bytes();
+  return b;
+}
+
+size_t SequenceState::kv_bytes_to_append(int n) const {
+  size_t b = 0;
+  for (const auto& l : layers) b += l->bytes_to_append(n);
   return b;
 }
 
@@ -35,7 +42,10 @@ Forward::Forward(const Model& model, ThreadPool& pool, int max_batch)
 
 std::unique_ptr<SequenceState> Forward::new_sequence(int max_ctx, const KvConfig& kv, BlockPool& pool,
                                                      const ModelCodebooks* books) const {
+  if (max_ctx <= 0) fail("context size must be positive");
   auto s = std::make_unique<SequenceState>();
+  s->pool = &pool;
+  s->max_ctx = max_ctx;
   for (int l = 0; l < c_.n_layer; ++l) {
     KvShape shape;
     shape.n_kv_head = c_.n_head_kv;
@@ -57,11 +67,37 @@ void Forward::attention(int layer, const std::vector<BatchEntry>& batch) {
   shape.head_dim = c_.head_dim;
   shape.window = c_.is_local(layer) ? c_.sliding_window : 0;
   attn_tokens_.resize(batch.size());
-  for (size_t t = 0; t < batch.size(); ++t) attn_tokens_[t] = {batch[t].seq->layers[layer].get(), batch[t].pos};
+  for (size_t t = 0; t < batch.size(); ++t) {
+    KvStore* kv = batch[t].seq->layers[layer].get();
+    attn_tokens_[t] = {kv, batch[t].pos, kv->observer()};
+  }
   attn_.run(pool_, shape, attn_tokens_, q_.data(), att_.data());
   // Eviction: each store applies its budget once its attention for this pass is done.
   for (size_t t = 0; t < batch.size(); ++t)
     if (t == 0 || batch[t].seq != batch[t - 1].seq) batch[t].seq->layers[layer]->after_pass();
+}
+
+// Every sequence of the batch must take its tokens within its own context, and the KV memory the
+// pass may need must fit the budgets of the pools involved: checked before anything is appended.
+void Forward::check_room(const std::vector<BatchEntry>& batch) const {
+  std::map<SequenceState*, int> tokens;
+  for (const auto& b : batch) {
+    if (b.pos < 0 || b.pos >= b.seq->max_ctx)
+      fail(strfmt("position %d is outside the sequence's context of %d tokens", b.pos, b.seq->max_ctx));
+    ++tokens[b.seq];
+  }
+  std::map<BlockPool*, size_t> need;
+  for (const auto& [seq, n] : tokens) {
+    need[seq->pool] += seq->kv_bytes_to_append(n);
+  }
+  for (const auto& [pool, bytes] : need)
+    if (pool && !pool->has_room(bytes))
+      fail(strfmt("the KV cache needs up to %.2f MiB more for this batch but its memory budget of %.2f MiB has "
+                  "%.2f MiB left (raise --kv-mem, or shorten the prompt or context)",
+                  double(bytes) / (1 << 20), double(pool->budget()) / (1 << 20),
+                  double(pool->budget() - std::min(pool->budget(), pool->in_use())) / (1 << 20)));
+  for (const auto& [seq, n] : tokens)
+    for (auto& l : seq->layers) l->reserve(n);
 }
 
 const float* Forward::run(const std::vector<BatchEntry>& batch) {
@@ -72,6 +108,7 @@ const float* Forward::run(const std::vector<BatchEntry>& batch) {
   const int QD = H * D, KVD = KVH * D;
   for (const auto& b : batch)
     if (b.token < 0 || b.token >= c_.n_vocab) fail(strfmt("token id %d is out of range", b.token));
+  check_room(batch);
 
   for (int t = 0; t < T; ++t) {
     m_.embed(batch[t].token, x_.data() + size_t(t) * E);

@@ -17,11 +17,15 @@
 
 namespace leanlm {
 
-// The KV cache of one sequence: one store per layer.
+// The KV cache of one sequence: one store per layer, all charging one pool.
 struct SequenceState {
   std::vector<std::unique_ptr<KvStore>> layers;
-  int n_past = 0;  // positions 0..n_past-1 are in the cache
-  size_t kv_bytes() const;
+  BlockPool* pool = nullptr;
+  int max_ctx = 0;  // most positions this sequence may hold (its ring sizes and budgets derive from it)
+  int n_past = 0;   // positions 0..n_past-1 are in the cache
+  size_t kv_bytes() const;  // bytes allocated by its stores (all charged to pool)
+  // Bytes the stores may charge beyond kv_bytes() while n more tokens are appended in one pass.
+  size_t kv_bytes_to_append(int n) const;
   void clear();
 };
 
@@ -44,7 +48,9 @@ class Forward {
                                               const ModelCodebooks* books = nullptr) const;
 
   // Appends the batch's keys/values to their sequences and returns the logits of the entries marked
-  // `logits`, in batch order: [n_marked][n_vocab], valid until the next call.
+  // `logits`, in batch order: [n_marked][n_vocab], valid until the next call. A batch that does not
+  // fit (a position past its sequence's max_ctx, or more KV memory than the budget has left) is
+  // refused with a clear Error before anything changes.
   const float* run(const std::vector<BatchEntry>& batch);
   int max_batch() const { return max_batch_; }
   // Sees every key and value as it enters the cache (after RoPE): [n_kv_head][head_dim] each.
@@ -54,6 +60,7 @@ class Forward {
 
  private:
   void attention(int layer, const std::vector<BatchEntry>& batch);
+  void check_room(const std::vector<BatchEntry>& batch) const;
 
   const Model& m_;
   const ModelConfig& c_;

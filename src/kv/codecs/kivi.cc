@@ -177,6 +177,8 @@ class KiviValueCodec : public BlockCodec {
  public:
   KiviValueCodec(int dim, int tokens) : BlockCodec(dim, tokens), group_(std::min(tokens, dim)), ng_(dim / group_) {}
   size_t block_bytes() const override { return size_t(tokens_) * ng_ * 4 + size_t(tokens_) * dim_ * B / 8; }
+  // scale [T][ng], min [T][ng], codes [T][D * b / 8]
+  std::vector<size_t> row_planes() const override { return {size_t(ng_) * 2, size_t(ng_) * 2, size_t(dim_) * B / 8}; }
 
   void encode(int, const float* x, int x_stride, int j0, int n, uint8_t* blk) const override {
     uint8_t q[256];

@@ -19,6 +19,7 @@ class Q4_0Codec : public BlockCodec {
  public:
   using BlockCodec::BlockCodec;
   size_t block_bytes() const override { return size_t(tokens_) * (dim_ / 32 * 2 + dim_ / 2); }
+  std::vector<size_t> row_planes() const override { return {size_t(dim_) / 32 * 2, size_t(dim_) / 2}; }
 
   void encode(int, const float* x, int x_stride, int j0, int n, uint8_t* blk) const override {
     for (int j = j0; j < n; ++j) {

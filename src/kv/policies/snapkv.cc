@@ -1,6 +1,9 @@
 // SnapKV (Li et al., 2024): the last `window` queries of the prompt vote for the positions they
 // attend to; the votes are smoothed by a 1-D average pool (kernel `pool`) over neighbouring
-// positions, and each head keeps its top positions plus the observation window itself.
+// positions, and the top positions are kept plus the observation window itself.
+//
+// The paper selects per head. Here the KV heads of a layer share its slots, so the selection is per
+// layer: a position's vote is the sum of its votes from every KV head.
 //
 // The paper selects once, at the end of the prompt. Here selection runs whenever the cache exceeds
 // its budget after a forward pass, with the pass's queries that lie in the last `window` positions
@@ -16,16 +19,16 @@ namespace {
 
 class SnapKVPolicy : public EvictionPolicy {
  public:
-  explicit SnapKVPolicy(const EvictSpec& s) : spec_(s) {}
+  SnapKVPolicy(const EvictSpec& s, int n_kv_head) : spec_(s), votes_(n_kv_head), newest_(n_kv_head, -1) {}
 
-  void observe(int q_pos, int newest, const int32_t* key_pos, const float* w, int n) override {
-    if (newest != newest_) {  // a new pass: the votes of the previous one are stale
-      std::fill(votes_.begin(), votes_.end(), 0.f);
-      newest_ = newest;
+  void observe(int h, int q_pos, int newest, const int32_t* key_pos, const float* w, int n) override {
+    if (newest != newest_[h]) {  // a new pass: the votes of the previous one are stale
+      std::fill(votes_.by_head[h].begin(), votes_.by_head[h].end(), Accum{0});
+      newest_[h] = newest;
     }
     if (q_pos <= newest - spec_.window) return;
     for (int j = 0; j < n; ++j)
-      if (key_pos[j] >= 0) at_pos(votes_, key_pos[j]) += w[j];
+      if (key_pos[j] >= 0) votes_.at(h, key_pos[j]) += to_accum(w[j]);
   }
 
   void choose(const std::vector<int32_t>& live, int budget, std::vector<int32_t>& drop) override {
@@ -33,13 +36,14 @@ class SnapKVPolicy : public EvictionPolicy {
     if (n <= budget) return;
     const int window = std::min(spec_.recent >= 0 ? spec_.recent : spec_.window, budget);
     const int nc = n - window;  // candidates: all but the observation window
-    std::vector<float> pooled(nc);
+    std::vector<double> vote(nc), pooled(nc);
+    for (int i = 0; i < nc; ++i) vote[i] = double(votes_.sum(live[i]));
     const int half = spec_.pool / 2;
     for (int i = 0; i < nc; ++i) {
-      float s = 0;
+      double s = 0;
       int cnt = 0;
-      for (int k = std::max(0, i - half); k <= std::min(nc - 1, i + half); ++k, ++cnt) s += vote(live[k]);
-      pooled[i] = s / float(cnt);
+      for (int k = std::max(0, i - half); k <= std::min(nc - 1, i + half); ++k, ++cnt) s += vote[k];
+      pooled[i] = s / cnt;
     }
     std::vector<int> idx(nc);
     for (int i = 0; i < nc; ++i) idx[i] = i;
@@ -49,20 +53,19 @@ class SnapKVPolicy : public EvictionPolicy {
 
   void clear() override {
     votes_.clear();
-    newest_ = -1;
+    std::fill(newest_.begin(), newest_.end(), -1);
   }
 
  private:
-  float vote(int32_t p) const { return size_t(p) < votes_.size() ? votes_[p] : 0.f; }
   EvictSpec spec_;
-  std::vector<float> votes_;  // per position: attention from the observation window
-  int newest_ = -1;
+  PerHead<Accum> votes_;     // per head and position: attention from the observation window
+  std::vector<int> newest_;  // per head: newest position of the pass its votes belong to
 };
 
 }  // namespace
 
-std::unique_ptr<EvictionPolicy> make_snapkv_policy(const EvictSpec& spec) {
-  return std::make_unique<SnapKVPolicy>(spec);
+std::unique_ptr<EvictionPolicy> make_snapkv_policy(const EvictSpec& spec, int n_kv_head) {
+  return std::make_unique<SnapKVPolicy>(spec, n_kv_head);
 }
 
 }  // namespace leanlm

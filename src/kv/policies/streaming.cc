@@ -11,7 +11,7 @@ namespace {
 class StreamingPolicy : public EvictionPolicy {
  public:
   explicit StreamingPolicy(const EvictSpec& s) : spec_(s) {}
-  void observe(int, int, const int32_t*, const float*, int) override {}
+  void observe(int, int, int, const int32_t*, const float*, int) override {}
   void choose(const std::vector<int32_t>& live, int budget, std::vector<int32_t>& drop) override {
     const int n = int(live.size());
     if (n <= budget) return;
@@ -20,6 +20,7 @@ class StreamingPolicy : public EvictionPolicy {
     for (int i = sinks; i < n - (budget - sinks); ++i) drop.push_back(live[i]);
   }
   void clear() override {}
+  bool needs_weights() const override { return false; }
 
  private:
   EvictSpec spec_;
@@ -27,7 +28,7 @@ class StreamingPolicy : public EvictionPolicy {
 
 }  // namespace
 
-std::unique_ptr<EvictionPolicy> make_streaming_policy(const EvictSpec& spec) {
+std::unique_ptr<EvictionPolicy> make_streaming_policy(const EvictSpec& spec, int) {
   return std::make_unique<StreamingPolicy>(spec);
 }
 
