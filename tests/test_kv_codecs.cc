@@ -1,6 +1,6 @@
-// KV codecs and the paged store: round-trip error within each codec's bound, fused kernels equal to
-// their plain references, store bookkeeping (positions <-> data) through flushes, eviction, page
-// merges and sliding-window recycling, and the eviction policies' invariants.
+// KV codecs: round-trip error within each codec's bound, fused kernels equal to their plain
+// references, rows copied between blocks exactly; the eviction policies' invariants; k-means; the
+// configuration parser. The paged store is tested in test_kv_store.cc.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -16,31 +16,14 @@
 #include "kv/paged_store.h"
 #include "util/error.h"
 #include "util/fp16.h"
+#include "kv_test_util.h"
 
 namespace leanlm {
 namespace {
 
+using namespace testing_kv;
+
 constexpr int kDim = 128, kTokens = 32;
-
-std::vector<float> random_rows(int n, int d, uint32_t seed, float outlier_every = 0) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.f, 1.f);
-  std::vector<float> x(size_t(n) * d);
-  for (auto& v : x) v = nd(rng);
-  // Keys of trained models have a few large channels; give some channels a large scale.
-  if (outlier_every > 0)
-    for (int j = 0; j < n; ++j)
-      for (int c = 0; c < d; c += int(outlier_every)) x[size_t(j) * d + c] *= 8.f;
-  return x;
-}
-
-Codebook random_codebook(int n_kv_head, int dim, int channels, int bits, uint32_t seed) {
-  Codebook b;
-  b.channels = channels, b.bits = bits;
-  const auto x = random_rows(n_kv_head * (dim / channels) * (1 << bits), channels, seed);
-  b.centroids = x;
-  return b;
-}
 
 struct CodecCase {
   std::string name;
@@ -53,6 +36,9 @@ std::vector<CodecCase> all_codecs() {
     for (KvSide s : {KvSide::Key, KvSide::Value}) out.push_back({n, s});
   return out;
 }
+
+// gtest prints test parameters it cannot print as raw bytes.
+void PrintTo(const CodecCase& c, std::ostream* os) { *os << c.name << (c.side == KvSide::Key ? " keys" : " values"); }
 
 class CodecTest : public ::testing::TestWithParam<CodecCase> {
  protected:
@@ -188,321 +174,6 @@ INSTANTIATE_TEST_SUITE_P(All, CodecTest, ::testing::ValuesIn(all_codecs()), [](c
 });
 
 // ---------------------------------------------------------------------------------------------
-// The paged store.
-
-// Store options for one codec with an fp16 window of `residual` tokens.
-PagedKvOptions store_options(const CodecSpec& spec, int n_kv_head, int dim, int residual, const Codebook* book) {
-  PagedKvOptions o;
-  o.key = make_block_codec(spec, KvSide::Key, n_kv_head, dim, book);
-  o.value = make_block_codec(spec, KvSide::Value, n_kv_head, dim, book);
-  o.residual = residual;
-  return o;
-}
-
-// A store of per-token codec blocks; every score it returns must equal q . (decoded key) of the
-// token its slot claims to hold, whatever happened to the slots before.
-struct StoreHarness {
-  int KVH = 2, D = 64;
-  BlockPool pool;
-  std::unique_ptr<PagedKvStore> store;
-  std::vector<float> K, V;  // [pos][KVH][D] what was appended
-  CodecSpec spec;
-  std::unique_ptr<BlockCodec> probe;  // encodes single tokens to predict the stored values
-
-  StoreHarness(const std::string& codec, int residual, int window = 0, int max_batch = 8,
-               std::unique_ptr<PagedKvStore> low = nullptr) {
-    spec = parse_codec(codec);
-    spec.residual = residual;
-    PagedKvOptions o = store_options(spec, KVH, D, residual, nullptr);
-    o.low_tier = std::move(low);
-    probe = make_block_codec(spec, KvSide::Key, KVH, D, nullptr);
-    store = std::make_unique<PagedKvStore>(KvShape{KVH, D, window, max_batch, 1 << 20}, pool, std::move(o));
-  }
-  void append(int n, uint32_t seed) {
-    const auto k = random_rows(n, KVH * D, seed), v = random_rows(n, KVH * D, seed + 1);
-    for (int i = 0; i < n; ++i) {
-      const int pos = int(K.size() / (KVH * D));
-      K.insert(K.end(), k.begin() + size_t(i) * KVH * D, k.begin() + size_t(i + 1) * KVH * D);
-      V.insert(V.end(), v.begin() + size_t(i) * KVH * D, v.begin() + size_t(i + 1) * KVH * D);
-      store->append(pos, &K[size_t(pos) * KVH * D], &V[size_t(pos) * KVH * D]);
-    }
-  }
-  // q . k for the token at pos as a per-token codec (or fp16 for the recent window) stores it.
-  void check_scores(double tol) {
-    const auto q = random_rows(3, D, 77);
-    const int n = store->n_slots();
-    const int32_t* sp = store->slot_positions();
-    for (int h = 0; h < KVH; ++h) {
-      std::vector<float> s(size_t(3) * n);
-      store->scores(h, q.data(), 3, D, 0, n, s.data(), n);
-      std::vector<uint8_t> blk(probe->block_bytes());
-      std::vector<float> dec(D);
-      for (int slot = 0; slot < n; ++slot) {
-        if (sp[slot] < 0) continue;
-        // Tokens reach the pages through the fp16 window.
-        std::vector<float> k(D);
-        for (int c = 0; c < D; ++c) k[c] = fp16_to_f32(f32_to_fp16(K[(size_t(sp[slot]) * KVH + h) * D + c]));
-        probe->encode(h, k.data(), D, 0, 1, blk.data());
-        probe->decode_ref(h, blk.data(), 0, 1, dec.data());
-        for (int i = 0; i < 3; ++i) {
-          double exact = 0, coded = 0;
-          for (int c = 0; c < D; ++c) {
-            exact += double(q[size_t(i) * D + c]) * fp16_to_f32(f32_to_fp16(k[c]));
-            coded += double(q[size_t(i) * D + c]) * dec[c];
-          }
-          const float got = s[size_t(i) * n + slot];
-          // The slot holds the token either encoded or still in the fp16 window.
-          const bool ok = std::fabs(got - coded) < tol * (1 + std::fabs(coded)) ||
-                          std::fabs(got - exact) < tol * (1 + std::fabs(exact));
-          ASSERT_TRUE(ok) << "slot " << slot << " pos " << sp[slot] << " got " << got << " coded " << coded
-                          << " exact " << exact;
-        }
-      }
-    }
-  }
-  std::set<int> live() const {
-    std::set<int> s;
-    for (int i = 0; i < store->n_slots(); ++i)
-      if (store->slot_positions()[i] >= 0) s.insert(store->slot_positions()[i]);
-    return s;
-  }
-};
-
-TEST(PagedStore, SlotsHoldTheirTokensThroughFlushesEvictionAndMerges) {
-  for (const char* codec : {"f16", "q8_0", "q4_0"}) {
-    SCOPED_TRACE(codec);
-    StoreHarness hs(codec, 5);
-    hs.append(150, 1);
-    EXPECT_EQ(hs.store->n_live(), 150);
-    hs.check_scores(1e-4);
-    // Evict a scattered third, then more: pages with holes merge.
-    std::vector<int32_t> drop;
-    for (int p = 0; p < 150; p += 3) drop.push_back(p);
-    hs.store->evict(drop);
-    EXPECT_EQ(hs.store->n_live(), 100);
-    hs.check_scores(1e-4);
-    const int pages_before = hs.store->n_pages();
-    drop.clear();
-    for (int p = 1; p < 120; p += 3) drop.push_back(p);
-    hs.store->evict(drop);
-    EXPECT_LT(hs.store->n_pages(), pages_before);
-    hs.check_scores(1e-4);
-    hs.append(70, 9);
-    hs.check_scores(1e-4);
-    const auto live = hs.live();
-    EXPECT_EQ(int(live.size()), hs.store->n_live());
-    for (int p : drop) EXPECT_EQ(live.count(p), 0u);
-    EXPECT_EQ(live.count(149), 1u);
-    EXPECT_EQ(live.count(219), 1u);
-  }
-}
-
-TEST(PagedStore, BytesFollowTheTokensKept) {
-  StoreHarness hs("q8_0", 0);
-  hs.append(320, 2);  // 10 full pages
-  const size_t full = hs.store->bytes();
-  std::vector<int32_t> drop;
-  for (int p = 0; p < 320; ++p)
-    if (p % 4) drop.push_back(p);
-  hs.store->evict(drop);  // 80 tokens left: 3 pages (merged) instead of 10
-  EXPECT_LE(hs.store->n_pages(), 4);
-  EXPECT_LT(hs.store->bytes(), full / 2);
-  EXPECT_EQ(hs.pool.in_use() % size_t(hs.store->n_pages()), 0u);  // whole pages, all accounted for
-  EXPECT_LE(hs.pool.in_use(), hs.store->bytes());
-}
-
-TEST(PagedStore, KiviKeysWaitForAFullGroupBeyondTheResidual) {
-  StoreHarness hs("kivi2", 16);
-  hs.append(16 + 31, 3);
-  EXPECT_EQ(hs.store->n_pages(), 0);  // 47 < R + G
-  hs.append(1, 4);
-  EXPECT_EQ(hs.store->n_pages(), 1);  // 32 tokens quantized at once, 16 stay in fp16
-  EXPECT_EQ(hs.store->n_live(), 48);
-}
-
-TEST(PagedStore, SlidingWindowLayersRecyclePages) {
-  StoreHarness hs("q4_0", 0, /*window=*/64, /*max_batch=*/8);
-  hs.append(2000, 5);
-  // Window 64 + batch slack 8 + one partly visible page on each side.
-  EXPECT_LE(hs.store->n_pages(), (64 + 8) / 32 + 2);
-  EXPECT_EQ(hs.live().count(1999), 1u);
-  EXPECT_EQ(hs.live().count(100), 0u);
-}
-
-TEST(PagedStore, LowTierKeepsEvictedTokens) {
-  BlockPool lp;
-  auto spec = parse_codec("kivi2");
-  PagedKvOptions lo;
-  lo.key = make_block_codec(spec, KvSide::Key, 2, 64, nullptr);
-  lo.value = make_block_codec(spec, KvSide::Value, 2, 64, nullptr);
-  auto low = std::make_unique<PagedKvStore>(KvShape{2, 64, 0, 8, 1 << 20}, lp, std::move(lo));
-  StoreHarness hs("q8_0", 0, 0, 8, std::move(low));
-  hs.append(100, 6);
-  std::vector<int32_t> drop;
-  for (int p = 0; p < 60; ++p) drop.push_back(p);
-  hs.store->evict(drop);
-  EXPECT_EQ(hs.store->n_live(), 100);  // all still there, 60 of them in 2 bits
-  EXPECT_EQ(int(hs.live().size()), 100);
-}
-
-bool wants_queries(PagedKvStore& s) { return s.observer() && s.observer()->wants_queries(); }
-
-// ThinK: keys whose large channels differ per head, queries that favour other channels. The store
-// must keep, per head, the channels with the largest q^2 * k^2, store only those (fewer bytes) and
-// score exactly q . k over them for compressed tokens, over all channels for the recent window.
-struct ThinkHarness {
-  static constexpr int KVH = 2, D = 128, keep = 64;
-  BlockPool pool;
-  std::unique_ptr<PagedKvStore> store;
-  std::vector<float> K;  // [pos][KVH][D]
-  CodecSpec spec;
-
-  ThinkHarness(const std::string& codec, int residual, const Codebook* book = nullptr) {
-    spec = parse_codec(codec);
-    spec.residual = residual;
-    PagedKvOptions o = store_options(spec, KVH, D, residual, book);
-    o.think_keep = keep;
-    o.think_unit = spec.kind == CodecSpec::Kind::CQ ? spec.cq_channels : 1;
-    const CodecSpec sp = spec;
-    o.make_key = [sp, book](int dim, const std::vector<std::vector<int>>& kept) {
-      return std::shared_ptr<const BlockCodec>(make_block_codec(sp, KvSide::Key, KVH, dim, book, &kept));
-    };
-    store = std::make_unique<PagedKvStore>(KvShape{KVH, D, 0, 64, 1 << 20}, pool, std::move(o));
-  }
-  // Head 0: keys large on channels divisible by 4 and on 1 mod 4 (ahead of all others), queries
-  // even. Head 1: keys even, queries large on channels 64..127.
-  void append(int n, uint32_t seed) {
-    auto k = random_rows(n, KVH * D, seed), v = random_rows(n, KVH * D, seed + 1);
-    for (int j = 0; j < n; ++j)
-      for (int c = 0; c < D; ++c)
-        if (c % 4 < 2) k[size_t(j) * KVH * D + c] *= 4.f;
-    const auto q = random_rows(n * 4, D, seed + 2);  // 2 query heads per KV head
-    for (int i = 0; i < n; ++i) {
-      const int pos = int(K.size() / (KVH * D));
-      K.insert(K.end(), k.begin() + size_t(i) * KVH * D, k.begin() + size_t(i + 1) * KVH * D);
-      store->append(pos, &K[size_t(pos) * KVH * D], &v[size_t(i) * KVH * D]);
-    }
-    for (int i = 0; i < n; ++i) {
-      const int pos = int(K.size() / (KVH * D)) - n + i;
-      std::vector<float> qq(q.begin() + size_t(i) * 4 * D, q.begin() + size_t(i + 1) * 4 * D);
-      for (int c = 64; c < D; ++c) qq[2 * D + c] *= 4.f, qq[3 * D + c] *= 4.f;
-      if (wants_queries(*store)) {
-        store->observer()->on_queries(0, pos, qq.data(), 2, D);
-        store->observer()->on_queries(1, pos, qq.data() + 2 * D, 2, D);
-      }
-    }
-    store->after_pass();
-  }
-};
-
-TEST(Think, KeepsTheChannelsQueriesAndKeysUseAndStoresOnlyThose) {
-  ThinkHarness t("f16", 16);
-  t.append(40, 3);  // 40 >= R + 1: channels chosen at the end of this pass
-  ASSERT_FALSE(wants_queries(*t.store));
-  std::vector<int> want0, want1;
-  for (int c = 0; c < ThinkHarness::D; ++c) {
-    if (c % 4 < 2) want0.push_back(c);
-    if (c >= 64) want1.push_back(c);
-  }
-  EXPECT_EQ(t.store->kept_channels(0), want0);
-  // Head 1's keys are large on c % 4 < 2 and its queries on c >= 64: those 32 channels win, then
-  // the rest of both sets (q^2 k^2 equal within noise) fill the 64.
-  const auto& k1 = t.store->kept_channels(1);
-  ASSERT_EQ(int(k1.size()), ThinkHarness::keep);
-  for (int c = 64; c < ThinkHarness::D; ++c)
-    if (c % 4 < 2) EXPECT_TRUE(std::binary_search(k1.begin(), k1.end(), c)) << c;
-
-  // Scores: pruned channels do not count for compressed tokens, count for the window.
-  t.append(30, 9);
-  const int n = t.store->n_slots();
-  const int32_t* sp = t.store->slot_positions();
-  const auto q = random_rows(2, ThinkHarness::D, 5);
-  int compressed = 0;
-  for (int h = 0; h < ThinkHarness::KVH; ++h) {
-    std::vector<float> s(size_t(2) * n);
-    t.store->scores(h, q.data(), 2, ThinkHarness::D, 0, n, s.data(), n);
-    const auto& kept = t.store->kept_channels(h);
-    for (int slot = 0; slot < n; ++slot) {
-      if (sp[slot] < 0) continue;          // free rows of the last page
-      const bool in_page = slot < n - 16;  // the window holds the 16 newest
-      compressed += in_page;
-      for (int i = 0; i < 2; ++i) {
-        double want = 0;
-        for (int c = 0; c < ThinkHarness::D; ++c) {
-          if (in_page && !std::binary_search(kept.begin(), kept.end(), c)) continue;
-          want += double(q[size_t(i) * ThinkHarness::D + c]) *
-                  fp16_to_f32(f32_to_fp16(t.K[(size_t(sp[slot]) * ThinkHarness::KVH + h) * ThinkHarness::D + c]));
-        }
-        EXPECT_NEAR(s[size_t(i) * n + slot], want, 1e-3 * (1 + std::fabs(want))) << "slot " << slot;
-      }
-    }
-  }
-  EXPECT_GT(compressed, 0);
-}
-
-TEST(Think, HoldsTokensWholeUntilItChoosesThenSavesKeyBytes) {
-  ThinkHarness t("q8_0", 0), full("q8_0", 0);
-  // Without ThinK for comparison: same codec, all channels.
-  PagedKvOptions o;
-  o.key = make_block_codec(full.spec, KvSide::Key, ThinkHarness::KVH, ThinkHarness::D, nullptr);
-  o.value = make_block_codec(full.spec, KvSide::Value, ThinkHarness::KVH, ThinkHarness::D, nullptr);
-  PagedKvStore plain(KvShape{ThinkHarness::KVH, ThinkHarness::D, 0, 64, 1 << 20}, full.pool, std::move(o));
-  EXPECT_TRUE(wants_queries(*t.store));
-  for (int pos = 0; pos < 5; ++pos) {
-    std::vector<float> k(ThinkHarness::KVH * ThinkHarness::D, 1.f);
-    t.store->append(pos, k.data(), k.data());
-  }
-  EXPECT_EQ(t.store->n_pages(), 0);  // a pass in progress: nothing compressed yet
-  t.store->after_pass();
-  EXPECT_GT(t.store->n_pages(), 0);
-  EXPECT_FALSE(wants_queries(*t.store));
-  t.append(250, 4);
-  const auto k = random_rows(255, ThinkHarness::KVH * ThinkHarness::D, 4);
-  for (int pos = 0; pos < 255; ++pos) plain.append(pos, &k[size_t(pos) * ThinkHarness::KVH * ThinkHarness::D],
-                                                   &k[size_t(pos) * ThinkHarness::KVH * ThinkHarness::D]);
-  // Half the key channels: keys cost half, values the same -> 3/4 of the pages' bytes.
-  EXPECT_EQ(t.store->n_pages(), plain.n_pages());
-  EXPECT_NEAR(double(t.store->bytes()) / double(plain.bytes()), 0.75, 0.02);
-}
-
-TEST(Think, CoupledQuantizationKeepsWholeGroups) {
-  const Codebook book = random_codebook(ThinkHarness::KVH, ThinkHarness::D, 4, 8, 21);
-  ThinkHarness t("cq-4c8b", 8, &book);
-  t.append(60, 6);
-  for (int h = 0; h < ThinkHarness::KVH; ++h) {
-    const auto& kept = t.store->kept_channels(h);
-    ASSERT_EQ(int(kept.size()), ThinkHarness::keep);
-    for (size_t i = 0; i < kept.size(); i += 4)
-      for (int e = 0; e < 4; ++e) EXPECT_EQ(kept[i + e], kept[i] + e);
-    EXPECT_EQ(kept[0] % 4, 0);
-  }
-  // Compressed keys decode to the kept channels' centroids: scores match a full-size CQ codec
-  // whose pruned groups are zero in the query.
-  const auto q = random_rows(1, ThinkHarness::D, 8);
-  auto probe = make_block_codec(t.spec, KvSide::Key, ThinkHarness::KVH, ThinkHarness::D, &book);
-  std::vector<uint8_t> blk(probe->block_bytes());
-  std::vector<float> dec(ThinkHarness::D);
-  const int n = t.store->n_slots();
-  std::vector<float> s(n);
-  for (int h = 0; h < ThinkHarness::KVH; ++h) {
-    t.store->scores(h, q.data(), 1, ThinkHarness::D, 0, n, s.data(), n);
-    const auto& kept = t.store->kept_channels(h);
-    for (int slot = 0; slot < n - 8; ++slot) {
-      const int pos = t.store->slot_positions()[slot];
-      if (pos < 0) continue;
-      std::vector<float> k(ThinkHarness::D);
-      for (int c = 0; c < ThinkHarness::D; ++c)
-        k[c] = fp16_to_f32(f32_to_fp16(t.K[(size_t(pos) * ThinkHarness::KVH + h) * ThinkHarness::D + c]));
-      probe->encode(h, k.data(), ThinkHarness::D, 0, 1, blk.data());
-      probe->decode_ref(h, blk.data(), 0, 1, dec.data());
-      double want = 0;
-      for (int c : kept) want += double(q[c]) * dec[c];
-      EXPECT_NEAR(s[slot], want, 1e-3 * (1 + std::fabs(want))) << "slot " << slot;
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Eviction policies: budget kept, protected tokens kept, the right tokens chosen.
 
 std::vector<int32_t> run_policy(const std::string& name, int n_tokens, int budget, std::vector<float> importance,
@@ -564,6 +235,72 @@ TEST(Eviction, ScoringPoliciesKeepImportantTokensAndProtectRecent) {
     int heavy = 0;
     for (int p = 0; p < 480; p += 10) heavy += int(s.count(p));
     EXPECT_GE(heavy, 40) << "of 48 heavy hitters";
+  }
+}
+
+// Rows of per-token codecs move between blocks as bytes: the copy decodes to the same values.
+TEST_P(CodecTest, CopiedRowsDecodeExactly) {
+  if (!codec_->rows_copyable()) {
+    EXPECT_FALSE(codec_->per_token()) << "a per-token codec must describe its row planes";
+    GTEST_SKIP() << "groups across tokens";
+  }
+  const int T = codec_->tokens();
+  size_t per_row = 0;
+  for (size_t r : codec_->row_planes()) per_row += r;
+  ASSERT_EQ(per_row * size_t(T), codec_->block_bytes()) << "planes must tile the block";
+  const auto x = random_rows(T, kDim, 41, 16);
+  std::vector<uint8_t> a(codec_->block_bytes()), b(codec_->block_bytes(), 0);
+  codec_->encode(1, x.data(), kDim, 0, T, a.data());
+  for (int j = 0; j < T; ++j) codec_->copy_row(a.data(), j, b.data(), T - 1 - j);
+  std::vector<float> ra(size_t(T) * kDim), rb(ra.size());
+  codec_->decode_ref(1, a.data(), 0, T, ra.data());
+  codec_->decode_ref(1, b.data(), 0, T, rb.data());
+  for (int j = 0; j < T; ++j)
+    for (int c = 0; c < kDim; ++c)
+      ASSERT_EQ(rb[size_t(T - 1 - j) * kDim + c], ra[size_t(j) * kDim + c]) << "row " << j << " channel " << c;
+}
+
+// Several KV heads share a layer's slots: each policy combines its heads' statistics, and the
+// result must not depend on the order in which heads and queries report (threads race to report).
+// Tokens 0..39: important to head 0 only; 40..79: to head 1 only; 80..129: to neither; 130..199
+// recent (protected). Queries 136..199 report, so every candidate was judged by all of them.
+TEST(Eviction, HeadsCombineWhateverTheReportOrder) {
+  const int n = 200, H = 3;
+  auto weight = [&](int h, int p) {
+    const bool imp = (h == 0 && p < 40) || (h == 1 && p >= 40 && p < 80);
+    return imp ? 20.f : 1.f;
+  };
+  for (const char* name : {"h2o:recent=70", "scissorhands:recent=70", "scissorhands:recent=70:heads=any",
+                           "snapkv:recent=70:pool=1:window=200"}) {
+    SCOPED_TRACE(name);
+    std::vector<std::vector<int32_t>> drops;
+    for (int order = 0; order < 3; ++order) {
+      auto policy = make_eviction_policy(parse_evict(name), H);
+      std::vector<int32_t> live(n);
+      for (int p = 0; p < n; ++p) live[p] = p;
+      // Queries n-64 .. n-1 report for every head, in an order that depends on `order`.
+      std::vector<std::pair<int, int>> reports;
+      for (int q = n - 64; q < n; ++q)
+        for (int h = 0; h < H; ++h) reports.push_back({q, h});
+      if (order == 1) std::reverse(reports.begin(), reports.end());
+      if (order == 2) std::shuffle(reports.begin(), reports.end(), std::mt19937(7));
+      for (auto [q, h] : reports) {
+        std::vector<float> w(q + 1);
+        float sum = 0;
+        for (int p = 0; p <= q; ++p) sum += w[p] = weight(h, p);
+        for (float& x : w) x /= sum;
+        policy->observe(h, q, n - 1, live.data(), w.data(), q + 1);
+      }
+      std::vector<int32_t> drop;
+      policy->choose(live, 150, drop);
+      std::sort(drop.begin(), drop.end());
+      drops.push_back(drop);
+    }
+    EXPECT_EQ(drops[0], drops[1]);
+    EXPECT_EQ(drops[0], drops[2]);
+    // What either head needs stays; what no head needs goes first.
+    ASSERT_EQ(drops[0].size(), 50u);
+    for (int32_t p : drops[0]) EXPECT_TRUE(p >= 80 && p < 130) << p << ": dropped a token one head attends to";
   }
 }
 

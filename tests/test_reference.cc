@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <iomanip>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -88,84 +89,148 @@ TEST(Reference, TextTokensMatchLlamaCpp) {
 
 // KL(llama.cpp || leanlm) over the reference's top-K tokens plus one bucket for the rest: a lower
 // bound of the full KL that is tight when the tail holds little mass (reported below).
-TEST(Reference, NextTokenDistributionsMatchLlamaCpp) {
+struct Agreement {
+  double kl_sum = 0, tail_sum = 0;
+  size_t agree = 0, rows = 0;
+  double mean_kl() const { return kl_sum / rows; }
+  double top1() const { return double(agree) / rows; }
+  double mean_tail() const { return tail_sum / rows; }
+};
+
+// Adds leanlm's logits `lg` (one position, full vocabulary) against row `row` of the golden top-K.
+void add_row(Agreement& a, const float* lg, size_t row) {
   const Golden& g = golden();
   const size_t K = g.ref["topk"];
   const int V = engine().n_vocab();
-  double kl_sum = 0, tail_sum = 0;
-  size_t agree = 0, rows = 0;
+  double mx = lg[0];
+  for (int v = 1; v < V; ++v) mx = std::max<double>(mx, lg[v]);
+  double z = 0;
+  for (int v = 0; v < V; ++v) z += std::exp(lg[v] - mx);
+  const double lz = mx + std::log(z);
+  const int32_t* ids = g.top_ids.data() + row * K;
+  const float* lp = g.top_lp.data() + row * K;
+  double kl = 0, p_top = 0, q_top = 0;
+  for (size_t k = 0; k < K; ++k) {
+    const double p = std::exp(double(lp[k])), lq = lg[ids[k]] - lz;
+    kl += p * (lp[k] - lq);
+    p_top += p;
+    q_top += std::exp(lq);
+  }
+  const double p_tail = std::max(0.0, 1 - p_top), q_tail = std::max(1e-12, 1 - q_top);
+  if (p_tail > 1e-12) kl += p_tail * std::log(p_tail / q_tail);
+  a.kl_sum += kl;
+  a.tail_sum += p_tail;
+  a.agree += Sampler::argmax(lg, V) == ids[0];
+  ++a.rows;
+}
+
+TEST(Reference, NextTokenDistributionsMatchLlamaCpp) {
+  const Golden& g = golden();
+  const int V = engine().n_vocab();
+  Agreement a;
   for (const auto& chunk_json : g.ref["kl_chunks"]) {
     const std::vector<int> chunk = chunk_json.get<std::vector<int>>();
     auto seq = engine().new_sequence();
     std::vector<float> logits;
     engine().feed(*seq, chunk, &logits);
-    for (size_t j = 0; j < chunk.size(); ++j, ++rows) {
-      const float* lg = logits.data() + j * V;
-      double mx = lg[0];
-      for (int v = 1; v < V; ++v) mx = std::max<double>(mx, lg[v]);
-      double z = 0;
-      for (int v = 0; v < V; ++v) z += std::exp(lg[v] - mx);
-      const double lz = mx + std::log(z);
-      const int32_t* ids = g.top_ids.data() + rows * K;
-      const float* lp = g.top_lp.data() + rows * K;
-      double kl = 0, p_top = 0, q_top = 0;
-      for (size_t k = 0; k < K; ++k) {
-        const double p = std::exp(double(lp[k])), lq = lg[ids[k]] - lz;
-        kl += p * (lp[k] - lq);
-        p_top += p;
-        q_top += std::exp(lq);
-      }
-      const double p_tail = std::max(0.0, 1 - p_top), q_tail = std::max(1e-12, 1 - q_top);
-      if (p_tail > 1e-12) kl += p_tail * std::log(p_tail / q_tail);
-      kl_sum += kl;
-      tail_sum += p_tail;
-      agree += Sampler::argmax(lg, V) == ids[0];
-    }
+    for (size_t j = 0; j < chunk.size(); ++j) add_row(a, logits.data() + j * V, a.rows);
   }
-  const double mean_kl = kl_sum / rows, top1 = double(agree) / rows;
   const auto& self = g.ref["llama_cpp_self"];
-  std::printf("positions %zu  mean KL %.6f  top-1 agreement %.4f  mean tail mass %.4f\n", rows, mean_kl, top1,
-              tail_sum / rows);
+  std::printf("positions %zu  mean KL %.6f  top-1 agreement %.4f  mean tail mass %.4f\n", a.rows, a.mean_kl(),
+              a.top1(), a.mean_tail());
   std::printf("llama.cpp against itself (one token at a time vs one batch): KL %.6f  top-1 %.4f\n",
               self["kl"].get<double>(), self["top1"].get<double>());
-  EXPECT_GE(rows, 1000u);
-  EXPECT_LE(mean_kl, 0.005);
+  EXPECT_GE(a.rows, 1000u);
+  EXPECT_LE(a.mean_kl(), 0.005);
   // The target is 0.99. llama.cpp does not reach it against itself: its decode and batch
   // paths add in different orders, and this model turns last-bit differences into different int8
   // activation codes and fp16 GELU table entries downstream. leanlm must agree with llama.cpp at
   // least as well as llama.cpp agrees with itself (one point of slack for the sampling noise of
   // 1,024 positions).
-  EXPECT_GE(top1, self["top1"].get<double>() - 0.01);
+  EXPECT_GE(a.top1(), self["top1"].get<double>() - 0.01);
+}
+
+// The same positions through leanlm's decode path: the chunks fed one token at a time (per-row dot
+// kernels, one query against the cache), as generation runs them, against llama.cpp's batch
+// distributions. llama.cpp's self-agreement figures measure the same pairing (its decode path
+// against its batch path): KL 0.0041, top-1 94.9 %; leanlm measures KL 0.0049, top-1 95.6 %.
+// Prompt and decode paths of one engine differ by up to ~0.005 (docs/correctness.md), so the KL
+// bound is 1.5 times llama.cpp's own; a broken decode kernel gives KL 0.6 to 8 here. The greedy
+// test below sees the decode path only through a few dozen steps; this one sees 1,024 of them.
+TEST(Reference, DecodePathDistributionsMatchLlamaCpp) {
+  const Golden& g = golden();
+  Agreement a;
+  for (const auto& chunk_json : g.ref["kl_chunks"]) {
+    const std::vector<int> chunk = chunk_json.get<std::vector<int>>();
+    auto seq = engine().new_sequence();
+    for (int tok : chunk) add_row(a, engine().feed(*seq, {tok}), a.rows);
+  }
+  const auto& self = g.ref["llama_cpp_self"];
+  std::printf("decode path: positions %zu  mean KL %.6f  top-1 agreement %.4f\n", a.rows, a.mean_kl(), a.top1());
+  std::printf("llama.cpp's decode path against its batch path: KL %.6f  top-1 %.4f\n", self["kl"].get<double>(),
+              self["top1"].get<double>());
+  EXPECT_GE(a.rows, 1000u);
+  EXPECT_LE(a.mean_kl(), 1.5 * self["kl"].get<double>());
+  EXPECT_GE(a.top1(), self["top1"].get<double>() - 0.01);
+}
+
+// leanlm's logit for `tok` minus its best logit for any other token: positive where leanlm would pick
+// `tok` greedily. Where `tok` is llama.cpp's greedy choice, llama.cpp's own value of it is the gap
+// between its two best logits, which the reference records at every step.
+double margin(const float* lg, int V, int tok) {
+  float other = -INFINITY;
+  for (int v = 0; v < V; ++v)
+    if (v != tok) other = std::max(other, lg[v]);
+  return double(lg[tok]) - other;
 }
 
 TEST(Reference, GreedyGenerationMatchesLlamaCpp) {
+  // Target: identical unless at a near-tie (gap < 1e-3). Not reachable: two valid evaluation paths
+  // of this model drift apart within a few positions (llama.cpp's own decode path leaves its batch
+  // path after 3 tokens on two of these prompts; see docs/correctness.md), and three of the five
+  // prompts have a first gap under 1 logit. So the test compares logits instead of only tokens:
+  // at every step up to and including the divergence, leanlm's margin for llama.cpp's token must
+  // match llama.cpp's gap (a divergence is the case where leanlm's margin is negative), each step
+  // within kStep and all steps together within kRms (root mean square). On the real code the
+  // differences are 0.26 rms over 96 steps, at most 1.0; a broken prompt-path kernel moves the
+  // margin by 2 to 15 logits at the first generated token, a broken decode kernel by 2 to 6 at the
+  // first decoded ones. A divergence is still only accepted where llama.cpp's gap is under
+  // kDivergeGap.
+  constexpr double kStep = 1.5, kRms = 0.5, kDivergeGap = 1.0;
   const int V = engine().n_vocab();
   const auto& self_same = golden().ref["llama_cpp_self"]["greedy_identical_tokens"];
-  size_t i = 0;
+  size_t i = 0, steps = 0;
+  double sq = 0, worst = 0;
   for (const auto& c : golden().ref["greedy"]) {
+    const std::string text = c["prompt"];
     const std::vector<int> prompt = c["prompt_tokens"].get<std::vector<int>>();
-    EXPECT_EQ(engine().tokenizer().encode(c["prompt"], true, false), prompt);
+    EXPECT_EQ(engine().tokenizer().encode(text, true, false), prompt);
     const std::vector<int> want = c["tokens"].get<std::vector<int>>();
     const std::vector<double> gaps = c["gaps"].get<std::vector<double>>();
     auto seq = engine().new_sequence();
     const float* lg = engine().feed(*seq, prompt);
     size_t same = 0;
+    double prompt_worst = 0;
     for (; same < want.size(); ++same) {
-      const int got = Sampler::argmax(lg, V);
-      if (got != want[same]) break;
-      lg = engine().feed(*seq, {got});
+      const double m = margin(lg, V, want[same]), d = m - gaps[same];
+      sq += d * d;
+      ++steps;
+      prompt_worst = std::max(prompt_worst, std::fabs(d));
+      EXPECT_LE(std::fabs(d), kStep) << text << ": generated token " << same << ": leanlm's margin for llama.cpp's "
+                                     << "token " << std::setprecision(3) << m << ", llama.cpp's gap " << gaps[same];
+      if (Sampler::argmax(lg, V) != want[same]) break;
+      lg = engine().feed(*seq, {want[same]});
     }
-    std::printf("prompt '%s': identical for %zu of %zu tokens", c["prompt"].get<std::string>().c_str(), same,
-                want.size());
+    worst = std::max(worst, prompt_worst);
+    std::printf("prompt '%s': identical for %zu of %zu tokens", text.c_str(), same, want.size());
     if (same < want.size()) std::printf(" (llama.cpp logit gap at the divergence %.2e)", gaps[same]);
-    std::printf("; llama.cpp token by token: %d\n", self_same[i++].get<int>());
-    // Target: identical unless at a near-tie (gap < 1e-3). Not reachable: two valid evaluation
-    // paths of this model differ by 0.2-0.9 logits (rms) within a few positions (llama.cpp's own
-    // decode path leaves its batch path after 3 tokens on two of these prompts; see
-    // docs/correctness.md). So a divergence is accepted where llama.cpp's two best tokens are
-    // within that noise, and a broken kernel (which diverges at once, at large gaps) still fails.
-    if (same < want.size()) EXPECT_LT(gaps[same], 1.0) << c["prompt"] << ": diverged where llama.cpp was sure";
+    std::printf("; llama.cpp token by token: %d; largest |margin - gap| %.2f\n", self_same[i++].get<int>(),
+                prompt_worst);
+    if (same < want.size()) EXPECT_LT(gaps[same], kDivergeGap) << text << ": diverged where llama.cpp was sure";
   }
+  const double rms = std::sqrt(sq / steps);
+  std::printf("leanlm's margin - llama.cpp's gap over %zu steps: rms %.3f, largest %.3f\n", steps, rms, worst);
+  EXPECT_LE(rms, kRms);
 }
 
 TEST(Reference, PerplexityWithinHalfPercentOfLlamaCpp) {

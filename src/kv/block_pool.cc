@@ -1,5 +1,6 @@
 #include "kv/block_pool.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <new>
 
@@ -17,6 +18,7 @@ void BlockPool::charge_locked(size_t bytes) {
     fail(strfmt("KV cache memory budget of %.2f MiB is exhausted (raise --kv-mem or lower the context)",
                 double(budget_) / (1 << 20)));
   in_use_ += bytes;
+  peak_ = std::max(peak_, in_use_);
 }
 
 uint8_t* BlockPool::get(size_t bytes) {
@@ -56,6 +58,16 @@ void BlockPool::refund(size_t bytes) {
 size_t BlockPool::in_use() const {
   std::lock_guard<std::mutex> lock(mu_);
   return in_use_;
+}
+
+size_t BlockPool::peak() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return peak_;
+}
+
+void BlockPool::reset_peak() {
+  std::lock_guard<std::mutex> lock(mu_);
+  peak_ = in_use_;
 }
 
 bool BlockPool::has_room(size_t bytes) const {

@@ -29,11 +29,14 @@ class BlockPool {
   size_t budget() const { return budget_; }
   // Whether `bytes` more can be charged now.
   bool has_room(size_t bytes) const;
+  // The most bytes in use at once since the last reset_peak() (tests check bytes_to_append with it).
+  size_t peak() const;
+  void reset_peak();
 
  private:
   void charge_locked(size_t bytes);
   mutable std::mutex mu_;
-  size_t budget_, in_use_ = 0;
+  size_t budget_, in_use_ = 0, peak_ = 0;
   std::map<size_t, std::vector<uint8_t*>> free_;  // by page size
 };
 

@@ -1,0 +1,123 @@
+// Shared helpers of the KV tests: random rows and codebooks, and a paged store that remembers what
+// was appended so tests can check what every slot returns.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cmath>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "kv/block_codec.h"
+#include "kv/block_pool.h"
+#include "kv/kv_config.h"
+#include "kv/paged_store.h"
+#include "util/fp16.h"
+
+namespace leanlm::testing_kv {
+
+inline std::vector<float> random_rows(int n, int d, uint32_t seed, float outlier_every = 0) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> x(size_t(n) * d);
+  for (auto& v : x) v = nd(rng);
+  // Keys of trained models have a few large channels; give some channels a large scale.
+  if (outlier_every > 0)
+    for (int j = 0; j < n; ++j)
+      for (int c = 0; c < d; c += int(outlier_every)) x[size_t(j) * d + c] *= 8.f;
+  return x;
+}
+
+inline Codebook random_codebook(int n_kv_head, int dim, int channels, int bits, uint32_t seed) {
+  Codebook b;
+  b.channels = channels, b.bits = bits;
+  const auto x = random_rows(n_kv_head * (dim / channels) * (1 << bits), channels, seed);
+  b.centroids = x;
+  return b;
+}
+// ---------------------------------------------------------------------------------------------
+// The paged store.
+
+// Store options for one codec with an fp16 window of `residual` tokens.
+inline PagedKvOptions store_options(const CodecSpec& spec, int n_kv_head, int dim, int residual, const Codebook* book) {
+  PagedKvOptions o;
+  o.key = make_block_codec(spec, KvSide::Key, n_kv_head, dim, book);
+  o.value = make_block_codec(spec, KvSide::Value, n_kv_head, dim, book);
+  o.residual = residual;
+  return o;
+}
+
+// A store of per-token codec blocks; every score it returns must equal q . (decoded key) of the
+// token its slot claims to hold, whatever happened to the slots before.
+struct StoreHarness {
+  int KVH = 2, D = 64;
+  BlockPool pool;
+  std::unique_ptr<PagedKvStore> store;
+  std::vector<float> K, V;  // [pos][KVH][D] what was appended
+  CodecSpec spec;
+  std::unique_ptr<BlockCodec> probe;  // encodes single tokens to predict the stored values
+
+  StoreHarness(const std::string& codec, int residual, int window = 0, int max_batch = 8,
+               std::unique_ptr<PagedKvStore> low = nullptr) {
+    spec = parse_codec(codec);
+    spec.residual = residual;
+    PagedKvOptions o = store_options(spec, KVH, D, residual, nullptr);
+    o.low_tier = std::move(low);
+    probe = make_block_codec(spec, KvSide::Key, KVH, D, nullptr);
+    store = std::make_unique<PagedKvStore>(KvShape{KVH, D, window, max_batch, 1 << 20}, pool, std::move(o));
+  }
+  void append(int n, uint32_t seed) {
+    const auto k = random_rows(n, KVH * D, seed), v = random_rows(n, KVH * D, seed + 1);
+    for (int i = 0; i < n; ++i) {
+      const int pos = int(K.size() / (KVH * D));
+      K.insert(K.end(), k.begin() + size_t(i) * KVH * D, k.begin() + size_t(i + 1) * KVH * D);
+      V.insert(V.end(), v.begin() + size_t(i) * KVH * D, v.begin() + size_t(i + 1) * KVH * D);
+      store->append(pos, &K[size_t(pos) * KVH * D], &V[size_t(pos) * KVH * D]);
+    }
+  }
+  // q . k for the token at pos as a per-token codec (or fp16 for the recent window) stores it.
+  void check_scores(double tol) {
+    const auto q = random_rows(3, D, 77);
+    const int n = store->n_slots();
+    const int32_t* sp = store->slot_positions();
+    for (int h = 0; h < KVH; ++h) {
+      std::vector<float> s(size_t(3) * n);
+      store->scores(h, q.data(), 3, D, 0, n, s.data(), n);
+      std::vector<uint8_t> blk(probe->block_bytes());
+      std::vector<float> dec(D);
+      for (int slot = 0; slot < n; ++slot) {
+        if (sp[slot] < 0) continue;
+        // Tokens reach the pages through the fp16 window.
+        std::vector<float> k(D);
+        for (int c = 0; c < D; ++c) k[c] = fp16_to_f32(f32_to_fp16(K[(size_t(sp[slot]) * KVH + h) * D + c]));
+        probe->encode(h, k.data(), D, 0, 1, blk.data());
+        probe->decode_ref(h, blk.data(), 0, 1, dec.data());
+        for (int i = 0; i < 3; ++i) {
+          double exact = 0, coded = 0;
+          for (int c = 0; c < D; ++c) {
+            exact += double(q[size_t(i) * D + c]) * fp16_to_f32(f32_to_fp16(k[c]));
+            coded += double(q[size_t(i) * D + c]) * dec[c];
+          }
+          const float got = s[size_t(i) * n + slot];
+          // The slot holds the token either encoded or still in the fp16 window.
+          const bool ok = std::fabs(got - coded) < tol * (1 + std::fabs(coded)) ||
+                          std::fabs(got - exact) < tol * (1 + std::fabs(exact));
+          ASSERT_TRUE(ok) << "slot " << slot << " pos " << sp[slot] << " got " << got << " coded " << coded
+                          << " exact " << exact;
+        }
+      }
+    }
+  }
+  std::set<int> live() const {
+    std::set<int> s;
+    for (int i = 0; i < store->n_slots(); ++i)
+      if (store->slot_positions()[i] >= 0) s.insert(store->slot_positions()[i]);
+    return s;
+  }
+};
+
+
+}  // namespace leanlm::testing_kv
