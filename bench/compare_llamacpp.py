@@ -69,11 +69,16 @@ def run_leanlm(a, mode, n, depth):
 
 def run_llama(a, mode, n, depth):
     if LLAMA_BENCH.exists():
-        # One warm-up and one timed repetition, like `leanlm bench -r 1`.
-        cmd = [str(LLAMA_BENCH), "-m", a.model, "-t", str(a.threads), "-r", "1", "-d", str(depth), "-o", "json",
-               "-p", str(n if mode == "pp" else 0), "-n", str(n if mode == "tg" else 0)]
+        # One warm-up and one timed repetition, like `leanlm bench -r 1`: llama-bench's own warm-up
+        # generates a single token (on an empty cache), so it is switched off and the first of two
+        # full repetitions serves as the warm-up instead, as leanlm's first repetition does.
+        cmd = [str(LLAMA_BENCH), "-m", a.model, "-t", str(a.threads), "-r", "2", "--no-warmup", "-d", str(depth),
+               "-o", "json", "-p", str(n if mode == "pp" else 0), "-n", str(n if mode == "tg" else 0)]
         out, rss = run_measured(cmd)
-        return {"tps": json.loads(out)[0]["avg_ts"], "rss": rss}
+        samples = json.loads(out)[0]["samples_ts"]
+        if len(samples) != 2:
+            sys.exit(f"llama-bench returned {len(samples)} samples, expected 2")
+        return {"tps": samples[1], "rss": rss}
     cmd = [sys.executable, "-c", LLAMA_SNIPPET, a.model, str(a.threads), mode, str(n), str(depth)]
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
 
