@@ -52,6 +52,18 @@ expect_error "eval with a bad list" "empty item" "$LEANLM" eval -m "$MODEL" -f "
 expect_error "missing text file" "cannot open" "$LEANLM" perplexity -m "$MODEL" -f "$TMP/none.txt"
 expect_error "ThinK that prunes nothing" "prunes no channel" "$LEANLM" run -m "$MODEL" --kv-think 0.05 -p hi
 expect_error "eval with a bad ThinK list" "not a fraction" "$LEANLM" eval -m "$MODEL" -f "$ROOT/data/hamlet.txt" --kv-think 0,1.5
+expect_error "f16 cache over --kv-mem" "memory budget" "$LEANLM" run -m "$MODEL" --kv-mem 0.01 -p hi
+expect_error "kivi2 cache over --kv-mem" "memory budget" "$LEANLM" run -m "$MODEL" --kv-codec kivi2 --kv-mem 4 -c 4096 -p "$(printf 'word %.0s' {1..600})"
+# chat talks on stderr (its header) before the error, so it is checked apart: exit 1 and the error.
+printf 'hello there, how are you today\nand again a longer question about the weather\n' |
+  "$LEANLM" chat -m "$MODEL" -c 32 -n 4 >"$TMP/out" 2>"$TMP/err"; rc=$?
+cases=$((cases + 1))
+if [ "$rc" -ne 1 ] || ! grep -q "^error: .*no longer fits" "$TMP/err"; then
+  echo "FAIL chat past its context: rc=$rc"; cat "$TMP/err"; fails=$((fails + 1))
+else
+  echo "ok   chat past its context: $(grep '^error' "$TMP/err")"
+fi
+expect_error "scissorhands heads= value" "heads=any or heads=mean" "$LEANLM" run -m "$MODEL" --kv-codec q8_0 --kv-evict scissorhands:heads=all --kv-budget 10 -p hi
 "$LEANLM" run -m "$MODEL" --bogus-flag >/dev/null 2>&1; rc=$?
 cases=$((cases + 1))
 if [ "$rc" -eq 0 ]; then echo "FAIL unknown flag accepted"; fails=$((fails + 1)); else echo "ok   unknown flag: rc=$rc"; fi

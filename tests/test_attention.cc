@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
+#include <mutex>
 #include <random>
 #include <vector>
 
@@ -158,6 +160,68 @@ TEST(Attention, CompressedStoreWithHolesLowTierAndThink) {
     }
     EXPECT_GT(kv->n_slots(), kv->n_live());  // holes were made
     EXPECT_EQ(pool.in_use(), kv->bytes());
+  }
+}
+
+// What an eviction policy is told: per query token and KV head, the softmax weights averaged over
+// the query heads, for every visible key. Checked against the plain computation, both from the
+// exponentials attention keeps during the pass and (over a small limit) from scores computed again.
+struct Recorder : AttentionObserver {
+  std::mutex mu;
+  std::map<std::pair<int, int>, std::map<int, float>> got;  // (q_pos, h) -> key position -> weight
+  bool wants_weights() const override { return true; }
+  void on_weights(int h, int q_pos, const int32_t* key_pos, const float* w, int n) override {
+    std::lock_guard<std::mutex> lock(mu);
+    auto& m = got[{q_pos, h}];
+    for (int j = 0; j < n; ++j)
+      if (key_pos[j] >= 0) m[key_pos[j]] += w[j];
+  }
+};
+
+TEST(Attention, ReportsTheFinalWeightsToObservers) {
+  const int H = 4, KVH = 2, D = 32, n_prompt = 2100, n_batch = 40;  // more than one slot chunk
+  for (size_t limit : {size_t(1) << 30, size_t(16)}) {
+    SCOPED_TRACE(limit > 16 ? "kept" : "recomputed");
+    BlockPool kv_pool;
+    auto kv = make_kv_store(KvType::F32, KvShape{KVH, D, 0, n_batch, n_prompt + n_batch}, kv_pool);
+    std::mt19937 rng(5);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::vector<float> k(size_t(KVH) * D), v(k.size());
+    for (int p = 0; p < n_prompt + n_batch; ++p) {
+      for (auto& x : k) x = nd(rng);
+      for (auto& x : v) x = nd(rng);
+      kv->append(p, k.data(), v.data());
+    }
+    std::vector<float> q(size_t(n_batch) * H * D), out(q.size());
+    for (auto& x : q) x = nd(rng) * 0.5f;
+    Recorder rec;
+    std::vector<AttnToken> toks;
+    for (int t = 0; t < n_batch; ++t) toks.push_back({kv.get(), n_prompt + t, &rec});
+    ThreadPool threads(2);
+    Attention attn(threads.size());
+    attn.set_kept_weights_limit(limit);
+    attn.run(threads, {H, KVH, D, 0}, toks, q.data(), out.data());
+    const int G = H / KVH;
+    for (int t = 0; t < n_batch; ++t)
+      for (int h = 0; h < KVH; ++h) {
+        const auto& got = rec.got[{n_prompt + t, h}];
+        ASSERT_EQ(int(got.size()), n_prompt + t + 1);
+        std::vector<double> want(n_prompt + t + 1, 0.0);
+        for (int g = 0; g < G; ++g) {
+          const float* qv = &q[(size_t(t) * H + h * G + g) * D];
+          std::vector<double> s(want.size());
+          double mx = -1e300, z = 0;
+          for (size_t p = 0; p < s.size(); ++p) {
+            float x;
+            kv->scores(h, qv, 1, D, int(p), int(p) + 1, &x, 1);
+            s[p] = x, mx = std::max(mx, s[p]);
+          }
+          for (double x : s) z += std::exp(x - mx);
+          for (size_t p = 0; p < s.size(); ++p) want[p] += std::exp(s[p] - mx) / z / G;
+        }
+        for (size_t p = 0; p < want.size(); ++p)
+          ASSERT_NEAR(got.at(int(p)), want[p], 1e-5 + 1e-3 * want[p]) << "token " << t << " head " << h << " key " << p;
+      }
   }
 }
 

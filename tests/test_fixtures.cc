@@ -8,7 +8,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "engine/session.h"
+#include "engine/engine.h"
 
 namespace leanlm {
 namespace {

@@ -11,7 +11,7 @@
 #include <sstream>
 
 #include "engine/calibrate.h"
-#include "engine/session.h"
+#include "engine/engine.h"
 #include "kv/codebooks.h"
 #include "kv/paged_store.h"
 #include "util/error.h"
@@ -41,7 +41,7 @@ class KvModelTest : public ::testing::Test {
     // Small, fast codebooks for the CQ rows (quality is measured by `leanlm eval`, not here).
     std::vector<CodecSpec> specs = {parse_codec("cq-4c8b")};
     books_path_ = new std::string(std::filesystem::temp_directory_path() / "leanlm_test_cq.bin");
-    save_codebooks(*books_path_, engine_->model(), learn_codebooks(*engine_, *text_, 256, 256, specs, 3, 7, false));
+    save_codebooks(*books_path_, codebook_key(engine_->model()), learn_codebooks(*engine_, *text_, 256, 256, specs, 3, 7, false));
   }
   static void TearDownTestSuite() {
     delete engine_;
@@ -126,7 +126,8 @@ TEST_F(KvModelTest, EveryConfigurationRunsEndToEnd) {
 TEST_F(KvModelTest, ThinkPrunesKeyChannelsWithEveryCodec) {
   const int n = 640;
   const Run base = run(KvConfig{}, n);
-  for (const char* codec : {"f16", "q8_0", "q4_0", "kivi4:r=32", "cq-4c8b:r=16"}) {
+  // CQ at r=32: ThinK keeps at least 32 tokens whole, so both runs hold the same window.
+  for (const char* codec : {"f16", "q8_0", "q4_0", "kivi4:r=32", "cq-4c8b:r=32"}) {
     for (const char* evict : {"none", "scissorhands"}) {
       KvConfig cfg;
       cfg.codec = parse_codec(codec);
@@ -163,7 +164,7 @@ TEST_F(KvModelTest, CalibrationIsDeterministicForASeed) {
 }
 
 TEST_F(KvModelTest, SidecarIsCheckedAgainstModelAndConfiguration) {
-  const Model& m = engine_->model();
+  const CodebookKey m = codebook_key(engine_->model());
   EXPECT_NO_THROW(load_codebooks(*books_path_, m, parse_codec("cq-4c8b")));
   // A configuration the file does not hold.
   try {

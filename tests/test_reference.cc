@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "engine/session.h"
+#include "engine/engine.h"
 
 namespace leanlm {
 namespace {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include "engine/sampler.h"
-#include "engine/session.h"
+#include "engine/engine.h"
+#include "engine/scoring.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"

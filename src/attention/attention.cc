@@ -88,6 +88,16 @@ void Attention::run_task(const Task& task, const AttnShape& sh, const std::vecto
   row_max.assign(nq, -INFINITY);
   row_sum.assign(nq, 0.f);
 
+  size_t n_visible = 0;
+  for (const SlotRange& r : mine) n_visible += size_t(r.s1 - r.s0);
+  const bool observe = obs && obs->wants_weights();
+  const bool keep = observe && task.n_splits == 1 && n_visible * size_t(nq) <= kept_limit_;
+  if (keep) {
+    if (sc.kept.size() < n_visible * nq) sc.kept.resize(n_visible * nq);
+    sc.kept_max.clear();
+  }
+  size_t col = 0;  // first visible slot of the chunk among the task's visible slots
+
   const int32_t* slot_pos = kv.slot_positions();
   for (const SlotRange& r : mine) {
     for (int c0 = r.s0; c0 < r.s1; c0 += kSlotChunk) {
@@ -115,6 +125,13 @@ void Attention::run_task(const Task& task, const AttnShape& sh, const std::vecto
         }
         row_sum[i] += exp_shift_sum(row, nc, row_max[i]);
       }
+      if (keep) {
+        for (int i = 0; i < nq; ++i) {
+          std::memcpy(sc.kept.data() + size_t(i) * n_visible + col, S + size_t(i) * nc, size_t(nc) * sizeof(float));
+          sc.kept_max.push_back(row_max[i]);
+        }
+      }
+      col += size_t(nc);
       kv.accumulate(h, S, nq, nc, c0, c1, sc.out.data(), D);
     }
   }
@@ -131,24 +148,28 @@ void Attention::run_task(const Task& task, const AttnShape& sh, const std::vecto
     const float inv = row_sum[i] > 0.f ? 1.f / row_sum[i] : 0.f;
     for (int e = 0; e < D; ++e) dst[e] = sc.out[size_t(i) * D + e] * inv;
   }
-  if (obs && obs->wants_weights()) report_weights(task, sh, tokens, mine, sc);
+  if (observe) report_weights(task, sh, tokens, mine, sc, keep);
 }
 
-// For observers that want them (eviction policies): the final softmax weights of every visible slot, averaged over
-// the query heads that share the KV head, one report per token. The scores are computed a second
-// time (with the final max and sum known), which costs a fraction of attention for budgeted caches.
+// For observers that want them (eviction policies): the final softmax weights of every visible
+// slot, averaged over the query heads that share the KV head, one report per token. They come from
+// the exponentials kept during the pass, rescaled to the final maximum and sum (from_kept); when a
+// task's slots were too many to keep, the scores are computed a second time.
 void Attention::report_weights(const Task& task, const AttnShape& sh, const std::vector<AttnToken>& tokens,
-                               const std::vector<SlotRange>& ranges, Scratch& sc) {
+                               const std::vector<SlotRange>& ranges, Scratch& sc, bool from_kept) {
   const int D = sh.head_dim, G = sh.n_head / sh.n_head_kv, h = task.kv_head, nq = task.count * G;
   const KvStore& kv = *tokens[task.first].kv;
   const int32_t* slot_pos = kv.slot_positions();
   thread_local std::vector<float> w;
   thread_local std::vector<int32_t> kpos;
+  size_t n_visible = 0;
+  for (const SlotRange& r : ranges) n_visible += size_t(r.s1 - r.s0);
+  size_t col = 0, chunk = 0;
   for (const SlotRange& r : ranges) {
-    for (int c0 = r.s0; c0 < r.s1; c0 += kSlotChunk) {
+    for (int c0 = r.s0; c0 < r.s1; c0 += kSlotChunk, ++chunk) {
       const int c1 = std::min(r.s1, c0 + kSlotChunk), nc = c1 - c0;
       float* S = sc.scores.data();
-      kv.scores(h, sc.q.data(), nq, D, c0, c1, S, nc);
+      if (!from_kept) kv.scores(h, sc.q.data(), nq, D, c0, c1, S, nc);
       w.resize(nc);
       kpos.resize(nc);
       for (int t = 0; t < task.count; ++t) {
@@ -163,12 +184,21 @@ void Attention::report_weights(const Task& task, const AttnShape& sh, const std:
           const int i = t * G + g;
           if (sc.row_sum[i] <= 0.f) continue;
           const float inv = 1.f / (sc.row_sum[i] * float(G));
-          const float* row = S + size_t(i) * nc;
-          for (int j = 0; j < nc; ++j)
-            if (kpos[j] >= 0) w[j] += std::exp(row[j] - sc.row_max[i]) * inv;
+          if (from_kept) {  // exp(s - m_chunk) * exp(m_chunk - m_final) / sum
+            const float* e = sc.kept.data() + size_t(i) * n_visible + col;
+            const float m = sc.kept_max[chunk * nq + i];
+            const float f = m == -INFINITY ? 0.f : std::exp(m - sc.row_max[i]) * inv;
+            for (int j = 0; j < nc; ++j)
+              if (kpos[j] >= 0) w[j] += e[j] * f;
+          } else {
+            const float* row = S + size_t(i) * nc;
+            for (int j = 0; j < nc; ++j)
+              if (kpos[j] >= 0) w[j] += std::exp(row[j] - sc.row_max[i]) * inv;
+          }
         }
         tokens[task.first].observer->on_weights(h, p, kpos.data(), w.data(), nc);
       }
+      col += size_t(nc);
     }
   }
 }

@@ -42,6 +42,9 @@ class Attention {
            float* out);
 
   static constexpr int kQueryBlock = 32;
+  // Observers of the weights get them from the exponentials kept during the pass when a task's
+  // [query rows][visible slots] fit in this many floats; beyond, scores are computed a second time.
+  void set_kept_weights_limit(size_t floats) { kept_limit_ = floats; }
 
  private:
   struct Task {
@@ -53,12 +56,17 @@ class Attention {
   struct Scratch {
     AlignedVec<float> q, scores, out;
     std::vector<float> row_max, row_sum;  // online softmax state per query row
+    // For observers of the weights: each chunk's exponentials [nq][visible slots] and the maximum
+    // each row was shifted by in that chunk [chunk][nq], so the final weights need no second pass.
+    AlignedVec<float> kept;
+    std::vector<float> kept_max;
   };
   void report_weights(const Task& task, const AttnShape& shape, const std::vector<AttnToken>& tokens,
-                      const std::vector<SlotRange>& ranges, Scratch& sc);
+                      const std::vector<SlotRange>& ranges, Scratch& sc, bool from_kept);
   void run_task(const Task& task, const AttnShape& shape, const std::vector<AttnToken>& tokens, const float* q,
                 float* out, Scratch& sc, float* part_out, float* part_max, float* part_sum);
 
+  size_t kept_limit_ = size_t(4) << 20;  // 16 MiB of floats per thread
   std::vector<Scratch> scratch_;
   std::vector<Task> tasks_, split_tasks_;   // reused between calls (one call per layer and step)
   std::vector<size_t> row_offset_;

@@ -5,6 +5,29 @@
 
 namespace leanlm {
 
+namespace {
+
+uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
+}  // namespace
+
+CodebookKey codebook_key(const Model& model) {
+  const ModelConfig& c = model.config();
+  uint64_t h = 0xcbf29ce484222325ull;
+  h = fnv1a(h, c.arch.data(), c.arch.size());
+  const int dims[] = {c.n_layer, c.n_embd, c.n_head, c.n_head_kv, c.head_dim, c.n_vocab};
+  h = fnv1a(h, dims, sizeof dims);
+  for (const LayerWeights& w : model.layers()) {
+    h = fnv1a(h, w.wk.data, w.wk.row_bytes * w.wk.n_out);
+    h = fnv1a(h, w.wv.data, w.wv.row_bytes * w.wv.n_out);
+  }
+  return {h, c.n_layer, c.n_head_kv, c.head_dim, model.file().path()};
+}
+
 std::vector<CodebookSet> learn_codebooks(Engine& engine, const std::vector<int>& text, int ctx, int n_tokens,
                                          const std::vector<CodecSpec>& specs, int iters, uint64_t seed, bool progress) {
   const ModelConfig& mc = engine.model().config();

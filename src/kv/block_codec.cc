@@ -81,37 +81,67 @@ void BlockCodec::axpy_ref(int h, const uint8_t* blk, int j0, int j1, const float
     }
 }
 
+namespace {
+
+using Make = std::unique_ptr<BlockCodec> (*)(const CodecSpec&, KvSide, int n_kv_head, int dim, const Codebook*,
+                                             const std::vector<std::vector<int>>* kept_channels);
+
+std::unique_ptr<BlockCodec> make_f16(const CodecSpec& s, KvSide, int, int dim, const Codebook*,
+                                     const std::vector<std::vector<int>>*) {
+  return make_f16_codec(dim, s.group);
+}
+std::unique_ptr<BlockCodec> make_q8_0(const CodecSpec& s, KvSide, int, int dim, const Codebook*,
+                                      const std::vector<std::vector<int>>*) {
+  return make_q8_0_codec(dim, s.group);
+}
+std::unique_ptr<BlockCodec> make_q4_0(const CodecSpec& s, KvSide, int, int dim, const Codebook*,
+                                      const std::vector<std::vector<int>>*) {
+  return make_q4_0_codec(dim, s.group);
+}
+std::unique_ptr<BlockCodec> make_kivi(const CodecSpec& s, KvSide side, int, int dim, const Codebook*,
+                                      const std::vector<std::vector<int>>*) {
+  if (dim % s.group != 0 && side == KvSide::Value)
+    fail(strfmt("%s: head size %d is not a multiple of the group size %d", s.name().c_str(), dim, s.group));
+  return make_kivi_codec(side, s.bits, dim, s.group);
+}
+std::unique_ptr<BlockCodec> make_cq(const CodecSpec& s, KvSide, int n_kv_head, int dim, const Codebook* book,
+                                    const std::vector<std::vector<int>>* kept_channels) {
+  if (!book) fail(s.name() + " needs codebooks: run `leanlm calibrate` and pass --kv-codebooks FILE");
+  if (!kept_channels) return make_cq_codec(*book, n_kv_head, dim, s.group, nullptr);
+  // ThinK keeps whole codebook groups: map the stored groups to the codebook's.
+  const int c = book->channels;
+  std::vector<std::vector<int>> groups(n_kv_head);
+  for (int h = 0; h < n_kv_head; ++h) {
+    const std::vector<int>& ch = (*kept_channels)[h];
+    if (int(ch.size()) != dim) fail("internal error: kept channels disagree with the codec size");
+    for (int i = 0; i < dim; i += c) {
+      if (ch[i] % c != 0) fail("internal error: CQ keeps whole channel groups");
+      groups[h].push_back(ch[i] / c);
+    }
+  }
+  return make_cq_codec(*book, n_kv_head, dim, s.group, &groups);
+}
+
+// One row per codec family (kv_config.cc names the codecs of each family).
+struct FamilyRow {
+  CodecSpec::Kind kind;
+  Make make;
+};
+constexpr FamilyRow kFamilies[] = {{CodecSpec::Kind::F16, make_f16},
+                                   {CodecSpec::Kind::Q8_0, make_q8_0},
+                                   {CodecSpec::Kind::Q4_0, make_q4_0},
+                                   {CodecSpec::Kind::Kivi, make_kivi},
+                                   {CodecSpec::Kind::CQ, make_cq}};
+
+}  // namespace
+
 std::unique_ptr<BlockCodec> make_block_codec(const CodecSpec& spec, KvSide side, int n_kv_head, int dim,
                                              const Codebook* codebook,
                                              const std::vector<std::vector<int>>* kept_channels) {
-  using K = CodecSpec::Kind;
   if (dim % 32 != 0) fail(strfmt("KV codec %s: head size %d is not a multiple of 32", spec.name().c_str(), dim));
-  switch (spec.kind) {
-    case K::F16: return make_f16_codec(dim, spec.group);
-    case K::Q8_0: return make_q8_0_codec(dim, spec.group);
-    case K::Q4_0: return make_q4_0_codec(dim, spec.group);
-    case K::Kivi:
-      if (dim % spec.group != 0 && side == KvSide::Value)
-        fail(strfmt("%s: head size %d is not a multiple of the group size %d", spec.name().c_str(), dim, spec.group));
-      return make_kivi_codec(side, spec.bits, dim, spec.group);
-    case K::CQ:
-      if (!codebook) fail(spec.name() + " needs codebooks: run `leanlm calibrate` and pass --kv-codebooks FILE");
-      if (kept_channels) {  // ThinK keeps whole codebook groups: map stored groups to the codebook's
-        const int c = codebook->channels;
-        std::vector<std::vector<int>> groups(n_kv_head);
-        for (int h = 0; h < n_kv_head; ++h) {
-          const std::vector<int>& ch = (*kept_channels)[h];
-          if (int(ch.size()) != dim) fail("internal error: kept channels disagree with the codec size");
-          for (int i = 0; i < dim; i += c) {
-            if (ch[i] % c != 0) fail("internal error: CQ keeps whole channel groups");
-            groups[h].push_back(ch[i] / c);
-          }
-        }
-        return make_cq_codec(*codebook, n_kv_head, dim, spec.group, &groups);
-      }
-      return make_cq_codec(*codebook, n_kv_head, dim, spec.group, nullptr);
-    default: fail("internal error: " + spec.name() + " is not a block codec");
-  }
+  for (const FamilyRow& f : kFamilies)
+    if (f.kind == spec.kind) return f.make(spec, side, n_kv_head, dim, codebook, kept_channels);
+  fail("internal error: " + spec.name() + " is not a block codec");
 }
 
 }  // namespace leanlm

@@ -9,7 +9,6 @@
 #include <random>
 #include <thread>
 
-#include "model/model.h"
 #include "util/error.h"
 
 namespace leanlm {
@@ -18,12 +17,6 @@ namespace {
 
 constexpr char kMagic[8] = {'L', 'L', 'M', 'C', 'Q', 0, 0, 1};
 
-uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
-  const uint8_t* p = static_cast<const uint8_t*>(data);
-  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
-  return h;
-}
-
 float dist2(const float* a, const float* b, int d) {
   float s = 0;
   for (int e = 0; e < d; ++e) s += (a[e] - b[e]) * (a[e] - b[e]);
@@ -31,19 +24,6 @@ float dist2(const float* a, const float* b, int d) {
 }
 
 }  // namespace
-
-uint64_t model_fingerprint(const Model& model) {
-  const ModelConfig& c = model.config();
-  uint64_t h = 0xcbf29ce484222325ull;
-  h = fnv1a(h, c.arch.data(), c.arch.size());
-  const int dims[] = {c.n_layer, c.n_embd, c.n_head, c.n_head_kv, c.head_dim, c.n_vocab};
-  h = fnv1a(h, dims, sizeof dims);
-  for (const LayerWeights& w : model.layers()) {
-    h = fnv1a(h, w.wk.data, w.wk.row_bytes * w.wk.n_out);
-    h = fnv1a(h, w.wv.data, w.wv.row_bytes * w.wv.n_out);
-  }
-  return h;
-}
 
 std::vector<float> kmeans(const float* x, int n, int d, int k, uint64_t seed, int iters, int n_threads) {
   if (n <= 0) fail("k-means: no calibration points");
@@ -121,20 +101,18 @@ std::vector<float> kmeans(const float* x, int n, int d, int k, uint64_t seed, in
   return cen;
 }
 
-void save_codebooks(const std::string& path, const Model& model, const std::vector<CodebookSet>& sets) {
-  const ModelConfig& c = model.config();
+void save_codebooks(const std::string& path, const CodebookKey& key, const std::vector<CodebookSet>& sets) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) fail(path + ": cannot write");
     auto u32 = [&](uint32_t v) { out.write(reinterpret_cast<const char*>(&v), 4); };
     out.write(kMagic, 8);
-    const uint64_t fp = model_fingerprint(model);
-    out.write(reinterpret_cast<const char*>(&fp), 8);
-    u32(c.n_layer), u32(c.n_head_kv), u32(c.head_dim), u32(uint32_t(sets.size()));
+    out.write(reinterpret_cast<const char*>(&key.fingerprint), 8);
+    u32(key.n_layer), u32(key.n_kv_head), u32(key.head_dim), u32(uint32_t(sets.size()));
     for (const CodebookSet& s : sets) {
       u32(s.channels), u32(s.bits);
-      for (int l = 0; l < c.n_layer; ++l)
+      for (int l = 0; l < key.n_layer; ++l)
         for (const Codebook* b : {&s.books.key[l], &s.books.value[l]})
           out.write(reinterpret_cast<const char*>(b->centroids.data()), std::streamsize(b->centroids.size() * 4));
     }
@@ -145,10 +123,12 @@ void save_codebooks(const std::string& path, const Model& model, const std::vect
   if (ec) fail(path + ": cannot rename the finished file into place: " + ec.message());
 }
 
-ModelCodebooks load_codebooks(const std::string& path, const Model& model, const CodecSpec& spec) {
+ModelCodebooks load_codebooks(const std::string& path, const CodebookKey& key, const CodecSpec& spec) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path + ": cannot open the codebook file");
-  const ModelConfig& c = model.config();
+  struct {
+    int n_layer, n_head_kv, head_dim;
+  } c{key.n_layer, key.n_kv_head, key.head_dim};
   char magic[8];
   uint64_t fp = 0;
   uint32_t hdr[4] = {};
@@ -156,10 +136,10 @@ ModelCodebooks load_codebooks(const std::string& path, const Model& model, const
   in.read(reinterpret_cast<char*>(&fp), 8);
   in.read(reinterpret_cast<char*>(hdr), 16);
   if (!in || std::memcmp(magic, kMagic, 8) != 0) fail(path + ": not a leanlm codebook file");
-  if (fp != model_fingerprint(model) || hdr[0] != uint32_t(c.n_layer) || hdr[1] != uint32_t(c.n_head_kv) ||
+  if (fp != key.fingerprint || hdr[0] != uint32_t(c.n_layer) || hdr[1] != uint32_t(c.n_head_kv) ||
       hdr[2] != uint32_t(c.head_dim))
     fail(path + ": these codebooks were calibrated for a different model; run `leanlm calibrate` for " +
-         model.file().path());
+         key.model_path);
   std::vector<std::string> have;
   for (uint32_t i = 0; i < hdr[3]; ++i) {
     uint32_t cb[2];

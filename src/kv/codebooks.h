@@ -15,10 +15,13 @@
 
 namespace leanlm {
 
-class Model;
-
-// Identifies a model by its shape and the bytes of its key/value projections.
-uint64_t model_fingerprint(const Model& model);
+// What a sidecar must match: the model's fingerprint (engine/calibrate.h computes it from its
+// shape and key/value projections) and the cache's shape.
+struct CodebookKey {
+  uint64_t fingerprint = 0;
+  int n_layer = 0, n_kv_head = 0, head_dim = 0;
+  std::string model_path;  // for messages
+};
 
 // k-means on n points of dim d (row-major), k centroids, k-means++ seeding from `seed`, at most
 // `iters` Lloyd iterations. Deterministic for a seed. Returns [k][d].
@@ -29,9 +32,9 @@ struct CodebookSet {
   ModelCodebooks books;  // per layer
 };
 
-void save_codebooks(const std::string& path, const Model& model, const std::vector<CodebookSet>& sets);
+void save_codebooks(const std::string& path, const CodebookKey& key, const std::vector<CodebookSet>& sets);
 // The books for spec (a CQ codec); throws a clear Error for another model, a missing configuration
 // or a damaged file.
-ModelCodebooks load_codebooks(const std::string& path, const Model& model, const CodecSpec& spec);
+ModelCodebooks load_codebooks(const std::string& path, const CodebookKey& key, const CodecSpec& spec);
 
 }  // namespace leanlm

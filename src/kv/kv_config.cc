@@ -10,8 +10,43 @@ namespace leanlm {
 
 namespace {
 
-constexpr const char* kCodecNames = "f16, f32, q8_0, q4_0, kivi2, kivi4, cq-2c8b, cq-4c8b, cq-8c8b, cq-8c10b";
-constexpr const char* kEvictNames = "none, streaming, h2o, scissorhands, snapkv";
+using CK = CodecSpec::Kind;
+using EK = EvictSpec::Kind;
+
+// One row per codec name --kv-codec accepts: the family and the parameters the name fixes. Adding a
+// codec to a family is one row; a new family also needs its file in codecs/ and a row in
+// block_codec.cc's factory table.
+struct CodecRow {
+  const char* name;
+  CK kind;
+  int bits, cq_channels, residual;
+};
+constexpr CodecRow kCodecs[] = {
+    {"f16", CK::F16, 16, 0, 0},        {"f32", CK::F32, 32, 0, 0},         {"q8_0", CK::Q8_0, 8, 0, 0},
+    {"q4_0", CK::Q4_0, 4, 0, 0},       {"kivi2", CK::Kivi, 2, 0, 128},     {"kivi4", CK::Kivi, 4, 0, 128},
+    {"cq-2c8b", CK::CQ, 8, 2, 32},     {"cq-4c8b", CK::CQ, 8, 4, 32},      {"cq-8c8b", CK::CQ, 8, 8, 32},
+    {"cq-8c10b", CK::CQ, 10, 8, 32},
+};
+
+struct EvictRow {
+  const char* name;
+  EK kind;
+};
+constexpr EvictRow kPolicies[] = {{"none", EK::None},         {"streaming", EK::Streaming}, {"h2o", EK::H2O},
+                                  {"scissorhands", EK::Scissorhands}, {"snapkv", EK::SnapKV}};
+
+template <typename Row, size_t N>
+std::string names_of(const Row (&rows)[N]) {
+  std::string out;
+  for (const Row& r : rows) out += std::string(out.empty() ? "" : ", ") + r.name;
+  return out;
+}
+
+const CodecRow& codec_row(const CodecSpec& c) {
+  for (const CodecRow& r : kCodecs)
+    if (r.kind == c.kind && r.bits == c.bits && r.cq_channels == c.cq_channels) return r;
+  fail("internal error: a KV codec without a name");
+}
 
 // "name:key=value:key=value" -> name and parameters.
 std::string split_params(const std::string& text, std::map<std::string, std::string>& params) {
@@ -70,18 +105,12 @@ CodecSpec parse_codec(const std::string& text) {
   std::map<std::string, std::string> params;
   const std::string name = split_params(text, params);
   CodecSpec c;
-  using K = CodecSpec::Kind;
-  if (name == "f16") c.kind = K::F16;
-  else if (name == "f32") c.kind = K::F32, c.bits = 32;
-  else if (name == "q8_0") c.kind = K::Q8_0, c.bits = 8;
-  else if (name == "q4_0") c.kind = K::Q4_0, c.bits = 4;
-  else if (name == "kivi2" || name == "kivi4") c.kind = K::Kivi, c.bits = name[4] - '0', c.residual = 128;
-  else if (name == "cq-2c8b") c.kind = K::CQ, c.cq_channels = 2, c.bits = 8, c.residual = 32;
-  else if (name == "cq-4c8b") c.kind = K::CQ, c.cq_channels = 4, c.bits = 8, c.residual = 32;
-  else if (name == "cq-8c8b") c.kind = K::CQ, c.cq_channels = 8, c.bits = 8, c.residual = 32;
-  else if (name == "cq-8c10b") c.kind = K::CQ, c.cq_channels = 8, c.bits = 10, c.residual = 32;
-  else fail("unknown KV codec '" + name + "' (supported: " + kCodecNames + ")");
-  if (c.kind == K::F32) {
+  const CodecRow* row = nullptr;
+  for (const CodecRow& r : kCodecs)
+    if (name == r.name) row = &r;
+  if (!row) fail("unknown KV codec '" + name + "' (supported: " + names_of(kCodecs) + ")");
+  c.kind = row->kind, c.bits = row->bits, c.cq_channels = row->cq_channels, c.residual = row->residual;
+  if (c.kind == CK::F32) {
     no_leftovers(params, name, "none");
     return c;
   }
@@ -93,19 +122,11 @@ CodecSpec parse_codec(const std::string& text) {
 }
 
 std::string CodecSpec::name() const {
-  using K = Kind;
-  std::string n;
-  int def_res = 0;
-  switch (kind) {
-    case K::F16: n = "f16"; break;
-    case K::F32: return "f32";
-    case K::Q8_0: n = "q8_0"; break;
-    case K::Q4_0: n = "q4_0"; break;
-    case K::Kivi: n = strfmt("kivi%d", bits), def_res = 128; break;
-    case K::CQ: n = strfmt("cq-%dc%db", cq_channels, bits), def_res = 32; break;
-  }
+  const CodecRow& row = codec_row(*this);
+  std::string n = row.name;
+  if (kind == CK::F32) return n;
   if (group != 32) n += strfmt(":g=%d", group);
-  if (residual != def_res) n += strfmt(":r=%d", residual);
+  if (residual != row.residual) n += strfmt(":r=%d", residual);
   return n;
 }
 
@@ -114,12 +135,11 @@ EvictSpec parse_evict(const std::string& text) {
   const std::string name = split_params(text, params);
   EvictSpec e;
   using K = EvictSpec::Kind;
-  if (name == "none") e.kind = K::None;
-  else if (name == "streaming") e.kind = K::Streaming;
-  else if (name == "h2o") e.kind = K::H2O;
-  else if (name == "scissorhands") e.kind = K::Scissorhands;
-  else if (name == "snapkv") e.kind = K::SnapKV;
-  else fail("unknown eviction policy '" + name + "' (supported: " + kEvictNames + ")");
+  const EvictRow* row = nullptr;
+  for (const EvictRow& r : kPolicies)
+    if (name == r.name) row = &r;
+  if (!row) fail("unknown eviction policy '" + name + "' (supported: " + names_of(kPolicies) + ")");
+  e.kind = row->kind;
   take(params, "sinks", e.sinks, name, 0, 1 << 20);
   take(params, "recent", e.recent, name, 0, 1 << 20);
   take(params, "history", e.history, name, 1, 64);
@@ -145,14 +165,10 @@ EvictSpec parse_evict(const std::string& text) {
 
 std::string EvictSpec::name() const {
   using K = Kind;
+  if (kind == K::None) return "none";
   std::string n;
-  switch (kind) {
-    case K::None: return "none";
-    case K::Streaming: n = "streaming"; break;
-    case K::H2O: n = "h2o"; break;
-    case K::Scissorhands: n = "scissorhands"; break;
-    case K::SnapKV: n = "snapkv"; break;
-  }
+  for (const EvictRow& r : kPolicies)
+    if (r.kind == kind) n = r.name;
   if (recent >= 0) n += strfmt(":recent=%d", recent);
   if (kind == K::Scissorhands && heads_any) n += ":heads=any";
   if (!keep.empty()) n += ":keep=" + keep;

@@ -15,6 +15,7 @@ struct CodecSpec {
   int residual = 0;     // most recent tokens kept in fp16 (KIVI's R; CQ's window)
   std::string name() const;  // canonical name, parameters that differ from the defaults included
   bool compressed() const { return kind != Kind::F16 && kind != Kind::F32; }
+  bool needs_codebooks() const { return kind == Kind::CQ; }  // learned by `leanlm calibrate`
 };
 
 struct EvictSpec {

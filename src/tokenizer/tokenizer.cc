@@ -1,6 +1,8 @@
 #include "tokenizer/tokenizer.h"
 
+
 #include <algorithm>
+#include <cctype>
 
 #include "gguf/gguf.h"
 #include "util/error.h"
@@ -132,7 +134,10 @@ std::string Tokenizer::token_to_piece(int id, bool special) const {
     case TokenType::UserDefined: return tokens_[id];
     case TokenType::Byte: {
       const std::string& t = tokens_[id];  // "<0xAB>"
-      if (t.size() == 6 && t.compare(0, 3, "<0x") == 0) return std::string(1, char(std::stoi(t.substr(3, 2), nullptr, 16)));
+      auto hex = [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; };
+      // A malformed byte token (a damaged vocabulary) decodes as its text rather than throwing.
+      if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && hex(t[3]) && hex(t[4]) && t[5] == '>')
+        return std::string(1, char(std::stoi(t.substr(3, 2), nullptr, 16)));
       return t;
     }
     default: return normal_piece(id);

@@ -34,7 +34,7 @@ void calibrate(const CalibrateFlags& f) {
   std::vector<CodecSpec> specs;
   for (const std::string& c : split_list(f.codecs)) {
     specs.push_back(parse_codec(c));
-    if (specs.back().kind != CodecSpec::Kind::CQ) fail(c + ": only CQ codecs (cq-*) have codebooks to learn");
+    if (!specs.back().needs_codebooks()) fail(c + ": only CQ codecs (cq-*) have codebooks to learn");
   }
   const std::string file_text = read_text_file(f.file);
   EngineOptions eo = f.eng.resolve(true);
@@ -45,7 +45,7 @@ void calibrate(const CalibrateFlags& f) {
       engine.tokenizer().encode(all.substr(0, std::min(all.size(), size_t(f.tokens) * 8 + 4096)), true, false);
   const double t0 = now_seconds();
   const std::vector<CodebookSet> sets = learn_codebooks(engine, text, eo.ctx, f.tokens, specs, f.iters, f.seed, true);
-  save_codebooks(f.out, engine.model(), sets);
+  save_codebooks(f.out, codebook_key(engine.model()), sets);
   std::fprintf(stderr, "calibrate: %s in %.0f s (unweighted k-means: no gradients for Fisher weights)\n", f.file.c_str(),
                now_seconds() - t0);
   std::printf("wrote %s (%s)\n", f.out.c_str(), f.codecs.c_str());

@@ -42,17 +42,14 @@ void chat(const ChatFlags& f) {
     std::string text = format_chat(fmt, msgs, true);
     std::vector<int> ids = tok.encode(text, first, true);
     first = false;
-    if (seq->n_past + ids.size() + 1 >= size_t(engine.options().ctx)) {
-      std::fprintf(stderr, "error: the conversation no longer fits the context (%d tokens); start again with a "
-                           "larger -c\n", engine.options().ctx);
-      break;
-    }
+    if (seq->n_past + ids.size() + 1 >= size_t(seq->max_ctx))
+      fail(strfmt("the conversation no longer fits the context (%d tokens); start again with a larger -c", seq->max_ctx));
     const float* logits = engine.feed(*seq, ids);
     history.insert(history.end(), ids.begin(), ids.end());
     const double t0 = now_seconds();
     int n = 0;
     int last = -1;
-    while (n < f.n_predict && seq->n_past + 1 < engine.options().ctx) {
+    while (n < f.n_predict && seq->n_past + 1 < seq->max_ctx) {
       last = sampler.sample(logits, engine.n_vocab(), history);
       history.push_back(last);
       ++n;

@@ -6,7 +6,8 @@
 //                position (run in lockstep with the f16 cache, nothing stored);
 //   passkey      a 5-digit key in synthetic filler at depths 10-90 %, greedy answer;
 //   needle       the same with real text (the -f file) as the haystack;
-//   KV bytes     measured from the stores (codes, scales, windows, pages) at every length.
+//   KV bytes     allocated by the stores (pages, codes, scales, fp16 windows, position tables: what is
+//                charged to the --kv-mem budget) per token at the end of each perplexity chunk.
 // Prompts of the retrieval tests are processed in batches of up to 512 like `run`.
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include <sstream>
 
 #include "common.h"
+#include "engine/scoring.h"
 #include "eval_plot.h"
 #include "kv/kv_config.h"
 #include "util/progress.h"
@@ -46,7 +48,9 @@ struct EvalFlags {
 
 struct Result {
   KvConfig cfg;
-  std::map<int, double> ppl, kld, top1, bytes_per_token;  // by context / length
+  std::map<int, double> ppl, kld, top1;  // by perplexity context
+  std::map<int, double> bytes_per_token;   // KV bytes allocated / tokens, at the end of each perplexity chunk, by context
+  std::map<int, double> retrieval_bytes_per_token;  // the same after each retrieval prompt, by length (last prompt)
   double kld_sum = 0, top1_hits = 0;
   int64_t kl_count = 0;
   std::map<int, std::pair<int, int>> passkey, needle;  // length -> (hits, trials)
@@ -96,18 +100,6 @@ std::vector<KvConfig> build_configs(const EvalFlags& f) {
   return out;
 }
 
-// log-softmax of one row of logits.
-void log_softmax(const float* lg, int V, std::vector<float>& out) {
-  out.resize(V);
-  float mx = lg[0];
-  for (int v = 1; v < V; ++v) mx = std::max(mx, lg[v]);
-  double sum = 0;
-  for (int v = 0; v < V; ++v) sum += std::exp(double(lg[v] - mx));
-  const float lse = mx + float(std::log(sum));
-  for (int v = 0; v < V; ++v) out[v] = lg[v] - lse;
-}
-
-int argmax(const float* x, int n) { return int(std::max_element(x, x + n) - x); }
 
 void eval_perplexity(Engine& engine, const std::vector<int>& text, int ctx, int n_chunks, int batch,
                      std::vector<Result>& res, ProgressBar& bar, int& done) {
@@ -119,8 +111,7 @@ void eval_perplexity(Engine& engine, const std::vector<int>& text, int ctx, int 
   std::vector<int> base_top;
   std::vector<float> lp;
   for (int ci = 0; ci < n_chunks; ++ci) {
-    std::vector<int> chunk(text.begin() + int64_t(ci) * ctx, text.begin() + int64_t(ci + 1) * ctx);
-    if (tok.add_bos()) chunk[0] = tok.bos();
+    const std::vector<int> chunk = perplexity_chunk(text, ci, ctx, tok);
     std::vector<std::unique_ptr<SequenceState>> seqs;
     for (const Result& r : res) seqs.push_back(engine.new_sequence(r.cfg, ctx));
     for (int start = 0; start < ctx; start += batch) {
@@ -138,14 +129,11 @@ void eval_perplexity(Engine& engine, const std::vector<int>& text, int ctx, int 
           nll[k] -= lp[chunk[start + j + 1]];
           if (k == 0) {
             base_lp.push_back(lp);
-            base_top.push_back(argmax(lg, V));
+            base_top.push_back(Sampler::argmax(lg, V));
             ++count;
           } else {
-            const std::vector<float>& bl = base_lp[row];
-            double kl = 0;
-            for (int v = 0; v < V; ++v) kl += std::exp(double(bl[v])) * (double(bl[v]) - lp[v]);
-            kld[k] += std::max(0.0, kl);
-            hits[k] += argmax(lg, V) == base_top[row];
+            kld[k] += kl_divergence(base_lp[row].data(), lp.data(), V);
+            hits[k] += Sampler::argmax(lg, V) == base_top[row];
           }
           ++row;
         }
@@ -191,7 +179,7 @@ bool retrieve(Engine& engine, const KvConfig& cfg, const std::vector<int>& promp
   bytes_per_token = double(seq->kv_bytes()) / prompt.size();
   std::vector<int> out;
   for (int i = 0; i < gen; ++i) {
-    const int next = argmax(logits, engine.n_vocab());
+    const int next = Sampler::argmax(logits, engine.n_vocab());
     if (engine.tokenizer().is_eog(next)) break;
     out.push_back(next);
     if (i + 1 < gen) logits = engine.feed(*seq, {next});
@@ -202,7 +190,7 @@ bool retrieve(Engine& engine, const KvConfig& cfg, const std::vector<int>& promp
 std::string pct(double hits, double n) { return n > 0 ? strfmt("%.0f%%", 100.0 * hits / n) : "-"; }
 
 std::string markdown_table(const std::vector<Result>& res, const std::vector<int>& ctxs, const std::vector<int>& lens) {
-  std::string h = "| config | KV bytes/token @" + std::to_string(ctxs.back()) + " | vs f16 |";
+  std::string h = "| config | KV bytes allocated/token @" + std::to_string(ctxs.back()) + " | vs f16 |";
   std::string sep = "|---|---|---|";
   for (int c : ctxs) h += strfmt(" PPL@%d | ΔPPL |", c), sep += "---|---|";
   h += " KLD | top-1 |";
@@ -252,7 +240,7 @@ void eval(const EvalFlags& f) {
   for (const Result& r : res) engine.new_sequence(r.cfg, 512);
 
   int batch = f.eng.batch;
-  if (batch == 0) batch = 32;
+  if (batch == 0) batch = 32;  // a codec block: tokens meet older tokens compressed, as in decoding (see -b)
   int total = 0;
   std::vector<int> chunks;
   for (int c : ctxs) {
@@ -289,7 +277,7 @@ void eval(const EvalFlags& f) {
         const bool ok = retrieve(engine, r.cfg, pk, key, f.retrieval_gen, bpt);
         r.passkey[len].first += ok;
         r.passkey[len].second += 1;
-        r.bytes_per_token[len] = bpt;
+        r.retrieval_bytes_per_token[len] = bpt;
       }
       bar.update(++done);
       for (Result& r : res) {
@@ -319,11 +307,12 @@ void eval(const EvalFlags& f) {
     nlohmann::json o;
     o["config"] = r.cfg.name();
     o["ppl"] = r.ppl.at(ctxs.front());
-    nlohmann::json by_ctx, kb, pk, nd, kld_ctx, top_ctx;
+    nlohmann::json by_ctx, kb, rkb, pk, nd, kld_ctx, top_ctx;
     for (auto& [c, v] : r.ppl) by_ctx[std::to_string(c)] = v;
     for (auto& [c, v] : r.kld) kld_ctx[std::to_string(c)] = v;
     for (auto& [c, v] : r.top1) top_ctx[std::to_string(c)] = v;
     for (auto& [c, v] : r.bytes_per_token) kb[std::to_string(c)] = v;
+    for (auto& [l, v] : r.retrieval_bytes_per_token) rkb[std::to_string(l)] = v;
     for (auto& [l, v] : r.passkey) pk[std::to_string(l)] = double(v.first) / v.second;
     for (auto& [l, v] : r.needle) nd[std::to_string(l)] = double(v.first) / v.second;
     o["ppl_by_ctx"] = by_ctx;
@@ -332,7 +321,8 @@ void eval(const EvalFlags& f) {
     o["kld_by_ctx"] = kld_ctx;
     o["top1_by_ctx"] = top_ctx;
     o["kv_bytes_per_token"] = r.bytes_per_token.at(ctxs.back());
-    o["kv_bytes_per_token_by_length"] = kb;
+    o["kv_bytes_per_token_by_ctx"] = kb;                  // allocated, end of each perplexity chunk
+    o["kv_bytes_per_token_retrieval"] = rkb;              // allocated, after the last retrieval prompt of each length
     o["passkey_accuracy"] = pk;
     o["needle_accuracy"] = nd;
     j.push_back(o);

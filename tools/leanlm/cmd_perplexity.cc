@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "common.h"
+#include "engine/scoring.h"
 #include "util/progress.h"
 #include "util/sysinfo.h"
 
@@ -49,8 +50,7 @@ void perplexity(const PplFlags& f) {
   ProgressBar bar("perplexity", n_chunks);
   const double t0 = now_seconds();
   for (int ci = 0; ci < n_chunks; ++ci) {
-    std::vector<int> chunk(tokens.begin() + int64_t(ci) * n_ctx, tokens.begin() + int64_t(ci + 1) * n_ctx);
-    if (tok.add_bos()) chunk[0] = tok.bos();
+    const std::vector<int> chunk = perplexity_chunk(tokens, ci, n_ctx, tok);
     auto seq = engine.new_sequence();
     double chunk_nll = 0;
     for (int start = 0; start < n_ctx; start += engine.forward().max_batch()) {
@@ -65,12 +65,7 @@ void perplexity(const PplFlags& f) {
       for (int j = 0; j < n; ++j) {
         const int p = start + j;
         if (!batch[j].logits) continue;
-        const float* lg = logits + size_t(row++) * V;
-        float mx = lg[0];
-        for (int v = 1; v < V; ++v) mx = std::max(mx, lg[v]);
-        double sum = 0;
-        for (int v = 0; v < V; ++v) sum += std::exp(double(lg[v] - mx));
-        const double lp = double(lg[chunk[p + 1]] - mx) - std::log(sum);
+        const double lp = log_prob(logits + size_t(row++) * V, V, chunk[p + 1]);
         nll -= lp;
         nll2 += lp * lp;
         chunk_nll -= lp;

@@ -30,8 +30,8 @@ void EngineFlags::add(CLI::App* app, int default_ctx, bool with_kv) {
   app->add_option("-t,--threads", threads, "threads (default: one per core)")->check(CLI::Range(0, 1024));
   app->add_option("-c,--ctx", ctx, "context size in tokens")->check(CLI::Range(1, 1 << 22))->capture_default_str();
   app->add_option("-b,--batch", batch,
-                  "most tokens per forward pass (default 512; perplexity and eval with a compressed or evicting KV "
-                  "cache: the codec's block size, so that every token sees older tokens as decoding would)")
+                  "most tokens per forward pass (default 512; perplexity with a compressed or evicting KV cache: the "
+                  "codec's block size, eval: 32, so that every token sees older tokens as decoding would)")
       ->check(CLI::Range(1, 1 << 16));
   if (!with_kv) return;
   app->add_option("--kv-codec", kv_codec, kKvCodecHelp)->capture_default_str();
@@ -39,7 +39,7 @@ void EngineFlags::add(CLI::App* app, int default_ctx, bool with_kv) {
   app->add_option("--kv-budget", kv_budget, kKvBudgetHelp);
   app->add_option("--kv-think", kv_think, kKvThinkHelp)->check(CLI::Range(0.0, 0.9));
   app->add_option("--kv-codebooks", kv_codebooks, "CQ codebook file written by `leanlm calibrate`");
-  app->add_option("--kv-mem", kv_mem_mib, "most MiB of compressed KV pages (0: no limit)")->check(CLI::Range(0.0, 1e9));
+  app->add_option("--kv-mem", kv_mem_mib, "most MiB of KV cache, every byte counted (pages, fp16 windows, dense rows, position tables; 0: no limit); a batch that does not fit is refused")->check(CLI::Range(0.0, 1e9));
 }
 
 EngineOptions EngineFlags::resolve(bool progress) const {

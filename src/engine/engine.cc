@@ -1,8 +1,9 @@
-#include "engine/session.h"
+#include "engine/engine.h"
 
 #include <algorithm>
 #include <cstring>
 
+#include "engine/calibrate.h"
 #include "kv/codebooks.h"
 #include "util/error.h"
 #include "util/sysinfo.h"
@@ -18,27 +19,24 @@ Engine::Engine(const EngineOptions& o) : opts_(o) {
   pool_ = std::make_unique<ThreadPool>(threads);
   forward_ = std::make_unique<Forward>(*model_, *pool_, std::min(opts_.batch, opts_.ctx));
   kv_pool_ = std::make_unique<BlockPool>(opts_.kv_mem);
-  if (opts_.kv.codec.kind == CodecSpec::Kind::CQ) {
-    if (opts_.kv.codebooks.empty())
-      fail(opts_.kv.codec.name() + " needs codebooks: run `leanlm calibrate -f TEXT --out FILE` and pass --kv-codebooks FILE");
-    codebooks_ = std::make_unique<ModelCodebooks>(load_codebooks(opts_.kv.codebooks, *model_, opts_.kv.codec));
-  }
+  default_books_ = codebooks_for(opts_.kv);  // a missing or wrong sidecar is an error at start-up
+}
+
+const ModelCodebooks* Engine::codebooks_for(const KvConfig& kv) {
+  if (!kv.codec.needs_codebooks()) return nullptr;
+  if (kv.codebooks.empty())
+    fail(kv.codec.name() + " needs codebooks: run `leanlm calibrate -f TEXT --out FILE` and pass --kv-codebooks FILE");
+  auto& slot = codebooks_[kv.codebooks + "|" + kv.codec.name()];
+  if (!slot) slot = std::make_unique<ModelCodebooks>(load_codebooks(kv.codebooks, codebook_key(*model_), kv.codec));
+  return slot.get();
 }
 
 std::unique_ptr<SequenceState> Engine::new_sequence() const {
-  return forward_->new_sequence(opts_.ctx, opts_.kv, *kv_pool_, codebooks_.get());
+  return forward_->new_sequence(opts_.ctx, opts_.kv, *kv_pool_, default_books_);
 }
 
 std::unique_ptr<SequenceState> Engine::new_sequence(const KvConfig& kv, int max_ctx) {
-  const ModelCodebooks* books = nullptr;
-  if (kv.codec.kind == CodecSpec::Kind::CQ) {
-    if (kv.codebooks.empty())
-      fail(kv.codec.name() + " needs codebooks: run `leanlm calibrate -f TEXT --out FILE` and pass --kv-codebooks FILE");
-    auto& slot = other_codebooks_[kv.codebooks + "|" + kv.codec.name()];
-    if (!slot) slot = std::make_unique<ModelCodebooks>(load_codebooks(kv.codebooks, *model_, kv.codec));
-    books = slot.get();
-  }
-  return forward_->new_sequence(max_ctx, kv, *kv_pool_, books);
+  return forward_->new_sequence(max_ctx, kv, *kv_pool_, codebooks_for(kv));
 }
 
 void Engine::check_fits(const SequenceState& seq, size_t n) const {

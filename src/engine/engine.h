@@ -1,5 +1,5 @@
-// The engine: a loaded model, a thread pool and the forward pass, with helpers to feed prompts and
-// generate text for one sequence. The server's scheduler uses Forward::run directly.
+// The engine: a loaded model, a thread pool, the forward pass and the KV memory pool, with helpers
+// to make sequences and feed them tokens. Batches of several sequences go through Forward::run.
 #pragma once
 #include <functional>
 #include <map>
@@ -51,8 +51,10 @@ class Engine {
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<Forward> forward_;
   std::unique_ptr<BlockPool> kv_pool_;
-  std::unique_ptr<ModelCodebooks> codebooks_;
-  std::map<std::string, std::unique_ptr<ModelCodebooks>> other_codebooks_;  // by file and codec
+  // CQ codebooks, loaded once per (file, codec); null for other codecs.
+  const ModelCodebooks* codebooks_for(const KvConfig& kv);
+  std::map<std::string, std::unique_ptr<ModelCodebooks>> codebooks_;  // by file and codec
+  const ModelCodebooks* default_books_ = nullptr;                      // for options().kv
 };
 
 }  // namespace leanlm

@@ -1,0 +1,21 @@
+// The arithmetic of perplexity and of comparing two caches' predictions, shared by `leanlm
+// perplexity`, `leanlm eval` and the tests: llama-perplexity's chunks, log-softmax, KL divergence.
+#pragma once
+#include <vector>
+
+#include "tokenizer/tokenizer.h"
+
+namespace leanlm {
+
+// Chunk ci (n_ctx tokens) of the text, its first token replaced by BOS when the model adds one:
+// llama-perplexity's method (each chunk starts from an empty cache, the second half is scored).
+std::vector<int> perplexity_chunk(const std::vector<int>& tokens, int ci, int n_ctx, const Tokenizer& tok);
+// out[v] = log softmax(logits)[v], normalised in double precision.
+void log_softmax(const float* logits, int V, std::vector<float>& out);
+// log softmax(logits)[target].
+double log_prob(const float* logits, int V, int target);
+// KL(p || q) of two log-probability rows (natural log); rounding can make it slightly negative,
+// so it is clamped at 0.
+double kl_divergence(const float* p_log, const float* q_log, int V);
+
+}  // namespace leanlm
