@@ -169,9 +169,11 @@ TEST(Attention, CompressedStoreWithHolesLowTierAndThink) {
 struct Recorder : AttentionObserver {
   std::mutex mu;
   std::map<std::pair<int, int>, std::map<int, float>> got;  // (q_pos, h) -> key position -> weight
+  std::map<std::pair<int, int>, int> calls;                  // (q_pos, h) -> reports
   bool wants_weights() const override { return true; }
   void on_weights(int h, int q_pos, const int32_t* key_pos, const float* w, int n) override {
     std::lock_guard<std::mutex> lock(mu);
+    ++calls[{q_pos, h}];
     auto& m = got[{q_pos, h}];
     for (int j = 0; j < n; ++j)
       if (key_pos[j] >= 0) m[key_pos[j]] += w[j];
@@ -205,6 +207,7 @@ TEST(Attention, ReportsTheFinalWeightsToObservers) {
     for (int t = 0; t < n_batch; ++t)
       for (int h = 0; h < KVH; ++h) {
         const auto& got = rec.got[{n_prompt + t, h}];
+        ASSERT_EQ((rec.calls[{n_prompt + t, h}]), 1) << "one report per token and KV head, with every key it sees";
         ASSERT_EQ(int(got.size()), n_prompt + t + 1);
         std::vector<double> want(n_prompt + t + 1, 0.0);
         for (int g = 0; g < G; ++g) {

@@ -262,32 +262,40 @@ TEST_P(CodecTest, CopiedRowsDecodeExactly) {
 
 // Several KV heads share a layer's slots: each policy combines its heads' statistics, and the
 // result must not depend on the order in which heads and queries report (threads race to report).
-// Tokens 0..39: important to head 0 only; 40..79: to head 1 only; 80..129: to neither; 130..199
-// recent (protected). Queries 136..199 report, so every candidate was judged by all of them.
+// Tokens 0..39: important to head 0 only; 40..79: to head 1 only; 80..129: to none of the 3 heads;
+// 130..199 recent (protected). Queries 104..199 report: more than 64 in one pass (Scissorhands' bit q % 64
+// would be shared by q and q + 64), and every candidate was judged by the last 64.
 TEST(Eviction, HeadsCombineWhateverTheReportOrder) {
   const int n = 200, H = 3;
-  auto weight = [&](int h, int p) {
+  // For Scissorhands the oldest 32 queries favour 80..129 on every head instead: they share bits
+  // q % 64 with the newest 32, so whichever reports last would decide those bits if old queries
+  // wrote them (they fall outside the 64-step history and must not).
+  bool twist = false;
+  auto weight = [&](int h, int q, int p) {
+    if (twist && q < n - 64) return p >= 80 && p < 130 ? 20.f : 1.f;
+    if (h == 2) return p >= 130 ? 3.f : 1.f;  // head 2 looks at the recent tokens only
     const bool imp = (h == 0 && p < 40) || (h == 1 && p >= 40 && p < 80);
     return imp ? 20.f : 1.f;
   };
   for (const char* name : {"h2o:recent=70", "scissorhands:recent=70", "scissorhands:recent=70:heads=any",
                            "snapkv:recent=70:pool=1:window=200"}) {
     SCOPED_TRACE(name);
+    twist = std::string(name).rfind("scissorhands", 0) == 0;
     std::vector<std::vector<int32_t>> drops;
     for (int order = 0; order < 3; ++order) {
       auto policy = make_eviction_policy(parse_evict(name), H);
       std::vector<int32_t> live(n);
       for (int p = 0; p < n; ++p) live[p] = p;
-      // Queries n-64 .. n-1 report for every head, in an order that depends on `order`.
+      // Queries n-96 .. n-1 report for every head, in an order that depends on `order`.
       std::vector<std::pair<int, int>> reports;
-      for (int q = n - 64; q < n; ++q)
+      for (int q = n - 96; q < n; ++q)
         for (int h = 0; h < H; ++h) reports.push_back({q, h});
       if (order == 1) std::reverse(reports.begin(), reports.end());
       if (order == 2) std::shuffle(reports.begin(), reports.end(), std::mt19937(7));
       for (auto [q, h] : reports) {
         std::vector<float> w(q + 1);
         float sum = 0;
-        for (int p = 0; p <= q; ++p) sum += w[p] = weight(h, p);
+        for (int p = 0; p <= q; ++p) sum += w[p] = weight(h, q, p);
         for (float& x : w) x /= sum;
         policy->observe(h, q, n - 1, live.data(), w.data(), q + 1);
       }

@@ -270,7 +270,8 @@ TEST(KvBudget, RefusesABatchThatDoesNotFitAndLeavesTheSequenceUnchanged) {
 
 // SmolLM2: 3 KV heads per layer, every layer global. Each eviction policy, run twice with two
 // threads, gives bit-identical predictions (its choices do not depend on the order in which the
-// heads' reports arrive) and holds its budget.
+// heads' reports arrive) and holds its budget. Passes of 96 tokens: three query blocks per KV head,
+// so reports for one head race each other; then decode steps.
 TEST(KvSeveralHeads, EvictionIsDeterministicAndHoldsItsBudget) {
   const std::string model = source_dir() + "/models/smollm2-135m-instruct-q4_1.gguf";
   ASSERT_TRUE(std::filesystem::exists(model)) << "SmolLM2 not installed (run scripts/setup.sh)";
@@ -278,14 +279,14 @@ TEST(KvSeveralHeads, EvictionIsDeterministicAndHoldsItsBudget) {
   o.model_path = model;
   o.threads = 2;
   o.ctx = 512;
-  o.batch = 32;
+  o.batch = 96;
   Engine engine(o);
   ASSERT_EQ(engine.model().config().n_head_kv, 3);
   std::ifstream in(source_dir() + "/data/hamlet.txt");
   std::stringstream ss;
   ss << in.rdbuf();
   const std::vector<int> ids = engine.tokenizer().encode(ss.str().substr(0, 20000), true, false);
-  const int n = 384, budget = 96;
+  const int n = 400, budget = 96;
   for (const char* evict : {"h2o", "scissorhands", "scissorhands:heads=any", "snapkv", "scissorhands:keep=kivi2"}) {
     SCOPED_TRACE(evict);
     KvConfig cfg;
@@ -296,9 +297,11 @@ TEST(KvSeveralHeads, EvictionIsDeterministicAndHoldsItsBudget) {
     for (int rep = 0; rep < 2; ++rep) {
       auto seq = engine.new_sequence(cfg, n);
       std::vector<float> logits;
-      for (int start = 0; start < n; start += 32) {
+      for (int start = 0; start < n;) {
+        const int step = start < 384 ? 96 : 1;
         std::vector<BatchEntry> b;
-        for (int j = start; j < start + 32; ++j) b.push_back({seq.get(), ids[j], j, j + 1 == start + 32});
+        for (int j = start; j < start + step; ++j) b.push_back({seq.get(), ids[j], j, j + 1 == start + step});
+        start += step;
         const float* lg = engine.forward().run(b);
         logits.insert(logits.end(), lg, lg + 16);  // a few logits per step: any change shows
         for (const auto& layer : seq->layers) {

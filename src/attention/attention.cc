@@ -152,34 +152,39 @@ void Attention::run_task(const Task& task, const AttnShape& sh, const std::vecto
 }
 
 // For observers that want them (eviction policies): the final softmax weights of every visible
-// slot, averaged over the query heads that share the KV head, one report per token. They come from
-// the exponentials kept during the pass, rescaled to the final maximum and sum (from_kept); when a
-// task's slots were too many to keep, the scores are computed a second time.
+// slot, averaged over the query heads that share the KV head, in one report per token and KV head
+// that covers all the slots it sees (policies compare a weight with 1/visible). They come from the
+// exponentials kept during the pass, rescaled to the final maximum and sum (from_kept); when a
+// task's slots were too many to keep, each token's scores are computed a second time.
 void Attention::report_weights(const Task& task, const AttnShape& sh, const std::vector<AttnToken>& tokens,
                                const std::vector<SlotRange>& ranges, Scratch& sc, bool from_kept) {
   const int D = sh.head_dim, G = sh.n_head / sh.n_head_kv, h = task.kv_head, nq = task.count * G;
   const KvStore& kv = *tokens[task.first].kv;
   const int32_t* slot_pos = kv.slot_positions();
-  thread_local std::vector<float> w;
-  thread_local std::vector<int32_t> kpos;
+  thread_local std::vector<float> w;        // [visible slots] of one token
+  thread_local std::vector<int32_t> kpos;   // [visible slots] the key positions (-1: not visible to it)
+  thread_local std::vector<float> rescored;  // [G][chunk] a token's scores, computed again
   size_t n_visible = 0;
   for (const SlotRange& r : ranges) n_visible += size_t(r.s1 - r.s0);
-  size_t col = 0, chunk = 0;
-  for (const SlotRange& r : ranges) {
-    for (int c0 = r.s0; c0 < r.s1; c0 += kSlotChunk, ++chunk) {
-      const int c1 = std::min(r.s1, c0 + kSlotChunk), nc = c1 - c0;
-      float* S = sc.scores.data();
-      if (!from_kept) kv.scores(h, sc.q.data(), nq, D, c0, c1, S, nc);
-      w.resize(nc);
-      kpos.resize(nc);
-      for (int t = 0; t < task.count; ++t) {
-        const int p = tokens[task.first + t].pos;
-        std::fill(w.begin(), w.end(), 0.f);
+  w.resize(n_visible);
+  kpos.resize(n_visible);
+  for (int t = 0; t < task.count; ++t) {
+    const int p = tokens[task.first + t].pos;
+    std::fill(w.begin(), w.end(), 0.f);
+    size_t col = 0, chunk = 0;
+    for (const SlotRange& r : ranges) {
+      for (int c0 = r.s0; c0 < r.s1; c0 += kSlotChunk, ++chunk) {
+        const int c1 = std::min(r.s1, c0 + kSlotChunk), nc = c1 - c0;
+        int32_t* kp = kpos.data() + col;
         for (int j = 0; j < nc; ++j) {
-          const int kp = slot_pos[c0 + j];
-          const bool vis = kp >= 0 && kp <= p && !(sh.window > 0 && p - kp >= sh.window);
-          kpos[j] = vis ? kp : -1;
+          const int k = slot_pos[c0 + j];
+          kp[j] = k >= 0 && k <= p && !(sh.window > 0 && p - k >= sh.window) ? k : -1;
         }
+        if (!from_kept) {
+          rescored.resize(size_t(G) * nc);
+          kv.scores(h, sc.q.data() + size_t(t) * G * D, G, D, c0, c1, rescored.data(), nc);
+        }
+        float* wc = w.data() + col;
         for (int g = 0; g < G; ++g) {
           const int i = t * G + g;
           if (sc.row_sum[i] <= 0.f) continue;
@@ -189,17 +194,17 @@ void Attention::report_weights(const Task& task, const AttnShape& sh, const std:
             const float m = sc.kept_max[chunk * nq + i];
             const float f = m == -INFINITY ? 0.f : std::exp(m - sc.row_max[i]) * inv;
             for (int j = 0; j < nc; ++j)
-              if (kpos[j] >= 0) w[j] += e[j] * f;
+              if (kp[j] >= 0) wc[j] += e[j] * f;
           } else {
-            const float* row = S + size_t(i) * nc;
+            const float* row = rescored.data() + size_t(g) * nc;
             for (int j = 0; j < nc; ++j)
-              if (kpos[j] >= 0) w[j] += std::exp(row[j] - sc.row_max[i]) * inv;
+              if (kp[j] >= 0) wc[j] += std::exp(row[j] - sc.row_max[i]) * inv;
           }
         }
-        tokens[task.first].observer->on_weights(h, p, kpos.data(), w.data(), nc);
+        col += size_t(nc);
       }
-      col += size_t(nc);
     }
+    tokens[task.first].observer->on_weights(h, p, kpos.data(), w.data(), int(n_visible));
   }
 }
 

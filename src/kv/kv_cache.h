@@ -37,7 +37,8 @@ class AttentionObserver {
   // The n_rows query vectors ([n_rows][stride]) of the heads sharing KV head h, at position q_pos.
   virtual void on_queries(int h, int q_pos, const float* q, int n_rows, int stride) {}
   // Weights w[0..n) (softmax-normalised, averaged over the query heads of KV head h) that the query
-  // at q_pos gave the keys at key_pos[0..n) (-1: not visible, weight 0).
+  // at q_pos gave the keys at key_pos[0..n) (-1: not visible, weight 0): one call per query token
+  // and KV head, covering every key that query sees.
   virtual void on_weights(int h, int q_pos, const int32_t* key_pos, const float* w, int n) {}
 };
 

@@ -62,6 +62,22 @@ void PagedKvStore::gather_key(const float* k, float* out) const {
   }
 }
 
+// The window capacity that holds `need` tokens: doublings of the current one.
+static int grown_capacity(int cap, int need) {
+  while (cap < need) cap *= 2;
+  return cap;
+}
+
+// ThinK's wait: the window holds every token until the end of the pass that fills it, so it grows
+// by at most one pass (max_batch tokens: a request of several passes chooses after its first).
+int PagedKvStore::waiting_capacity(int n) const {
+  return grown_capacity(recent_.capacity(), recent_.size() + std::min(n, std::max(1, s_.max_batch)));
+}
+
+void PagedKvStore::reserve(int n) {
+  if (choosing_channels()) recent_.resize(waiting_capacity(n));  // one resize, which bytes_to_append counts
+}
+
 void PagedKvStore::append(int pos, const float* k, const float* v) {
   if (recent_.size() == recent_.capacity()) recent_.resize(2 * recent_.capacity());  // ThinK's wait
   recent_.push(k, v);
@@ -226,9 +242,8 @@ size_t PagedKvStore::bytes() const {
 size_t PagedKvStore::bytes_to_append(int n) const {
   const size_t per_page = page_bytes_ + page_meta();
   size_t b = size_t(n / B_ + 2) * per_page;
-  if (choosing_channels()) {
-    int cap = recent_.capacity();
-    while (cap < recent_.size() + n) cap *= 2;
+  if (choosing_channels()) {  // reserve() grows the window in one step
+    const int cap = waiting_capacity(n);
     if (cap != recent_.capacity()) b += recent_.bytes_for(cap);
     b += size_t((recent_.size() + n) / B_ + 2) * per_page + recent_.bytes_for(base_cap_);
   }

@@ -66,6 +66,7 @@ class PagedKvStore : public KvStore {
   void accumulate(int h, const float* w, int n_q, int w_stride, int s0, int s1, float* out, int out_stride) const override;
   size_t bytes() const override;
   size_t bytes_to_append(int n) const override;
+  void reserve(int n) override;
   void clear() override;
   int n_live() const override { return n_live_ + (opts_.low_tier ? opts_.low_tier->n_live() : 0); }
   AttentionObserver* observer() override;
@@ -102,6 +103,7 @@ class PagedKvStore : public KvStore {
   size_t page_meta() const { return size_t(B_) * sizeof(int32_t) + 2 * sizeof(int); }  // positions, fill, re-encodes
   template <typename Low, typename Page, typename Recent>
   void for_ranges(int s0, int s1, Low&& low, Page&& page, Recent&& recent) const;
+  int waiting_capacity(int n) const;
   void add_page();
   void remove_page(int p);
   void flush();
@@ -112,7 +114,7 @@ class PagedKvStore : public KvStore {
   void evict(const std::vector<int32_t>& positions, bool demote_to_low);
   void merge_pages();
   bool merge_into(int dst, int src);
-  void demote(const std::vector<int32_t>& slots);
+  void demote(int slot);
   // ThinK (paged_store_think.cc).
   bool choosing_channels() const { return think_ && kept_.empty(); }
   void choose_channels();

@@ -53,9 +53,18 @@ void PagedKvStore::evict(const std::vector<int32_t>& positions, bool demote_to_l
   std::vector<int32_t> slots;
   for (int s = 0; s < int(pos_.size()); ++s)
     if (pos_[s] >= 0 && std::binary_search(want.begin(), want.end(), pos_[s])) slots.push_back(s);
-  if (demote_to_low && opts_.low_tier) demote(slots);
-  for (int s : slots) pos_[s] = -1;
-  n_live_ -= int(slots.size());
+  // Each token leaves this tier as soon as it is in the low tier: if the low tier runs out of
+  // memory midway, no token is in both.
+  try {
+    for (int s : slots) {
+      if (demote_to_low && opts_.low_tier) demote(s);
+      pos_[s] = -1;
+      --n_live_;
+    }
+  } catch (...) {
+    sync_slots();
+    throw;
+  }
   merge_pages();
   sync_slots();
 }
@@ -128,28 +137,27 @@ bool PagedKvStore::merge_into(int dst, int src) {
   return true;
 }
 
-void PagedKvStore::demote(const std::vector<int32_t>& slots) {
-  // Decode each evicted token back to f32 and append it to the low tier. Pruned key channels
+void PagedKvStore::demote(int s) {
+  // Decode the evicted token back to f32 and append it to the low tier. Pruned key channels
   // (ThinK) come back as zeros; the low tier stores the same channels and never reads them.
-  std::vector<float> k(row_), v(row_), kb(size_t(B_) * Dk_);
+  thread_local std::vector<float> k, v, kb;
+  k.resize(row_), v.resize(row_), kb.resize(Dk_);
   const int pe = page_end();
-  for (int s : slots) {
-    if (s < pe) {
-      const int p = s / B_, j = s % B_;
-      for (int h = 0; h < KVH_; ++h) {
-        opts_.key->decode(h, key_block(p, h), j, j + 1, kb.data());
-        opts_.value->decode(h, value_block(p, h), j, j + 1, v.data() + size_t(h) * D_);
-        std::fill(k.begin() + size_t(h) * D_, k.begin() + size_t(h + 1) * D_, 0.f);
-        for (int c = 0; c < Dk_; ++c) k[size_t(h) * D_ + (kept_.empty() ? c : kept_[h][c])] = kb[c];
-      }
-    } else {
-      for (int i = 0; i < row_; ++i) {
-        k[i] = fp16_to_f32(recent_.key(s - pe)[i]);
-        v[i] = fp16_to_f32(recent_.value(s - pe)[i]);
-      }
+  if (s < pe) {
+    const int p = s / B_, j = s % B_;
+    for (int h = 0; h < KVH_; ++h) {
+      opts_.key->decode(h, key_block(p, h), j, j + 1, kb.data());
+      opts_.value->decode(h, value_block(p, h), j, j + 1, v.data() + size_t(h) * D_);
+      std::fill(k.begin() + size_t(h) * D_, k.begin() + size_t(h + 1) * D_, 0.f);
+      for (int c = 0; c < Dk_; ++c) k[size_t(h) * D_ + (kept_.empty() ? c : kept_[h][c])] = kb[c];
     }
-    opts_.low_tier->append(pos_[s], k.data(), v.data());
+  } else {
+    for (int i = 0; i < row_; ++i) {
+      k[i] = fp16_to_f32(recent_.key(s - pe)[i]);
+      v[i] = fp16_to_f32(recent_.value(s - pe)[i]);
+    }
   }
+  opts_.low_tier->append(pos_[s], k.data(), v.data());
 }
 
 }  // namespace leanlm

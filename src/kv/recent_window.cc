@@ -10,8 +10,20 @@ namespace leanlm {
 
 void RecentWindow::resize(int cap) {
   if (cap == cap_ || cap < n_) return;
+  if (n_ == 0) {  // nothing to keep: free first, so shrinking an empty window never needs room
+    AlignedVec<uint16_t>().swap(k_);
+    AlignedVec<uint16_t>().swap(v_);
+    pool_.refund(bytes_for(cap_));
+    cap_ = head_ = 0;
+  }
   pool_.charge(bytes_for(cap));  // throws before anything changes
-  AlignedVec<uint16_t> k(size_t(cap) * row_), v(size_t(cap) * row_);
+  AlignedVec<uint16_t> k, v;
+  try {
+    k.resize(size_t(cap) * row_), v.resize(size_t(cap) * row_);
+  } catch (...) {
+    pool_.refund(bytes_for(cap));
+    throw;
+  }
   for (int r = 0; r < n_; ++r) {
     std::memcpy(k.data() + size_t(r) * row_, key(r), size_t(row_) * 2);
     std::memcpy(v.data() + size_t(r) * row_, value(r), size_t(row_) * 2);

@@ -3,8 +3,9 @@
 // so those tokens go first. The `recent` most recent tokens are protected (default: budget / 8).
 //
 // Per KV head and position, bit (q mod 64) of a 64-bit mask records whether the token was
-// unimportant to that head's query at position q. Each (head, query) report writes only its own bit,
-// so the masks do not depend on the order of the reports. The heads share the layer's slots, so
+// unimportant to that head's query at position q. Only the newest 64 queries of a pass write bits
+// (older ones fall outside every history window, and would share bits with newer ones), so each bit
+// has one writer per pass and the masks do not depend on the order of the reports. The heads share the layer's slots, so
 // their verdicts are combined when choosing:
 //   heads=any   a token is important at a step if it is important to any head (bits ANDed);
 //   heads=mean  a token's count is the sum of its heads' counts.
@@ -23,7 +24,8 @@ class ScissorhandsPolicy : public EvictionPolicy {
   ScissorhandsPolicy(const EvictSpec& s, int n_kv_head)
       : spec_(s), unimportant_(n_kv_head), acc_(n_kv_head), last_q_(n_kv_head, -1) {}
 
-  void observe(int h, int q_pos, int, const int32_t* key_pos, const float* w, int n) override {
+  void observe(int h, int q_pos, int newest, const int32_t* key_pos, const float* w, int n) override {
+    const bool record = q_pos > newest - 64;
     int t = 0;  // tokens this query sees
     for (int j = 0; j < n; ++j) t += key_pos[j] >= 0 && key_pos[j] <= q_pos;
     if (t == 0) return;
@@ -32,8 +34,10 @@ class ScissorhandsPolicy : public EvictionPolicy {
     for (int j = 0; j < n; ++j) {
       const int p = key_pos[j];
       if (p < 0 || p > q_pos) continue;
-      uint64_t& m = unimportant_.at(h, p);
-      m = w[j] < uniform ? (m | bit) : (m & ~bit);
+      if (record) {
+        uint64_t& m = unimportant_.at(h, p);
+        m = w[j] < uniform ? (m | bit) : (m & ~bit);
+      }
       acc_.at(h, p) += to_accum(w[j]);
     }
     last_q_[h] = std::max(last_q_[h], q_pos);
