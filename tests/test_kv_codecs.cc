@@ -277,7 +277,7 @@ TEST(Eviction, HeadsCombineWhateverTheReportOrder) {
     const bool imp = (h == 0 && p < 40) || (h == 1 && p >= 40 && p < 80);
     return imp ? 20.f : 1.f;
   };
-  for (const char* name : {"h2o:recent=70", "scissorhands:recent=70", "scissorhands:recent=70:heads=any",
+  for (const char* name : {"h2o:recent=70", "scissorhands:recent=70", "scissorhands:recent=70:heads=mean",
                            "snapkv:recent=70:pool=1:window=200"}) {
     SCOPED_TRACE(name);
     twist = std::string(name).rfind("scissorhands", 0) == 0;

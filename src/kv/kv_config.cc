@@ -170,7 +170,7 @@ std::string EvictSpec::name() const {
   for (const EvictRow& r : kPolicies)
     if (r.kind == kind) n = r.name;
   if (recent >= 0) n += strfmt(":recent=%d", recent);
-  if (kind == K::Scissorhands && heads_any) n += ":heads=any";
+  if (kind == K::Scissorhands && !heads_any) n += ":heads=mean";
   if (!keep.empty()) n += ":keep=" + keep;
   return n;
 }

@@ -26,7 +26,7 @@ struct EvictSpec {
   int history = 64;    // scissorhands: decode steps its importance counts look back (<= 64)
   int window = 64;     // snapkv: observation window (last queries)
   int pool = 5;        // snapkv: average-pool kernel
-  bool heads_any = false;  // scissorhands: important to any KV head = important (else counts summed)
+  bool heads_any = true;  // scissorhands: important to any KV head = important (heads=mean: counts summed)
   std::string keep;    // MiKV-style: codec that evicted tokens are kept in instead of dropped ("" = drop)
   std::string name() const;
 };

@@ -20,7 +20,7 @@ const char* const kKvThinkHelp =
     "ThinK: fraction of key channels pruned, 0-0.9 (kept channels in multiples of 32, chosen from the prompt's queries and keys; the newest 32+ keys stay whole)";
 const char* const kKvEvictHelp =
     "KV eviction policy when the cache reaches --kv-budget: none, streaming, h2o, scissorhands, snapkv; "
-    "parameters as name:recent=N:sinks=N:history=N:window=N:pool=N; keep=CODEC keeps evicted tokens in "
+    "parameters as name:recent=N:sinks=N:history=N:window=N:pool=N:heads=any|mean (scissorhands); keep=CODEC keeps evicted tokens in "
     "CODEC (MiKV-style) instead of dropping them";
 const char* const kKvBudgetHelp = "KV tokens kept per layer by the eviction policy: a count, or a percentage of -c like 20%";
 

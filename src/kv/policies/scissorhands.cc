@@ -7,8 +7,11 @@
 // (older ones fall outside every history window, and would share bits with newer ones), so each bit
 // has one writer per pass and the masks do not depend on the order of the reports. The heads share the layer's slots, so
 // their verdicts are combined when choosing:
-//   heads=any   a token is important at a step if it is important to any head (bits ANDed);
+//   heads=any   (default) a token is important at a step if it is important to any head (bits
+//               ANDed): the head that needs it keeps it, since heads cannot evict separately;
 //   heads=mean  a token's count is the sum of its heads' counts.
+// On SmolLM2 (3 KV heads, 20 % budget) the two are within noise on perplexity at 4k; `any` has the
+// lower KL and the better perplexity at 512 (docs/kv-cache.md).
 // Ties: least attention accumulated over all heads goes first.
 #include <algorithm>
 #include <bit>
