@@ -9,7 +9,7 @@ namespace leanlm::cli {
 namespace {
 
 void info(const std::string& model_flag, bool show_metadata) {
-  const std::string path = model_flag.empty() ? default_model_path() : model_flag;
+  const std::string path = model_path(model_flag);
   std::unique_ptr<Model> m = Model::load(path);
   const ModelConfig& c = m->config();
   const GgufFile& f = m->file();
@@ -50,7 +50,7 @@ void add_info(CLI::App& app) {
   auto model = std::make_shared<std::string>();
   auto meta = std::make_shared<bool>(false);
   CLI::App* c = app.add_subcommand("info", "show a model file's architecture, hyper-parameters and tensors");
-  c->add_option("-m,--model", *model, "GGUF model file");
+  c->add_option("-m,--model", *model, "GGUF model file or installed short name (gemma3-270m, smollm2)");
   c->add_flag("--metadata", *meta, "also list every metadata key");
   c->callback([model, meta] { info(*model, *meta); });
 }

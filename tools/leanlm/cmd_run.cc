@@ -57,6 +57,9 @@ void run(const RunFlags& f) {
   }
   const double t2 = now_seconds();
   std::fputs("\n", stdout);
+  std::fflush(stdout);  // the text ends before the statistics, also when both go to one pipe
+  if (generated == room && room < f.n_predict)
+    std::fprintf(stderr, "generation stopped at the context limit (%d tokens; raise -c)\n", engine.options().ctx);
   std::fprintf(stderr, "prompt: %zu tokens, %.1f tok/s | generation: %d tokens, %.1f tok/s | KV %s | peak RSS %s\n",
                ids.size(), ids.size() / (t1 - t0), generated, generated > 0 ? generated / (t2 - t1) : 0.0,
                human_bytes(double(seq->kv_bytes())).c_str(), human_bytes(double(peak_rss_bytes())).c_str());

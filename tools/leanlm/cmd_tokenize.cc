@@ -16,7 +16,7 @@ void add_tokenize(CLI::App& app) {
   };
   auto f = std::make_shared<Flags>();
   CLI::App* c = app.add_subcommand("tokenize", "print the token ids of a text as JSON");
-  c->add_option("-m,--model", f->model, "GGUF model file");
+  c->add_option("-m,--model", f->model, "GGUF model file or installed short name (gemma3-270m, smollm2)");
   auto* p = c->add_option("-p,--prompt", f->prompt, "text");
   auto* pf = c->add_option("-f,--file", f->file, "read the text from a file");
   p->excludes(pf);
@@ -29,7 +29,7 @@ void add_tokenize(CLI::App& app) {
     if (!f->file.empty()) {
       text = read_text_file(f->file);
     }
-    auto file = GgufFile::open(f->model.empty() ? default_model_path() : f->model);
+    auto file = GgufFile::open(model_path(f->model));
     auto tok = Tokenizer::from_gguf(*file);
     const std::vector<int> ids = tok->encode(text, !f->no_bos, !f->no_special);
     nlohmann::json out = nlohmann::json::array();

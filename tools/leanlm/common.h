@@ -29,6 +29,8 @@ extern const char* const kKvBudgetHelp;
 
 // -m, else $LEANLM_MODEL, else the model that setup installs.
 std::string default_model_path();
+// -m: a file, or the short name of a model setup installs (gemma3-270m, smollm2); empty: the default.
+std::string model_path(const std::string& flag);
 std::string human_bytes(double b);
 // The whole file; `what` names it in the error ("text file", "prompt file").
 std::string read_text_file(const std::string& path, const char* what = "text file");

@@ -26,7 +26,7 @@ const char* const kKvBudgetHelp = "KV tokens kept per layer by the eviction poli
 
 void EngineFlags::add(CLI::App* app, int default_ctx, bool with_kv) {
   ctx = default_ctx;
-  app->add_option("-m,--model", model, "GGUF model file (default: the model installed by setup)");
+  app->add_option("-m,--model", model, "GGUF model file, or an installed model's short name: gemma3-270m (default), smollm2");
   app->add_option("-t,--threads", threads, "threads (default: one per core)")->check(CLI::Range(0, 1024));
   app->add_option("-c,--ctx", ctx, "context size in tokens")->check(CLI::Range(1, 1 << 22))->capture_default_str();
   app->add_option("-b,--batch", batch,
@@ -44,7 +44,7 @@ void EngineFlags::add(CLI::App* app, int default_ctx, bool with_kv) {
 
 EngineOptions EngineFlags::resolve(bool progress) const {
   EngineOptions o;
-  o.model_path = model.empty() ? default_model_path() : model;
+  o.model_path = model_path(model);
   o.threads = threads;
   o.ctx = ctx;
   o.batch = batch > 0 ? batch : 512;
@@ -62,24 +62,59 @@ EngineOptions EngineFlags::resolve(bool progress) const {
   return o;
 }
 
-std::string default_model_path() {
-  if (const char* env = std::getenv("LEANLM_MODEL"); env && *env) return env;
+namespace {
+
+// Models setup installs, by short name (-m NAME), and their files under models/.
+struct KnownModel {
+  const char* name;
+  const char* file;
+};
+constexpr KnownModel kKnownModels[] = {
+    {"gemma3-270m", "gemma-3-270m-q4_k_m.gguf"},
+    {"smollm2", "smollm2-135m-instruct-q4_1.gguf"},
+    {"smollm2-135m", "smollm2-135m-instruct-q4_1.gguf"},
+};
+
+// An installed model file: models/ beside the binary or above it, or ~/.cache/leanlm.
+std::string find_installed(const char* file) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  const char* name = "gemma-3-270m-q4_k_m.gguf";
   if (!ec) {
     for (fs::path dir = exe.parent_path(); !dir.empty() && dir != dir.root_path(); dir = dir.parent_path()) {
-      const fs::path p = dir / "models" / name;
+      const fs::path p = dir / "models" / file;
       if (fs::exists(p, ec)) return p.string();
     }
   }
   if (const char* home = std::getenv("HOME")) {
-    const fs::path p = fs::path(home) / ".cache" / "leanlm" / name;
+    const fs::path p = fs::path(home) / ".cache" / "leanlm" / file;
     if (fs::exists(p, ec)) return p.string();
   }
-  fail(std::string("no model given and the default model (") + name +
-       ") is not installed: run scripts/setup.sh or pass -m MODEL");
+  return "";
+}
+
+}  // namespace
+
+std::string default_model_path() {
+  if (const char* env = std::getenv("LEANLM_MODEL"); env && *env) return env;
+  const char* name = kKnownModels[0].file;
+  const std::string p = find_installed(name);
+  if (p.empty())
+    fail(std::string("no model given and the default model (") + name +
+         ") is not installed: run scripts/setup.sh or pass -m MODEL");
+  return p;
+}
+
+std::string model_path(const std::string& flag) {
+  if (flag.empty()) return default_model_path();
+  if (std::filesystem::exists(flag)) return flag;  // a file of that name wins over a short name
+  for (const KnownModel& m : kKnownModels) {
+    if (flag != m.name) continue;
+    const std::string p = find_installed(m.file);
+    if (p.empty()) fail("model '" + flag + "' (" + m.file + ") is not installed: run scripts/setup.sh");
+    return p;
+  }
+  return flag;  // a path; opening it reports what is wrong
 }
 
 std::string read_text_file(const std::string& path, const char* what) {
