@@ -119,19 +119,24 @@ void reference(const KvStore& kv, const std::vector<AttnToken>& toks, int H, int
     }
 }
 
-// A compressed store with evicted holes, a MiKV low tier and ThinK, several KV heads, two threads,
+// A compressed store with evicted holes, a MiKV low tier and ThinK (or rotation), several KV heads, two threads,
 // passes of several query blocks (observers called concurrently), then decode steps: the driver
 // must agree with the plain computation over the same store after every pass. Under
 // ThreadSanitizer this is also the race test for stores with a low tier.
 TEST(Attention, CompressedStoreWithHolesLowTierAndThink) {
   const int H = 4, KVH = 2, D = 64;
-  for (const char* evict : {"h2o:keep=kivi2", "scissorhands:keep=q4_0", "snapkv"}) {
-    SCOPED_TRACE(evict);
+  struct Case {
+    const char *codec, *evict;
+    double think;
+  };
+  for (const Case& c : {Case{"q8_0:r=8", "h2o:keep=kivi2", 0.5}, Case{"q8_0:r=8", "scissorhands:keep=q4_0", 0.5},
+                        Case{"q8_0:r=8", "snapkv", 0.5}, Case{"q4_0:r=8:rot=1", "h2o:keep=kivi2", 0}}) {
+    SCOPED_TRACE(std::string(c.codec) + " " + c.evict);
     KvConfig cfg;
-    cfg.codec = parse_codec("q8_0:r=8");
-    cfg.evict = parse_evict(evict);
+    cfg.codec = parse_codec(c.codec);
+    cfg.evict = parse_evict(c.evict);
     parse_budget("60", cfg);
-    cfg.think = 0.5;
+    cfg.think = c.think;
     BlockPool pool;
     auto kv = make_kv_store(cfg, KvShape{KVH, D, 0, 80, 4096}, pool, nullptr, nullptr);
     ThreadPool threads(2);

@@ -341,6 +341,11 @@ TEST(KvConfig, ParsesNamesAndRejectsBadOnes) {
   EXPECT_EQ(parse_codec("kivi2").residual, 128);
   EXPECT_EQ(parse_codec("kivi4:g=64:r=32").name(), "kivi4:g=64:r=32");
   EXPECT_EQ(parse_codec("cq-8c10b").bits, 10);
+  EXPECT_EQ(parse_codec("kivi2:rot=1").name(), "kivi2:rot=1");
+  EXPECT_TRUE(parse_codec("q4_0:rot=1").rotate);
+  EXPECT_THROW(parse_codec("f16:rot=1"), Error);
+  EXPECT_THROW(parse_codec("cq-4c8b:rot=1"), Error);
+  EXPECT_THROW(parse_codec("q4_0:rot=2"), Error);
   EXPECT_THROW(parse_codec("kivi3"), Error);
   EXPECT_THROW(parse_codec("kivi2:g=48"), Error);
   EXPECT_THROW(parse_codec("kivi2:x=1"), Error);

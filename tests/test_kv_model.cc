@@ -96,7 +96,7 @@ std::string* KvModelTest::books_path_ = nullptr;
 TEST_F(KvModelTest, EveryConfigurationRunsEndToEnd) {
   const int n = 640;
   const Run base = run(KvConfig{}, n);
-  for (const char* codec : {"f16", "q8_0", "q4_0", "kivi4", "kivi2:r=32", "cq-4c8b:r=16"}) {
+  for (const char* codec : {"f16", "q8_0", "q4_0", "q4_0:rot=1", "kivi4", "kivi2:r=32", "cq-4c8b:r=16"}) {
     for (const char* evict : {"none", "streaming", "h2o", "scissorhands", "snapkv", "scissorhands:keep=kivi2"}) {
       KvConfig cfg;
       cfg.codec = parse_codec(codec);

@@ -17,6 +17,7 @@
 #include "kv/kv_cache.h"
 #include "kv/kv_config.h"
 #include "kv/paged_store.h"
+#include "kv/rotation.h"
 #include "kv_test_util.h"
 #include "util/error.h"
 #include "util/fp16.h"
@@ -429,6 +430,75 @@ TEST(Think, HoldsTokensWholeUntilItChoosesThenSavesKeyBytes) {
   // Half the key channels: keys cost half, values the same -> 3/4 of the pages' bytes.
   EXPECT_EQ(t.store->n_pages(), plain.n_pages());
   EXPECT_NEAR(double(t.store->bytes()) / double(plain.bytes()), 0.75, 0.02);
+}
+
+// Rotation: R is orthogonal (R^T R = I, dot products kept), and a rotated store returns the same
+// scores and value sums as the plain computation, within its codec's error (also through a low tier).
+TEST(Rotation, IsOrthogonalAndKeepsDotProducts) {
+  for (int dim : {64, 128, 256}) {
+    HeadRotation r(dim);
+    const auto x = random_rows(2, dim, 3);
+    std::vector<float> a(x.begin(), x.begin() + dim), b(x.begin() + dim, x.end());
+    double dot = 0, norm = 0;
+    for (int c = 0; c < dim; ++c) dot += double(a[c]) * b[c], norm += double(a[c]) * a[c];
+    std::vector<float> ra = a, rb = b;
+    r.forward(ra.data()), r.forward(rb.data());
+    double rdot = 0, rnorm = 0, moved = 0;
+    for (int c = 0; c < dim; ++c) rdot += double(ra[c]) * rb[c], rnorm += double(ra[c]) * ra[c], moved += std::fabs(ra[c] - a[c]);
+    EXPECT_NEAR(rdot, dot, 1e-4 * dim);
+    EXPECT_NEAR(rnorm, norm, 1e-4 * dim);
+    EXPECT_GT(moved, 1.0);  // it does rotate
+    r.inverse(ra.data());
+    for (int c = 0; c < dim; ++c) ASSERT_NEAR(ra[c], a[c], 1e-5) << "dim " << dim << " channel " << c;
+  }
+  EXPECT_THROW(HeadRotation(96), Error);
+}
+
+TEST(Rotation, RotatedStoresScoreAndSumLikeThePlainComputation) {
+  for (const char* evict : {"none", "h2o:keep=q4_0"}) {
+    SCOPED_TRACE(evict);
+    KvConfig cfg;
+    cfg.codec = parse_codec("q8_0:r=4:rot=1");
+    cfg.evict = parse_evict(evict);
+    if (cfg.evict.kind != EvictSpec::Kind::None) parse_budget("40", cfg);
+    const int KVH = 2, D = 64, n = 120;
+    BlockPool pool;
+    auto store = make_kv_store(cfg, KvShape{KVH, D, 0, 32, 4096}, pool, nullptr, nullptr);
+    const auto k = random_rows(n, KVH * D, 51, 16), v = random_rows(n, KVH * D, 52);
+    for (int p = 0; p < n; ++p) {
+      store->append(p, &k[size_t(p) * KVH * D], &v[size_t(p) * KVH * D]);
+      if (p % 20 == 19) store->after_pass();
+    }
+    const int S = store->n_slots();
+    const int32_t* sp = store->slot_positions();
+    EXPECT_EQ(store->n_live(), n);  // the low tier keeps what is evicted
+    const auto q = random_rows(2, D, 53);
+    for (int h = 0; h < KVH; ++h) {
+      std::vector<float> s(size_t(2) * S);
+      store->scores(h, q.data(), 2, D, 0, S, s.data(), S);
+      std::vector<float> w(size_t(2) * S, 0.f), out(size_t(2) * D, 0.f);
+      std::vector<double> want(size_t(2) * D, 0.0);
+      for (int i = 0; i < 2; ++i)
+        for (int slot = 0; slot < S; ++slot) {
+          if (sp[slot] < 0) continue;
+          double exact = 0, qq = 0, kk = 0;
+          for (int c = 0; c < D; ++c) {
+            const double kc = k[(size_t(sp[slot]) * KVH + h) * D + c], qc = q[size_t(i) * D + c];
+            exact += qc * kc, qq += qc * qc, kk += kc * kc;
+          }
+          // Rotated rows are quantized: the error is a share of |q| |k| (4 bits in the low tier, 8 above).
+          const double share = cfg.evict.kind == EvictSpec::Kind::None ? 0.02 : 0.12;
+          ASSERT_NEAR(s[size_t(i) * S + slot], exact, share * std::sqrt(qq * kk)) << "slot " << slot;
+          w[size_t(i) * S + slot] = float(1 + (slot % 3));
+          for (int c = 0; c < D; ++c) want[size_t(i) * D + c] += w[size_t(i) * S + slot] * v[(size_t(sp[slot]) * KVH + h) * D + c];
+        }
+      store->accumulate(h, w.data(), 2, S, 0, S, out.data(), D);
+      double err = 0, ref = 0;
+      for (size_t e = 0; e < out.size(); ++e) err += std::pow(out[e] - want[e], 2), ref += want[e] * want[e];
+      EXPECT_LT(std::sqrt(err / ref), 0.08) << "head " << h;  // relative error of the value sums
+    }
+    EXPECT_EQ(pool.in_use(), store->bytes());
+  }
 }
 
 // ThinK with a MiKV low tier: evicted tokens keep only the chosen channels there too (no

@@ -116,7 +116,12 @@ CodecSpec parse_codec(const std::string& text) {
   }
   take(params, "g", c.group, name, 32, 256);
   take(params, "r", c.residual, name, 0, 1 << 16);
-  no_leftovers(params, name, "g (tokens per block), r (recent tokens kept in fp16)");
+  int rot = 0;
+  take(params, "rot", rot, name, 0, 1);
+  c.rotate = rot == 1;
+  no_leftovers(params, name, "g (tokens per block), r (recent tokens kept in fp16), rot (0 or 1)");
+  if (c.rotate && (c.kind == CK::F16 || c.kind == CK::CQ))
+    fail(name + ":rot=1: rotation is for codecs with a quantization grid (q8_0, q4_0, kivi2, kivi4)");
   if (c.group % 32 != 0) fail(name + ": the group size g must be a multiple of 32");
   return c;
 }
@@ -127,6 +132,7 @@ std::string CodecSpec::name() const {
   if (kind == CK::F32) return n;
   if (group != 32) n += strfmt(":g=%d", group);
   if (residual != row.residual) n += strfmt(":r=%d", residual);
+  if (rotate) n += ":rot=1";
   return n;
 }
 

@@ -13,6 +13,7 @@ struct CodecSpec {
   int cq_channels = 0;  // CQ: channels coupled in one code
   int group = 32;       // tokens per block (KIVI's group size G; also its value group in channels)
   int residual = 0;     // most recent tokens kept in fp16 (KIVI's R; CQ's window)
+  bool rotate = false;  // rot=1: Hadamard rotation of keys, values and queries per KV head (kv/rotation.h)
   std::string name() const;  // canonical name, parameters that differ from the defaults included
   bool compressed() const { return kind != Kind::F16 && kind != Kind::F32; }
   bool needs_codebooks() const { return kind == Kind::CQ; }  // learned by `leanlm calibrate`

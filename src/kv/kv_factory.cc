@@ -22,7 +22,10 @@ std::unique_ptr<KvStore> make_kv_store(const KvConfig& cfg, const KvShape& shape
   PagedKvOptions o;
   o.key = make_block_codec(spec, KvSide::Key, shape.n_kv_head, shape.head_dim, key_book);
   o.residual = spec.residual;
+  o.rotate = spec.rotate;
   constexpr int kThinkMinWindow = 32;
+  if (cfg.think > 0 && spec.rotate)
+    fail("--kv-think chooses key channels, which a rotation (" + spec.name() + ") mixes: use one or the other");
   if (cfg.think > 0) {
     // Codecs take channel counts in multiples of 32 (their blocks and groups divide 32).
     const int D = shape.head_dim;

@@ -19,6 +19,10 @@ PagedKvStore::PagedKvStore(const KvShape& shape, BlockPool& pool, PagedKvOptions
   Dk_ = opts_.key->dim();
   row_ = KVH_ * D_;
   if (opts_.value->tokens() != B_ || opts_.value->dim() != D_) fail("internal error: key and value codecs disagree");
+  if (opts_.rotate) {
+    if (opts_.think_keep > 0) fail("internal error: ThinK with rotation");
+    rotation_ = std::make_unique<HeadRotation>(D_);
+  }
   if (opts_.think_keep > 0) {
     if (!opts_.make_key) fail("internal error: ThinK needs a key codec factory");
     think_ = std::make_unique<ThinkChooser>(KVH_, D_, opts_.think_keep, opts_.think_unit);
@@ -80,7 +84,14 @@ void PagedKvStore::reserve(int n) {
 
 void PagedKvStore::append(int pos, const float* k, const float* v) {
   if (recent_.size() == recent_.capacity()) recent_.resize(2 * recent_.capacity());  // ThinK's wait
-  recent_.push(k, v);
+  if (rotation_) {
+    thread_local std::vector<float> kr, vr;
+    kr.assign(k, k + row_), vr.assign(v, v + row_);
+    for (int h = 0; h < KVH_; ++h) rotation_->forward(kr.data() + size_t(h) * D_), rotation_->forward(vr.data() + size_t(h) * D_);
+    recent_.push(kr.data(), vr.data());
+  } else {
+    recent_.push(k, v);
+  }
   pos_.push_back(pos);
   ++n_live_;
   newest_ = std::max(newest_, pos);
@@ -190,6 +201,15 @@ void PagedKvStore::for_ranges(int s0, int s1, Low&& low, Page&& page, Recent&& r
 
 void PagedKvStore::scores(int h, const float* q, int n_q, int q_stride, int s0, int s1, float* out,
                           int out_stride) const {
+  if (rotation_) {  // everything stored is rotated: rotate the queries once per call
+    thread_local AlignedVec<float> qr;
+    qr.resize(size_t(n_q) * D_);
+    for (int i = 0; i < n_q; ++i) {
+      std::memcpy(qr.data() + size_t(i) * D_, q + size_t(i) * q_stride, size_t(D_) * 4);
+      rotation_->forward(qr.data() + size_t(i) * D_);
+    }
+    q = qr.data(), q_stride = D_;
+  }
   thread_local QueryPrep prep;
   thread_local AlignedVec<float> qk;  // ThinK: the queries' stored channels
   bool prepared = false;
@@ -218,6 +238,23 @@ void PagedKvStore::scores(int h, const float* q, int n_q, int q_stride, int s0, 
 
 void PagedKvStore::accumulate(int h, const float* w, int n_q, int w_stride, int s0, int s1, float* out,
                               int out_stride) const {
+  if (rotation_) {  // the weighted sum of rotated values, rotated back: out += R^T sum_j w_j (R v_j)
+    thread_local AlignedVec<float> acc;
+    acc.assign(size_t(n_q) * D_, 0.f);
+    accumulate_stored(h, w, n_q, w_stride, s0, s1, acc.data(), D_);
+    for (int i = 0; i < n_q; ++i) {
+      float* a = acc.data() + size_t(i) * D_;
+      rotation_->inverse(a);
+      float* o = out + size_t(i) * out_stride;
+      for (int c = 0; c < D_; ++c) o[c] += a[c];
+    }
+    return;
+  }
+  accumulate_stored(h, w, n_q, w_stride, s0, s1, out, out_stride);
+}
+
+void PagedKvStore::accumulate_stored(int h, const float* w, int n_q, int w_stride, int s0, int s1, float* out,
+                                     int out_stride) const {
   for_ranges(
       s0, s1, [&](int a, int e) { opts_.low_tier->accumulate(h, w, n_q, w_stride, a, e, out, out_stride); },
       [&](int p, int j0, int j1, int off) {

@@ -36,6 +36,7 @@
 #include "kv/eviction.h"
 #include "kv/kv_cache.h"
 #include "kv/recent_window.h"
+#include "kv/rotation.h"
 #include "kv/think.h"
 
 namespace leanlm {
@@ -51,6 +52,9 @@ struct PagedKvOptions {
   // needs it too (it stores the channels its upper tier chose).
   int think_keep = 0;
   int think_unit = 1;
+  // Rotation (kv/rotation.h): keys and values are stored rotated per KV head, queries are rotated
+  // per call and the accumulated values rotated back. A low tier takes the rotated rows as they are.
+  bool rotate = false;
   std::function<std::shared_ptr<const BlockCodec>(int dim, const std::vector<std::vector<int>>& kept)> make_key;
 };
 
@@ -104,6 +108,8 @@ class PagedKvStore : public KvStore {
   template <typename Low, typename Page, typename Recent>
   void for_ranges(int s0, int s1, Low&& low, Page&& page, Recent&& recent) const;
   int waiting_capacity(int n) const;
+  // accumulate() over the stored (possibly rotated) values, into out as stored.
+  void accumulate_stored(int h, const float* w, int n_q, int w_stride, int s0, int s1, float* out, int out_stride) const;
   void add_page();
   void remove_page(int p);
   void flush();
@@ -135,6 +141,7 @@ class PagedKvStore : public KvStore {
   std::vector<int32_t> slots_;   // what slot_positions() returns: low tier's slots, then pos_
   int n_live_ = 0, newest_ = -1;
   std::shared_ptr<const BlockCodec> full_key_;  // the key codec for all channels
+  std::unique_ptr<HeadRotation> rotation_;  // null without rotation
   std::unique_ptr<ThinkChooser> think_;    // null without ThinK
   std::vector<std::vector<int>> kept_;      // ThinK: per KV head, the key channels stored (empty: all)
   std::unique_ptr<Observer> observer_;

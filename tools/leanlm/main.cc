@@ -15,7 +15,7 @@ namespace leanlm::cli {
 
 const char* const kKvCodecHelp =
     "KV cache codec: f16, f32, q8_0, q4_0, kivi2, kivi4, cq-2c8b, cq-4c8b, cq-8c8b, cq-8c10b; parameters as "
-    "name:g=G:r=R (g: tokens per block/group, r: recent tokens kept in fp16; kivi defaults g=32 r=128)";
+    "name:g=G:r=R:rot=1 (g: tokens per block/group, r: recent tokens kept in fp16, rot=1: Hadamard rotation before quantizing; kivi defaults g=32 r=128)";
 const char* const kKvThinkHelp =
     "ThinK: fraction of key channels pruned, 0-0.9 (kept channels in multiples of 32, chosen from the prompt's queries and keys; the newest 32+ keys stay whole)";
 const char* const kKvEvictHelp =
