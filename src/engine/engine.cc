@@ -49,11 +49,7 @@ const float* Engine::feed(SequenceState& seq, const std::vector<int>& tokens, st
                           const std::function<void(int)>& progress) {
   check_fits(seq, tokens.size());
   // A request of several passes is checked whole, so it cannot run out of KV memory halfway.
-  if (seq.pool && !seq.pool->has_room(seq.kv_bytes_to_append(int(tokens.size()))))
-    fail(strfmt("the KV cache would need up to %.2f MiB more for these %zu tokens, more than its memory budget of "
-                "%.2f MiB has left (raise --kv-mem, or shorten the prompt or context)",
-                double(seq.kv_bytes_to_append(int(tokens.size()))) / (1 << 20), tokens.size(),
-                double(seq.pool->budget()) / (1 << 20)));
+  if (seq.pool) seq.pool->require_room(seq.kv_bytes_to_append(int(tokens.size())), "these tokens");
   for (auto& layer : seq.layers) layer->reserve(int(tokens.size()));  // the room that bound counted, at once
   const int V = n_vocab();
   if (all_logits) all_logits->resize(tokens.size() * size_t(V));

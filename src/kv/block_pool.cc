@@ -70,9 +70,13 @@ void BlockPool::reset_peak() {
   peak_ = in_use_;
 }
 
-bool BlockPool::has_room(size_t bytes) const {
+void BlockPool::require_room(size_t bytes, const char* what) const {
   std::lock_guard<std::mutex> lock(mu_);
-  return budget_ == 0 || in_use_ + bytes <= budget_;
+  if (budget_ == 0 || in_use_ + bytes <= budget_) return;
+  const double mib = 1 << 20;
+  fail(strfmt("the KV cache needs up to %.2f MiB more for %s but its memory budget of %.2f MiB has %.2f MiB left "
+              "(raise --kv-mem, or shorten the prompt or context)",
+              double(bytes) / mib, what, double(budget_) / mib, double(budget_ - std::min(budget_, in_use_)) / mib));
 }
 
 }  // namespace leanlm

@@ -9,6 +9,8 @@
 #include <mutex>
 #include <vector>
 
+#include "util/aligned.h"
+
 namespace leanlm {
 
 class BlockPool {
@@ -27,8 +29,8 @@ class BlockPool {
   void refund(size_t bytes);
   size_t in_use() const;       // bytes charged and not refunded (pages included)
   size_t budget() const { return budget_; }
-  // Whether `bytes` more can be charged now.
-  bool has_room(size_t bytes) const;
+  // Throws a clear leanlm::Error naming `what` (e.g. "this batch") unless `bytes` more fit the budget.
+  void require_room(size_t bytes, const char* what) const;
   // The most bytes in use at once since the last reset_peak() (tests check bytes_to_append with it).
   size_t peak() const;
   void reset_peak();
@@ -39,5 +41,18 @@ class BlockPool {
   size_t budget_, in_use_ = 0, peak_ = 0;
   std::map<size_t, std::vector<uint8_t*>> free_;  // by page size
 };
+
+// Charges `bytes` to pool, then sizes a and b to n elements each; if allocating fails, the charge is
+// undone. Stores that keep key and value buffers of their own (dense rows, the fp16 window) grow so.
+template <typename T>
+void allocate_charged(BlockPool& pool, size_t bytes, size_t n, AlignedVec<T>& a, AlignedVec<T>& b) {
+  pool.charge(bytes);  // throws before anything changes
+  try {
+    a.resize(n), b.resize(n);
+  } catch (...) {
+    pool.refund(bytes);
+    throw;
+  }
+}
 
 }  // namespace leanlm

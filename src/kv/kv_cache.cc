@@ -94,14 +94,8 @@ class DenseKvStore : public KvStore {
     return c;
   }
   void grow(int cap) {
-    pool_.charge(slot_bytes() * size_t(cap));  // throws before anything changes
     AlignedVec<T> k, v;
-    try {
-      k.resize(size_t(cap) * row_), v.resize(size_t(cap) * row_);
-    } catch (...) {
-      pool_.refund(slot_bytes() * size_t(cap));
-      throw;
-    }
+    allocate_charged(pool_, slot_bytes() * size_t(cap), size_t(cap) * row_, k, v);
     std::copy(k_.begin(), k_.end(), k.begin());
     std::copy(v_.begin(), v_.end(), v.begin());
     k_ = std::move(k), v_ = std::move(v);

@@ -49,6 +49,7 @@ AttentionObserver* PagedKvStore::observer() {
 }
 
 void PagedKvStore::sync_slots() {
+  if (!opts_.low_tier) return;  // slot_positions() is pos_ itself
   const int L = low_slots();
   slots_.resize(size_t(L) + pos_.size());
   if (L) std::memcpy(slots_.data(), opts_.low_tier->slot_positions(), size_t(L) * 4);

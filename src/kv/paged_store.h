@@ -64,8 +64,8 @@ class PagedKvStore : public KvStore {
   ~PagedKvStore() override;
 
   void append(int pos, const float* k, const float* v) override;
-  int n_slots() const override { return int(slots_.size()); }
-  const int32_t* slot_positions() const override { return slots_.data(); }
+  int n_slots() const override { return low_slots() + int(pos_.size()); }
+  const int32_t* slot_positions() const override { return opts_.low_tier ? slots_.data() : pos_.data(); }
   void scores(int h, const float* q, int n_q, int q_stride, int s0, int s1, float* out, int out_stride) const override;
   void accumulate(int h, const float* w, int n_q, int w_stride, int s0, int s1, float* out, int out_stride) const override;
   size_t bytes() const override;
@@ -113,7 +113,7 @@ class PagedKvStore : public KvStore {
   void add_page();
   void remove_page(int p);
   void flush();
-  void sync_slots();  // rebuilds slots_ (low tier's, then own) after any change
+  void sync_slots();  // with a low tier: rebuilds slots_ (its slots, then own) after any change
   void recycle_window(int newest);
   void gather_key(const float* k, float* out) const;  // ThinK: full key row -> stored channels
   // Eviction, merges and the low tier (paged_store_evict.cc).
@@ -138,7 +138,7 @@ class PagedKvStore : public KvStore {
   RecentWindow recent_;
   int base_cap_ = 0;             // window capacity outside of ThinK's wait
   std::vector<int32_t> pos_;     // own slots: pages, then the recent window in age order
-  std::vector<int32_t> slots_;   // what slot_positions() returns: low tier's slots, then pos_
+  std::vector<int32_t> slots_;   // with a low tier, what slot_positions() returns: its slots, then pos_
   int n_live_ = 0, newest_ = -1;
   std::shared_ptr<const BlockCodec> full_key_;  // the key codec for all channels
   std::unique_ptr<HeadRotation> rotation_;  // null without rotation

@@ -16,14 +16,8 @@ void RecentWindow::resize(int cap) {
     pool_.refund(bytes_for(cap_));
     cap_ = head_ = 0;
   }
-  pool_.charge(bytes_for(cap));  // throws before anything changes
   AlignedVec<uint16_t> k, v;
-  try {
-    k.resize(size_t(cap) * row_), v.resize(size_t(cap) * row_);
-  } catch (...) {
-    pool_.refund(bytes_for(cap));
-    throw;
-  }
+  allocate_charged(pool_, bytes_for(cap), size_t(cap) * row_, k, v);
   for (int r = 0; r < n_; ++r) {
     std::memcpy(k.data() + size_t(r) * row_, key(r), size_t(row_) * 2);
     std::memcpy(v.data() + size_t(r) * row_, value(r), size_t(row_) * 2);

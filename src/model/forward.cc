@@ -87,15 +87,9 @@ void Forward::check_room(const std::vector<BatchEntry>& batch) const {
     ++tokens[b.seq];
   }
   std::map<BlockPool*, size_t> need;
-  for (const auto& [seq, n] : tokens) {
-    need[seq->pool] += seq->kv_bytes_to_append(n);
-  }
+  for (const auto& [seq, n] : tokens) need[seq->pool] += seq->kv_bytes_to_append(n);
   for (const auto& [pool, bytes] : need)
-    if (pool && !pool->has_room(bytes))
-      fail(strfmt("the KV cache needs up to %.2f MiB more for this batch but its memory budget of %.2f MiB has "
-                  "%.2f MiB left (raise --kv-mem, or shorten the prompt or context)",
-                  double(bytes) / (1 << 20), double(pool->budget()) / (1 << 20),
-                  double(pool->budget() - std::min(pool->budget(), pool->in_use())) / (1 << 20)));
+    if (pool) pool->require_room(bytes, "this batch");
   for (const auto& [seq, n] : tokens)
     for (auto& l : seq->layers) l->reserve(n);
 }
