@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <type_traits>
 
 #include "quant/dot.h"
 #include "util/fp16.h"
@@ -92,12 +93,19 @@ float row_q5_0_zmm(int n, const BlockQ5_0* w, const ActRow& x) {
   return _mm512_reduce_add_ps(acc) - 16.f * _mm512_reduce_add_ps(corr);
 }
 
+// One row at a time, for the kernels above.
+template <typename Block, float (*Fn)(int, const Block*, const ActRow&)>
+void rows_single(int n, const void* w, size_t rb, int nrows, const ActRow& x, float* out) {
+  for (int r = 0; r < nrows; ++r)
+    out[r] = Fn(n, reinterpret_cast<const Block*>(static_cast<const uint8_t*>(w) + r * rb), x);
+}
+
 }  // namespace avx512
 
 void fill_avx512_table(DotTable& t) {
   avx512::fill_common(t);
-  t.q[int(GgmlType::Q8_0)] = avx512::rows_q<BlockQ8_0, avx512::row_q8_0_zmm>;
-  t.q[int(GgmlType::Q5_0)] = avx512::rows_q<BlockQ5_0, avx512::row_q5_0_zmm>;
+  t.q[int(GgmlType::Q8_0)] = avx512::rows_single<BlockQ8_0, avx512::row_q8_0_zmm>;
+  t.q[int(GgmlType::Q5_0)] = avx512::rows_single<BlockQ5_0, avx512::row_q5_0_zmm>;
 }
 
 }  // namespace leanlm

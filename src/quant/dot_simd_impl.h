@@ -6,6 +6,16 @@
 //
 // Weight codes are unsigned; signed offsets are applied afterwards with the activation sums
 // (see act_quant.h), so one u8*s8 primitive serves every format.
+//
+// Why the kernels look the way they do (decode is a stream of weight bytes; these kernels must
+// keep up with memory, not with themselves):
+//   - kRows weight rows per pass: the activation codes are loaded once per block for all of them,
+//     and each row has its own accumulator, so kRows independent dependency chains hide the
+//     latency of the float adds;
+//   - K formats accumulate a whole 256-element super-block in int32 (sub-block scales applied with
+//     madd on int16 products, minimums and code offsets through the activation block sums), then
+//     convert once: one float multiply-add per row and super-block instead of one per sub-block.
+//   - bytes are read in the order they lie in memory.
 
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -15,6 +25,27 @@ inline float hsum(__m256 v) {
 }
 
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+inline uint16_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// Rows handled together by one pass of a kernel.
+constexpr int kRows = 1;
+// Software prefetch distance. One core streaming a single row has too few misses in flight for
+// the hardware prefetchers alone to reach the memory's speed; prefetching this far ahead of the
+// block being read was measured best (bench/bench_gemv, 512-4096 tried).
+constexpr int kPrefetchAhead = 2048;
+inline void prefetch_ahead(const void* block, size_t bytes) {
+  const char* p = static_cast<const char*>(block) + kPrefetchAhead;
+  for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
+}
 
 // 16 packed bytes -> 32 codes: low nibbles (elements 0-15), then high nibbles (16-31).
 inline __m256i unpack_nibbles_16(const uint8_t* p) {
@@ -35,6 +66,7 @@ inline __m256i expand_bits_x16(uint32_t bits) {
 
 inline __m256i load32(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 inline __m256i load32u(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline __m128i load16u(const void* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
 inline int sum32(const ActRow& x, int b) { return int(x.sum16[2 * b]) + int(x.sum16[2 * b + 1]); }
 
 // Signed x signed via |w| and sign transfer.
@@ -42,182 +74,284 @@ inline __m256i dot_s8s8(__m256i w, __m256i x) {
   return dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
 }
 
+// An int32 vector that adds v to a horizontal sum (lane 0 = v, the rest 0).
+inline __m256i lane0(int v) { return _mm256_zextsi128_si256(_mm_cvtsi32_si128(v)); }
+
 // ---- legacy 32-element formats --------------------------------------------------------------
+// Per 32-block both operands carry a float scale, so each block ends in one multiply-add per row.
 
-float row_q8_0(int n, const BlockQ8_0* w, const ActRow& x) {
-  __m256 acc = _mm256_setzero_ps();
+template <int R>
+void rows_q8_0(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) {
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (int b = 0; b < n / 32; ++b) {
-    const __m256i p = dot_s8s8(load32u(reinterpret_cast<const uint8_t*>(w[b].qs)), load32(x.q + 32 * b));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b].d) * x.d[b]), _mm256_cvtepi32_ps(p), acc);
+    const __m256i xv = load32(x.q + 32 * b);
+    const float xd = x.d[b];
+    for (int r = 0; r < R; ++r) {
+      const auto* blk = reinterpret_cast<const BlockQ8_0*>(w + r * rb) + b;
+      prefetch_ahead(blk, 1);
+      const __m256i p = dot_s8s8(load32u(reinterpret_cast<const uint8_t*>(blk->qs)), xv);
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk->d) * xd), _mm256_cvtepi32_ps(p), acc[r]);
+    }
   }
-  return hsum(acc);
+  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
 }
 
-float row_q4_0(int n, const BlockQ4_0* w, const ActRow& x) {
-  __m256 acc = _mm256_setzero_ps();
-  float corr = 0.f;
+// Q4_0 and Q5_0: codes carry an offset (8, 16) that is the same for every row, so it is folded
+// into the integer products once per block through the activation sum.
+template <int R, bool kQ5>
+void rows_q45_0(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) {
+  using Block = std::conditional_t<kQ5, BlockQ5_0, BlockQ4_0>;
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (int b = 0; b < n / 32; ++b) {
-    const float dd = h2f(w[b].d) * x.d[b];
-    const __m256i p = dot_u8s8(unpack_nibbles_16(w[b].qs), load32(x.q + 32 * b));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(p), acc);
-    corr += dd * float(sum32(x, b));
+    const __m256i xv = load32(x.q + 32 * b);
+    const __m256i offset = lane0((kQ5 ? 16 : 8) * sum32(x, b));
+    const float xd = x.d[b];
+    for (int r = 0; r < R; ++r) {
+      const Block* blk = reinterpret_cast<const Block*>(w + r * rb) + b;
+      prefetch_ahead(blk, 1);
+      __m256i u = unpack_nibbles_16(blk->qs);
+      if constexpr (kQ5) u = _mm256_or_si256(u, expand_bits_x16(load_u32(blk->qh)));
+      const __m256i p = _mm256_sub_epi32(dot_u8s8(u, xv), offset);
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk->d) * xd), _mm256_cvtepi32_ps(p), acc[r]);
+    }
   }
-  return hsum(acc) - 8.f * corr;
+  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
 }
 
-float row_q4_1(int n, const BlockQ4_1* w, const ActRow& x) {
-  __m256 acc = _mm256_setzero_ps();
-  float corr = 0.f;
+// Q4_1 and Q5_1: a float minimum per block and row, m * xd * sum(x codes), in a second accumulator.
+template <int R, bool kQ5>
+void rows_q45_1(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) {
+  using Block = std::conditional_t<kQ5, BlockQ5_1, BlockQ4_1>;
+  __m256 acc[R];
+  float corr[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), corr[r] = 0.f;
   for (int b = 0; b < n / 32; ++b) {
-    const __m256i p = dot_u8s8(unpack_nibbles_16(w[b].qs), load32(x.q + 32 * b));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b].d) * x.d[b]), _mm256_cvtepi32_ps(p), acc);
-    corr += h2f(w[b].m) * x.d[b] * float(sum32(x, b));
+    const __m256i xv = load32(x.q + 32 * b);
+    const float xd = x.d[b];
+    const float xsum = xd * float(sum32(x, b));
+    for (int r = 0; r < R; ++r) {
+      const Block* blk = reinterpret_cast<const Block*>(w + r * rb) + b;
+      prefetch_ahead(blk, 1);
+      __m256i u = unpack_nibbles_16(blk->qs);
+      if constexpr (kQ5) u = _mm256_or_si256(u, expand_bits_x16(load_u32(blk->qh)));
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk->d) * xd), _mm256_cvtepi32_ps(dot_u8s8(u, xv)), acc[r]);
+      corr[r] += h2f(blk->m) * xsum;
+    }
   }
-  return hsum(acc) + corr;
-}
-
-template <bool kHasMin, typename Block>
-float row_q5(int n, const Block* w, const ActRow& x) {
-  __m256 acc = _mm256_setzero_ps();
-  float corr = 0.f;
-  for (int b = 0; b < n / 32; ++b) {
-    uint32_t qh;
-    std::memcpy(&qh, w[b].qh, 4);
-    const __m256i u = _mm256_or_si256(unpack_nibbles_16(w[b].qs), expand_bits_x16(qh));
-    const __m256i p = dot_u8s8(u, load32(x.q + 32 * b));
-    const float dd = h2f(w[b].d) * x.d[b];
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(p), acc);
-    if constexpr (kHasMin) corr += h2f(w[b].m) * x.d[b] * float(sum32(x, b));
-    else corr -= 16.f * dd * float(sum32(x, b));
-  }
-  return hsum(acc) + corr;
+  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]) + corr[r];
 }
 
 // ---- K formats (256-element super-blocks) ---------------------------------------------------
+// The activation has one scale per super-block (Q8_K), so a super-block's integer sum needs only
+// one float multiply-add per row.
 
-template <bool kQ5>
-float row_q45_k(int n, const uint8_t* w, const ActRow& x) {
-  const size_t bytes = kQ5 ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
+// int16 lane j of a 128-bit vector broadcast to all sixteen lanes of a 256-bit one whose halves
+// both hold that vector: shuffle control for lane j.
+inline __m256i lane16_mask(int j) { return _mm256_set1_epi16(int16_t(((2 * j + 1) << 8) | (2 * j))); }
+// Shuffle control that puts int16 lane 2k in the low 128 bits and lane 2k+1 in the high 128 bits:
+// the scales of the two 16-element halves of one 32-element group.
+inline __m256i lane16_pair_mask(int k) {
+  return _mm256_set_m128i(_mm_set1_epi16(int16_t(((4 * k + 3) << 8) | (4 * k + 2))),
+                          _mm_set1_epi16(int16_t(((4 * k + 1) << 8) | (4 * k))));
+}
+
+// 12 packed bytes (Q4_K / Q5_K) -> 8 six-bit scales and 8 six-bit minimums, as int16.
+inline void k4_scales_mins(const uint8_t* p, __m128i* sc, __m128i* mn) {
+  const uint32_t a = load_u32(p), b = load_u32(p + 4), c = load_u32(p + 8);
+  const uint32_t sc_lo = a & 0x3F3F3F3Fu, mn_lo = b & 0x3F3F3F3Fu;
+  const uint32_t sc_hi = (c & 0x0F0F0F0Fu) | ((a >> 2) & 0x30303030u);
+  const uint32_t mn_hi = ((c >> 4) & 0x0F0F0F0Fu) | ((b >> 2) & 0x30303030u);
+  *sc = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, int(sc_hi), int(sc_lo)));
+  *mn = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, int(mn_hi), int(mn_lo)));
+}
+
+template <int R, bool kQ5>
+void rows_q45_k(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) {
+  constexpr size_t kBytes = kQ5 ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
+  constexpr size_t kQsAt = kQ5 ? 48 : 16;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   const __m256i one = _mm256_set1_epi8(1);
-  __m256 acc = _mm256_setzero_ps();
-  float corr = 0.f;
-  for (int sb = 0; sb < n / 256; ++sb, w += bytes) {
-    uint16_t dh, mh;
-    std::memcpy(&dh, w, 2);
-    std::memcpy(&mh, w + 2, 2);
-    const float d = h2f(dh), dmin = h2f(mh);
-    const uint8_t* scales = w + 4;
-    const uint8_t* qs = w + 16 + (kQ5 ? 32 : 0);
-    __m256i qh = kQ5 ? load32u(w + 16) : _mm256_setzero_si256();
-    for (int g = 0; g < 4; ++g) {
-      const __m256i q = load32u(qs + 32 * g);
-      __m256i lo = _mm256_and_si256(q, m4);
-      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-      if constexpr (kQ5) {
-        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
-        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
-        qh = _mm256_srli_epi16(qh, 2);
-      }
-      const int b0 = sb * 8 + 2 * g;  // activation block of the low-nibble sub-block
-      uint8_t sc0, mn0, sc1, mn1;
-      unpack_k4_scale_min(2 * g, scales, &sc0, &mn0);
-      unpack_k4_scale_min(2 * g + 1, scales, &sc1, &mn1);
-      const __m256i p0 = dot_u8s8(lo, load32(x.q + 32 * b0));
-      const __m256i p1 = dot_u8s8(hi, load32(x.q + 32 * (b0 + 1)));
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc0 * x.d[b0]), _mm256_cvtepi32_ps(p0), acc);
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc1 * x.d[b0 + 1]), _mm256_cvtepi32_ps(p1), acc);
-      corr += dmin * (mn0 * x.d[b0] * float(sum32(x, b0)) + mn1 * x.d[b0 + 1] * float(sum32(x, b0 + 1)));
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (int sb = 0; sb < n / 256; ++sb) {
+    const int8_t* xq = x.q + 256 * sb;
+    const float xd = x.d[8 * sb];
+    // the eight 32-element sums of the activation codes, for the minimums
+    const __m128i bsum = _mm_hadd_epi16(load16u(x.sum16 + 16 * sb), load16u(x.sum16 + 16 * sb + 8));
+    __m256i scales[R], isum[R], qh[R];
+    float dx[R];
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = w + r * rb + sb * kBytes;
+      prefetch_ahead(blk, kBytes);
+      __m128i sc, mn;
+      k4_scales_mins(blk + 4, &sc, &mn);
+      scales[r] = _mm256_broadcastsi128_si256(sc);
+      const __m256i msum = _mm256_zextsi128_si256(_mm_madd_epi16(mn, bsum));
+      acc[r] = _mm256_fnmadd_ps(_mm256_set1_ps(h2f(load_u16(blk + 2)) * xd), _mm256_cvtepi32_ps(msum), acc[r]);
+      dx[r] = h2f(load_u16(blk)) * xd;
+      isum[r] = _mm256_setzero_si256();
+      if constexpr (kQ5) qh[r] = load32u(blk + 16);
     }
+    for (int g = 0; g < 4; ++g) {
+      const __m256i x0 = load32(xq + 64 * g), x1 = load32(xq + 64 * g + 32);
+      const __m256i s0 = lane16_mask(2 * g), s1 = lane16_mask(2 * g + 1);
+      for (int r = 0; r < R; ++r) {
+        const __m256i q = load32u(w + r * rb + sb * kBytes + kQsAt + 32 * g);
+        __m256i lo = _mm256_and_si256(q, m4);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        if constexpr (kQ5) {
+          lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh[r], one), 4));
+          hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh[r], 1), one), 4));
+          qh[r] = _mm256_srli_epi16(qh[r], 2);
+        }
+        // codes <= 31, activations <= 127: the int16 pair sums cannot saturate
+        const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_shuffle_epi8(scales[r], s0));
+        const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), _mm256_shuffle_epi8(scales[r], s1));
+        isum[r] = _mm256_add_epi32(isum[r], _mm256_add_epi32(p0, p1));
+      }
+    }
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dx[r]), _mm256_cvtepi32_ps(isum[r]), acc[r]);
   }
-  return hsum(acc) - corr;
+  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
 }
 
-// One 32-code group whose halves (16 elements each) carry their own integer scales s0, s1.
-inline __m256 scale_halves(__m256i p, float f0, float f1) {
-  return _mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_set_m128(_mm_set1_ps(f1), _mm_set1_ps(f0)));
-}
-
-float row_q6_k(int n, const BlockQ6_K* w, const ActRow& x) {
+// Q6_K: 6-bit codes with offset 32, one signed scale per 16 elements.
+template <int R>
+void rows_q6_k(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) {
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   const __m256i m30 = _mm256_set1_epi8(0x30);
-  __m256 acc = _mm256_setzero_ps();
-  float corr = 0.f;
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (int sb = 0; sb < n / 256; ++sb) {
-    const float d = h2f(w[sb].d);
-    const int8_t* sc = w[sb].scales;
+    const int8_t* xq = x.q + 256 * sb;
+    const __m256i xsum16 = load32u(reinterpret_cast<const uint8_t*>(x.sum16 + 16 * sb));
+    __m256i isum[R], scales[R][2];
+    for (int r = 0; r < R; ++r) {
+      const auto* blk = reinterpret_cast<const BlockQ6_K*>(w + r * rb) + sb;
+      prefetch_ahead(blk, sizeof(BlockQ6_K));
+      const __m256i sc16 = _mm256_cvtepi8_epi16(load16u(blk->scales));
+      // offset: -32 * sum over 16-element groups of scale * activation sum
+      isum[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc16, xsum16), 5));
+      scales[r][0] = _mm256_permute2x128_si256(sc16, sc16, 0x00);
+      scales[r][1] = _mm256_permute2x128_si256(sc16, sc16, 0x11);
+    }
     for (int half = 0; half < 2; ++half) {
-      const __m256i ql0 = load32u(w[sb].ql + 64 * half);
-      const __m256i ql1 = load32u(w[sb].ql + 64 * half + 32);
-      const __m256i qh = load32u(w[sb].qh + 32 * half);
-      __m256i u[4];
-      u[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
-      u[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
-      u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30));
-      u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                             _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
-      for (int k = 0; k < 4; ++k) {
-        const int b = sb * 8 + half * 4 + k;
-        const int is = half * 8 + 2 * k;
-        const float f = d * x.d[b];
-        const __m256i p = dot_u8s8(u[k], load32(x.q + 32 * b));
-        acc = _mm256_add_ps(acc, scale_halves(p, f * sc[is], f * sc[is + 1]));
-        corr += f * float(sc[is] * x.sum16[2 * b] + sc[is + 1] * x.sum16[2 * b + 1]);
+      const int8_t* xh = xq + 128 * half;
+      for (int r = 0; r < R; ++r) {
+        const auto* blk = reinterpret_cast<const BlockQ6_K*>(w + r * rb) + sb;
+        const __m256i ql0 = load32u(blk->ql + 64 * half);
+        const __m256i ql1 = load32u(blk->ql + 64 * half + 32);
+        const __m256i qh = load32u(blk->qh + 32 * half);
+        __m256i u[4];
+        u[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+        u[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+        u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30));
+        u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                               _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+        for (int k = 0; k < 4; ++k) {
+          // codes <= 63, activations <= 127: int16 pair sums <= 16002
+          const __m256i p = _mm256_maddubs_epi16(u[k], load32(xh + 32 * k));
+          isum[r] = _mm256_add_epi32(isum[r],
+                                     _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales[r][half], lane16_pair_mask(k))));
+        }
       }
     }
+    for (int r = 0; r < R; ++r) {
+      const auto* blk = reinterpret_cast<const BlockQ6_K*>(w + r * rb) + sb;
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk->d) * x.d[8 * sb]), _mm256_cvtepi32_ps(isum[r]), acc[r]);
+    }
   }
-  return hsum(acc) - 32.f * corr;
+  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
 }
 
-float row_q2_k(int n, const BlockQ2_K* w, const ActRow& x) {
+// Q2_K: 2-bit codes, a 4-bit scale and a 4-bit minimum per 16 elements.
+template <int R>
+void rows_q2_k(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) {
   const __m256i m3 = _mm256_set1_epi8(3);
-  __m256 acc = _mm256_setzero_ps();
-  float corr = 0.f;
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (int sb = 0; sb < n / 256; ++sb) {
-    const float d = h2f(w[sb].d), dmin = h2f(w[sb].dmin);
-    const uint8_t* sc = w[sb].scales;
+    const int8_t* xq = x.q + 256 * sb;
+    const float xd = x.d[8 * sb];
+    const __m256i xsum16 = load32u(reinterpret_cast<const uint8_t*>(x.sum16 + 16 * sb));
+    __m256i isum[R], scales[R][2];
+    for (int r = 0; r < R; ++r) {
+      const auto* blk = reinterpret_cast<const BlockQ2_K*>(w + r * rb) + sb;
+      prefetch_ahead(blk, sizeof(BlockQ2_K));
+      const __m128i packed = load16u(blk->scales);
+      const __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(packed, m4));
+      const __m256i mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), m4));
+      acc[r] = _mm256_fnmadd_ps(_mm256_set1_ps(h2f(blk->dmin) * xd), _mm256_cvtepi32_ps(_mm256_madd_epi16(mn16, xsum16)),
+                                acc[r]);
+      scales[r][0] = _mm256_permute2x128_si256(sc16, sc16, 0x00);
+      scales[r][1] = _mm256_permute2x128_si256(sc16, sc16, 0x11);
+      isum[r] = _mm256_setzero_si256();
+    }
     for (int half = 0; half < 2; ++half) {
-      const __m256i q = load32u(w[sb].qs + 32 * half);
-      for (int k = 0; k < 4; ++k) {
-        const int b = sb * 8 + half * 4 + k;
-        const int is = half * 8 + 2 * k;
-        const __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);
-        const __m256i p = dot_u8s8(u, load32(x.q + 32 * b));
-        const float f = d * x.d[b];
-        acc = _mm256_add_ps(acc, scale_halves(p, f * (sc[is] & 0xF), f * (sc[is + 1] & 0xF)));
-        corr += dmin * x.d[b] * float((sc[is] >> 4) * x.sum16[2 * b] + (sc[is + 1] >> 4) * x.sum16[2 * b + 1]);
+      for (int r = 0; r < R; ++r) {
+        const auto* blk = reinterpret_cast<const BlockQ2_K*>(w + r * rb) + sb;
+        const __m256i q = load32u(blk->qs + 32 * half);
+        for (int k = 0; k < 4; ++k) {
+          const __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);
+          const __m256i p = _mm256_maddubs_epi16(u, load32(xq + 128 * half + 32 * k));
+          isum[r] = _mm256_add_epi32(isum[r],
+                                     _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales[r][half], lane16_pair_mask(k))));
+        }
       }
     }
+    for (int r = 0; r < R; ++r) {
+      const auto* blk = reinterpret_cast<const BlockQ2_K*>(w + r * rb) + sb;
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk->d) * xd), _mm256_cvtepi32_ps(isum[r]), acc[r]);
+    }
   }
-  return hsum(acc) - corr;
+  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
 }
 
-float row_q3_k(int n, const BlockQ3_K* w, const ActRow& x) {
+// Q3_K: 3-bit codes (two low bits plus a high-bit mask) with offset 4, a signed 6-bit scale per 16.
+template <int R>
+void rows_q3_k(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) {
   const __m256i m3 = _mm256_set1_epi8(3);
   const __m256i four = _mm256_set1_epi8(4);
-  __m256 acc = _mm256_setzero_ps();
-  float corr = 0.f;
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (int sb = 0; sb < n / 256; ++sb) {
-    const float d = h2f(w[sb].d);
-    int8_t sc[16];
-    unpack_q3k_scales(w[sb].scales, sc);
-    const __m256i hm = load32u(w[sb].hmask);
+    const int8_t* xq = x.q + 256 * sb;
+    const __m256i xsum16 = load32u(reinterpret_cast<const uint8_t*>(x.sum16 + 16 * sb));
+    __m256i isum[R], scales[R][2];
+    for (int r = 0; r < R; ++r) {
+      const auto* blk = reinterpret_cast<const BlockQ3_K*>(w + r * rb) + sb;
+      prefetch_ahead(blk, sizeof(BlockQ3_K));
+      int8_t sc[16];
+      unpack_q3k_scales(blk->scales, sc);
+      const __m256i sc16 = _mm256_cvtepi8_epi16(load16u(sc));
+      isum[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc16, xsum16), 2));
+      scales[r][0] = _mm256_permute2x128_si256(sc16, sc16, 0x00);
+      scales[r][1] = _mm256_permute2x128_si256(sc16, sc16, 0x11);
+    }
     for (int half = 0; half < 2; ++half) {
-      const __m256i q = load32u(w[sb].qs + 32 * half);
-      for (int k = 0; k < 4; ++k) {
-        const int b = sb * 8 + half * 4 + k;
-        const int is = half * 8 + 2 * k;
-        const __m256i bit = _mm256_set1_epi8(char(1 << (half * 4 + k)));
-        const __m256i hb = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit), four);
-        const __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3), hb);
-        const __m256i p = dot_u8s8(u, load32(x.q + 32 * b));
-        const float f = d * x.d[b];
-        acc = _mm256_add_ps(acc, scale_halves(p, f * sc[is], f * sc[is + 1]));
-        corr += f * float(sc[is] * x.sum16[2 * b] + sc[is + 1] * x.sum16[2 * b + 1]);
+      for (int r = 0; r < R; ++r) {
+        const auto* blk = reinterpret_cast<const BlockQ3_K*>(w + r * rb) + sb;
+        const __m256i hm = load32u(blk->hmask);
+        const __m256i q = load32u(blk->qs + 32 * half);
+        for (int k = 0; k < 4; ++k) {
+          const __m256i bit = _mm256_set1_epi8(char(1 << (half * 4 + k)));
+          const __m256i hb = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit), four);
+          const __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3), hb);
+          const __m256i p = _mm256_maddubs_epi16(u, load32(xq + 128 * half + 32 * k));
+          isum[r] = _mm256_add_epi32(isum[r],
+                                     _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales[r][half], lane16_pair_mask(k))));
+        }
       }
     }
+    for (int r = 0; r < R; ++r) {
+      const auto* blk = reinterpret_cast<const BlockQ3_K*>(w + r * rb) + sb;
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk->d) * x.d[8 * sb]), _mm256_cvtepi32_ps(isum[r]), acc[r]);
+    }
   }
-  return hsum(acc) - 4.f * corr;
+  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
 }
 
 // ---- float formats ---------------------------------------------------------------------------
@@ -253,11 +387,25 @@ float row_float(int n, const uint8_t* w, const float* x) {
 
 // ---- table glue --------------------------------------------------------------------------------
 
-template <typename Block, float (*Fn)(int, const Block*, const ActRow&)>
-void rows_q(int n, const void* w, size_t rb, int nrows, const ActRow& x, float* out) {
-  for (int r = 0; r < nrows; ++r)
-    out[r] = Fn(n, reinterpret_cast<const Block*>(static_cast<const uint8_t*>(w) + r * rb), x);
+// A kernel for R rows at a time, as a template over R.
+template <template <int> class K>
+void rows_multi(int n, const void* w, size_t rb, int nrows, const ActRow& x, float* out) {
+  const uint8_t* p = static_cast<const uint8_t*>(w);
+  int r = 0;
+  for (; r + kRows <= nrows; r += kRows) K<kRows>::run(n, p + r * rb, rb, x, out + r);
+  for (; r < nrows; ++r) K<1>::run(n, p + r * rb, rb, x, out + r);
 }
+
+template <int R> struct Q8_0K { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q8_0<R>(n, w, rb, x, o); } };
+template <int R> struct Q4_0K { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q45_0<R, false>(n, w, rb, x, o); } };
+template <int R> struct Q5_0K { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q45_0<R, true>(n, w, rb, x, o); } };
+template <int R> struct Q4_1K { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q45_1<R, false>(n, w, rb, x, o); } };
+template <int R> struct Q5_1K { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q45_1<R, true>(n, w, rb, x, o); } };
+template <int R> struct Q4_KK { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q45_k<R, false>(n, w, rb, x, o); } };
+template <int R> struct Q5_KK { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q45_k<R, true>(n, w, rb, x, o); } };
+template <int R> struct Q6_KK { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q6_k<R>(n, w, rb, x, o); } };
+template <int R> struct Q2_KK { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q2_k<R>(n, w, rb, x, o); } };
+template <int R> struct Q3_KK { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q3_k<R>(n, w, rb, x, o); } };
 
 template <GgmlType T>
 void rows_f(int n, const void* w, size_t rb, int nrows, const float* x, float* out) {
@@ -265,16 +413,16 @@ void rows_f(int n, const void* w, size_t rb, int nrows, const float* x, float* o
 }
 
 inline void fill_common(DotTable& t) {
-  t.q[int(GgmlType::Q8_0)] = rows_q<BlockQ8_0, row_q8_0>;
-  t.q[int(GgmlType::Q4_0)] = rows_q<BlockQ4_0, row_q4_0>;
-  t.q[int(GgmlType::Q4_1)] = rows_q<BlockQ4_1, row_q4_1>;
-  t.q[int(GgmlType::Q5_0)] = rows_q<BlockQ5_0, row_q5<false, BlockQ5_0>>;
-  t.q[int(GgmlType::Q5_1)] = rows_q<BlockQ5_1, row_q5<true, BlockQ5_1>>;
-  t.q[int(GgmlType::Q4_K)] = rows_q<uint8_t, row_q45_k<false>>;
-  t.q[int(GgmlType::Q5_K)] = rows_q<uint8_t, row_q45_k<true>>;
-  t.q[int(GgmlType::Q6_K)] = rows_q<BlockQ6_K, row_q6_k>;
-  t.q[int(GgmlType::Q2_K)] = rows_q<BlockQ2_K, row_q2_k>;
-  t.q[int(GgmlType::Q3_K)] = rows_q<BlockQ3_K, row_q3_k>;
+  t.q[int(GgmlType::Q8_0)] = rows_multi<Q8_0K>;
+  t.q[int(GgmlType::Q4_0)] = rows_multi<Q4_0K>;
+  t.q[int(GgmlType::Q4_1)] = rows_multi<Q4_1K>;
+  t.q[int(GgmlType::Q5_0)] = rows_multi<Q5_0K>;
+  t.q[int(GgmlType::Q5_1)] = rows_multi<Q5_1K>;
+  t.q[int(GgmlType::Q4_K)] = rows_multi<Q4_KK>;
+  t.q[int(GgmlType::Q5_K)] = rows_multi<Q5_KK>;
+  t.q[int(GgmlType::Q6_K)] = rows_multi<Q6_KK>;
+  t.q[int(GgmlType::Q2_K)] = rows_multi<Q2_KK>;
+  t.q[int(GgmlType::Q3_K)] = rows_multi<Q3_KK>;
   t.f[int(GgmlType::F32)] = rows_f<GgmlType::F32>;
   t.f[int(GgmlType::F16)] = rows_f<GgmlType::F16>;
   t.f[int(GgmlType::BF16)] = rows_f<GgmlType::BF16>;
