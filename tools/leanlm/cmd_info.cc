@@ -3,6 +3,7 @@
 
 #include "common.h"
 #include "gguf/gguf.h"
+#include "quant/dot.h"
 
 namespace leanlm::cli {
 
@@ -34,6 +35,7 @@ void info(const std::string& model_flag, bool show_metadata) {
                 c.n_layer - local);
   }
   std::printf("weights/token: %s read per decode step\n", human_bytes(double(m->weight_bytes_per_token())).c_str());
+  std::printf("kernels:       %s (LEANLM_ISA=scalar|avx2|avx512 selects a lower set)\n", isa_name(best_isa()));
   if (show_metadata) {
     std::printf("\nmetadata (%zu keys):\n", f.metadata().size());
     for (const auto& k : f.metadata_order()) std::printf("  %-40s %s\n", k.c_str(), f.find(k)->to_string().c_str());
@@ -50,7 +52,7 @@ void add_info(CLI::App& app) {
   auto model = std::make_shared<std::string>();
   auto meta = std::make_shared<bool>(false);
   CLI::App* c = app.add_subcommand("info", "show a model file's architecture, hyper-parameters and tensors");
-  c->add_option("-m,--model", *model, "GGUF model file or installed short name (gemma3-270m, smollm2)");
+  c->add_option("-m,--model", *model, kModelHelp);
   c->add_flag("--metadata", *meta, "also list every metadata key");
   c->callback([model, meta] { info(*model, *meta); });
 }

@@ -16,7 +16,7 @@ void add_tokenize(CLI::App& app) {
   };
   auto f = std::make_shared<Flags>();
   CLI::App* c = app.add_subcommand("tokenize", "print the token ids of a text as JSON");
-  c->add_option("-m,--model", f->model, "GGUF model file or installed short name (gemma3-270m, smollm2)");
+  c->add_option("-m,--model", f->model, kModelHelp);
   auto* p = c->add_option("-p,--prompt", f->prompt, "text");
   auto* pf = c->add_option("-f,--file", f->file, "read the text from a file");
   p->excludes(pf);

@@ -22,6 +22,7 @@ struct EngineFlags {
 };
 
 // Help text of the KV flags, shared with eval.
+extern const char* const kModelHelp;
 extern const char* const kKvCodecHelp;
 extern const char* const kKvEvictHelp;
 extern const char* const kKvThinkHelp;
@@ -29,7 +30,7 @@ extern const char* const kKvBudgetHelp;
 
 // -m, else $LEANLM_MODEL, else the model that setup installs.
 std::string default_model_path();
-// -m: a file, or the short name of a model setup installs (gemma3-270m, smollm2); empty: the default.
+// -m: a file, or the short name of a known, installed model (`leanlm list`); empty: the default.
 std::string model_path(const std::string& flag);
 std::string human_bytes(double b);
 // The whole file; `what` names it in the error ("text file", "prompt file").
@@ -44,5 +45,6 @@ void add_tokenize(CLI::App& app);
 void add_chat(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_calibrate(CLI::App& app);
+void add_pull(CLI::App& app);  // pull and list
 
 }  // namespace leanlm::cli

@@ -9,10 +9,13 @@
 #include <sstream>
 
 #include "common.h"
+#include "model_registry.h"
 #include "util/sysinfo.h"
 
 namespace leanlm::cli {
 
+const char* const kModelHelp =
+    "GGUF model file, or a short name (`leanlm list`): gemma3-270m (default), smollm2-135m, qwen2.5-coder-1.5b";
 const char* const kKvCodecHelp =
     "KV cache codec: f16, f32, q8_0, q4_0, kivi2, kivi4, cq-2c8b, cq-4c8b, cq-8c8b, cq-8c10b; parameters as "
     "name:g=G:r=R:rot=1 (g: tokens per block/group, r: recent tokens kept in fp16, rot=1: Hadamard rotation before quantizing; kivi defaults g=32 r=128)";
@@ -26,7 +29,7 @@ const char* const kKvBudgetHelp = "KV tokens kept per layer by the eviction poli
 
 void EngineFlags::add(CLI::App* app, int default_ctx, bool with_kv) {
   ctx = default_ctx;
-  app->add_option("-m,--model", model, "GGUF model file, or an installed model's short name: gemma3-270m (default), smollm2");
+  app->add_option("-m,--model", model, kModelHelp);
   app->add_option("-t,--threads", threads, "threads (default: one per core)")->check(CLI::Range(0, 1024));
   app->add_option("-c,--ctx", ctx, "context size in tokens")->check(CLI::Range(1, 1 << 22))->capture_default_str();
   app->add_option("-b,--batch", batch,
@@ -62,56 +65,22 @@ EngineOptions EngineFlags::resolve(bool progress) const {
   return o;
 }
 
-namespace {
-
-// Models setup installs, by short name (-m NAME), and their files under models/.
-struct KnownModel {
-  const char* name;
-  const char* file;
-};
-constexpr KnownModel kKnownModels[] = {
-    {"gemma3-270m", "gemma-3-270m-q4_k_m.gguf"},
-    {"smollm2", "smollm2-135m-instruct-q4_1.gguf"},
-    {"smollm2-135m", "smollm2-135m-instruct-q4_1.gguf"},
-};
-
-// An installed model file: models/ beside the binary or above it, or ~/.cache/leanlm.
-std::string find_installed(const char* file) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) {
-    for (fs::path dir = exe.parent_path(); !dir.empty() && dir != dir.root_path(); dir = dir.parent_path()) {
-      const fs::path p = dir / "models" / file;
-      if (fs::exists(p, ec)) return p.string();
-    }
-  }
-  if (const char* home = std::getenv("HOME")) {
-    const fs::path p = fs::path(home) / ".cache" / "leanlm" / file;
-    if (fs::exists(p, ec)) return p.string();
-  }
-  return "";
-}
-
-}  // namespace
-
 std::string default_model_path() {
   if (const char* env = std::getenv("LEANLM_MODEL"); env && *env) return env;
-  const char* name = kKnownModels[0].file;
-  const std::string p = find_installed(name);
+  const KnownModel& def = known_models().front();
+  const std::string p = find_installed(def.file);
   if (p.empty())
-    fail(std::string("no model given and the default model (") + name +
-         ") is not installed: run scripts/setup.sh or pass -m MODEL");
+    fail("no model given and the default model (" + def.name + ") is not installed: run scripts/setup.sh, `leanlm pull " +
+         def.name + "`, or pass -m MODEL");
   return p;
 }
 
 std::string model_path(const std::string& flag) {
   if (flag.empty()) return default_model_path();
   if (std::filesystem::exists(flag)) return flag;  // a file of that name wins over a short name
-  for (const KnownModel& m : kKnownModels) {
-    if (flag != m.name) continue;
-    const std::string p = find_installed(m.file);
-    if (p.empty()) fail("model '" + flag + "' (" + m.file + ") is not installed: run scripts/setup.sh");
+  if (const KnownModel* m = find_known_model(flag)) {
+    const std::string p = find_installed(m->file);
+    if (p.empty()) fail("model '" + flag + "' is not installed: run `leanlm pull " + m->name + "`");
     return p;
   }
   return flag;  // a path; opening it reports what is wrong
@@ -150,6 +119,7 @@ int main(int argc, char** argv) {
   add_chat(app);
   add_eval(app);
   add_calibrate(app);
+  add_pull(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
