@@ -1,5 +1,7 @@
 #include "kernels/matmul.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 
 #include "quant/dot.h"
@@ -16,6 +18,36 @@ struct Tile {
   int64_t r0;
   int nr;
 };
+
+// y[t][r] = out[r][t] for r < rows, t < tokens: 8x8 blocks through registers, the edges one by one.
+void transpose_out(const float* out, int cols, int rows, int tokens, float* y, int64_t y_stride) {
+  int r0 = 0;
+  for (; r0 + 8 <= rows; r0 += 8) {
+    int t0 = 0;
+    for (; t0 + 8 <= tokens; t0 += 8) {
+      __m256 v[8];
+      for (int i = 0; i < 8; ++i) v[i] = _mm256_loadu_ps(out + size_t(r0 + i) * cols + t0);
+      // 8x8 transpose: unpack pairs, then 64-bit pairs, then 128-bit halves
+      const __m256 a0 = _mm256_unpacklo_ps(v[0], v[1]), a1 = _mm256_unpackhi_ps(v[0], v[1]);
+      const __m256 a2 = _mm256_unpacklo_ps(v[2], v[3]), a3 = _mm256_unpackhi_ps(v[2], v[3]);
+      const __m256 a4 = _mm256_unpacklo_ps(v[4], v[5]), a5 = _mm256_unpackhi_ps(v[4], v[5]);
+      const __m256 a6 = _mm256_unpacklo_ps(v[6], v[7]), a7 = _mm256_unpackhi_ps(v[6], v[7]);
+      const __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xEE);
+      const __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xEE);
+      const __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xEE);
+      const __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xEE);
+      const __m256 c[8] = {_mm256_permute2f128_ps(b0, b4, 0x20), _mm256_permute2f128_ps(b1, b5, 0x20),
+                           _mm256_permute2f128_ps(b2, b6, 0x20), _mm256_permute2f128_ps(b3, b7, 0x20),
+                           _mm256_permute2f128_ps(b0, b4, 0x31), _mm256_permute2f128_ps(b1, b5, 0x31),
+                           _mm256_permute2f128_ps(b2, b6, 0x31), _mm256_permute2f128_ps(b3, b7, 0x31)};
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(y + (t0 + i) * y_stride + r0, c[i]);
+    }
+    for (; t0 < tokens; ++t0)
+      for (int i = 0; i < 8; ++i) y[t0 * y_stride + r0 + i] = out[size_t(r0 + i) * cols + t0];
+  }
+  for (; r0 < rows; ++r0)
+    for (int t = 0; t < tokens; ++t) y[t * y_stride + r0] = out[size_t(r0) * cols + t];
+}
 
 // Prompt-sized batches: tiles of weight rows are unpacked once and every token panel streams past.
 void run_gemm(ThreadPool& pool, const ActPanels& panels, const std::vector<GemmPanelsFn>& kernels,
@@ -36,10 +68,7 @@ void run_gemm(ThreadPool& pool, const ActPanels& panels, const std::vector<GemmP
       const WeightMat& w = *jb.w;
       unpack_rows(w.type, w.data + tl.r0 * w.row_bytes, w.row_bytes, tl.nr, int(w.n_in), unpacked);
       kernels[tl.job](unpacked, panels, 0, panels.n_panels, out.data(), cols);
-      for (int t = 0; t < n_tokens; ++t) {
-        float* yt = jb.y + t * jb.y_stride + (tl.r0 - jb.row_begin);
-        for (int r = 0; r < tl.nr; ++r) yt[r] = out[size_t(r) * cols + t];
-      }
+      transpose_out(out.data(), cols, tl.nr, n_tokens, jb.y + (tl.r0 - jb.row_begin), jb.y_stride);
     }
   });
 }

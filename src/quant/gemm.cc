@@ -55,6 +55,17 @@ int gemm_group(GgmlType t) {
   return (t == GgmlType::Q2_K || t == GgmlType::Q3_K || t == GgmlType::Q6_K) ? 16 : 32;
 }
 
+int gemm_code_bits(GgmlType t) {
+  switch (t) {
+    case GgmlType::Q2_K: return 2;
+    case GgmlType::Q3_K: return 3;
+    case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q4_K: return 4;
+    case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q5_K: return 5;
+    case GgmlType::Q6_K: return 6;
+    default: return 8;
+  }
+}
+
 namespace {
 
 float h2f(uint16_t h) { return fp16_to_f32(h); }
@@ -187,6 +198,7 @@ void unpack_rows(GgmlType t, const uint8_t* w, size_t row_bytes, int nrows, int 
   out.n = n;
   out.rows = nrows;
   out.group = gemm_group(t);
+  out.code_bits = gemm_code_bits(t);
   const int ng = n / out.group;
   if (out.codes.size() < size_t(nrows) * n) out.codes.resize(size_t(nrows) * n);
   if (out.scale.size() < size_t(nrows) * ng) {

@@ -42,6 +42,7 @@ struct ActPanels {
 // Weight rows unpacked to one code byte per weight plus a float scale and offset per group.
 struct UnpackedRows {
   int n = 0, rows = 0, group = 32;
+  int code_bits = 8;          // codes are below 2^code_bits
   AlignedVec<uint8_t> codes;  // [rows][n]
   AlignedVec<float> scale;    // [rows][n/group]
   AlignedVec<float> offset;   // [rows][n/group]
@@ -55,6 +56,8 @@ struct UnpackedRows {
 bool gemm_supports(GgmlType t);
 // Group size of the unpacked form (32 or 16).
 int gemm_group(GgmlType t);
+// Bits of the unpacked codes (2-6; 8 for Q8_0).
+int gemm_code_bits(GgmlType t);
 
 // Unpacks nrows rows of n weights (row_bytes apart) into out.
 void unpack_rows(GgmlType t, const uint8_t* w, size_t row_bytes, int nrows, int n, UnpackedRows& out);

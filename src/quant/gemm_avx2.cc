@@ -9,36 +9,47 @@
 #include <cstring>
 
 #include "quant/gemm.h"
+#include "util/error.h"
 
 namespace leanlm {
 
 namespace {
 
-inline __m256i dot4(__m256i w, __m256i x) {
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
-}
-
-template <int G, int R>
+// The int16 pair sums of maddubs are added S at a time in int16 before one madd widens them to
+// int32: with codes below 2^bits and activations of magnitude <= 127 a pair sums to at most
+// 2 * 127 * (2^bits - 1), so S = 8 fits int16 for 4-bit codes (30480), S = 4 up to 5-bit codes
+// (31496) and S = 2 for 6-bit codes (32004). That removes most of the widening multiplies, which compete with maddubs for the same
+// execution ports.
+template <int G, int R, int S>
 void tile(const UnpackedRows& w, int r0, const ActPanels& x, int p, float* out, int out_stride) {
+  static_assert(G % (4 * S) == 0);
   const int ng = w.n / G;
   const int8_t* xq = x.panel_q(p);
   const float* xd = x.panel_d(p);
   const float* xs = x.panel_s(p);
+  const __m256i ones = _mm256_set1_epi16(1);
   __m256 af[R][2];
   for (int r = 0; r < R; ++r) af[r][0] = af[r][1] = _mm256_setzero_ps();
   for (int g = 0; g < ng; ++g) {
     __m256i ai[R][2];
     for (int r = 0; r < R; ++r) ai[r][0] = ai[r][1] = _mm256_setzero_si256();
-    for (int k = g * G; k < (g + 1) * G; k += 4) {
-      const __m256i x0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(xq + size_t(k) * kPanelTokens));
-      const __m256i x1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(xq + size_t(k) * kPanelTokens + 32));
-      for (int r = 0; r < R; ++r) {
-        int32_t wb;
-        std::memcpy(&wb, w.row_codes(r0 + r) + k, 4);
-        const __m256i wv = _mm256_set1_epi32(wb);
-        ai[r][0] = _mm256_add_epi32(ai[r][0], dot4(wv, x0));
-        ai[r][1] = _mm256_add_epi32(ai[r][1], dot4(wv, x1));
+    for (int k0 = g * G; k0 < (g + 1) * G; k0 += 4 * S) {
+      __m256i s16[R][2];
+      for (int r = 0; r < R; ++r) s16[r][0] = s16[r][1] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+      for (int k = k0; k < k0 + 4 * S; k += 4) {
+        const __m256i x0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(xq + size_t(k) * kPanelTokens));
+        const __m256i x1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(xq + size_t(k) * kPanelTokens + 32));
+        for (int r = 0; r < R; ++r) {
+          int32_t wb;
+          std::memcpy(&wb, w.row_codes(r0 + r) + k, 4);
+          const __m256i wv = _mm256_set1_epi32(wb);
+          s16[r][0] = _mm256_add_epi16(s16[r][0], _mm256_maddubs_epi16(wv, x0));
+          s16[r][1] = _mm256_add_epi16(s16[r][1], _mm256_maddubs_epi16(wv, x1));
+        }
       }
+      for (int r = 0; r < R; ++r)
+        for (int h = 0; h < 2; ++h) ai[r][h] = _mm256_add_epi32(ai[r][h], _mm256_madd_epi16(s16[r][h], ones));
     }
     for (int h = 0; h < 2; ++h) {
       const __m256 dx = _mm256_loadu_ps(xd + (g * G / 32) * kPanelTokens + 8 * h);
@@ -55,13 +66,15 @@ void tile(const UnpackedRows& w, int r0, const ActPanels& x, int p, float* out, 
     for (int h = 0; h < 2; ++h) _mm256_storeu_ps(out + size_t(r0 + r) * out_stride + 8 * h, af[r][h]);
 }
 
-template <int G>
+constexpr int kTileRows = 4;
+
+template <int G, int S>
 void gemm_g(const UnpackedRows& w, const ActPanels& x, int p_begin, int p_end, float* out, int stride) {
   for (int p = p_begin; p < p_end; ++p) {
     float* o = out + (p - p_begin) * kPanelTokens;
     int r = 0;
-    for (; r + 2 <= w.rows; r += 2) tile<G, 2>(w, r, x, p, o, stride);
-    for (; r < w.rows; ++r) tile<G, 1>(w, r, x, p, o, stride);
+    for (; r + kTileRows <= w.rows; r += kTileRows) tile<G, kTileRows, S>(w, r, x, p, o, stride);
+    for (; r < w.rows; ++r) tile<G, 1, S>(w, r, x, p, o, stride);
   }
 }
 
@@ -69,8 +82,20 @@ void gemm_g(const UnpackedRows& w, const ActPanels& x, int p_begin, int p_end, f
 
 void gemm_panels_avx2(const UnpackedRows& w, const ActPanels& x, int p_begin, int p_end, float* out,
                       int out_stride) {
-  if (w.group == 16) gemm_g<16>(w, x, p_begin, p_end, out, out_stride);
-  else gemm_g<32>(w, x, p_begin, p_end, out, out_stride);
+  if (w.code_bits > 7) fail("gemm_panels_avx2: codes of more than 7 bits saturate maddubs");
+  if (w.code_bits <= 4) {  // 8 * 2 * 127 * 15 = 30480
+    if (w.group == 16) gemm_g<16, 4>(w, x, p_begin, p_end, out, out_stride);
+    else gemm_g<32, 8>(w, x, p_begin, p_end, out, out_stride);
+  } else if (w.code_bits <= 5) {
+    if (w.group == 16) gemm_g<16, 4>(w, x, p_begin, p_end, out, out_stride);
+    else gemm_g<32, 4>(w, x, p_begin, p_end, out, out_stride);
+  } else if (w.code_bits == 6) {
+    if (w.group == 16) gemm_g<16, 2>(w, x, p_begin, p_end, out, out_stride);
+    else gemm_g<32, 2>(w, x, p_begin, p_end, out, out_stride);
+  } else {
+    if (w.group == 16) gemm_g<16, 1>(w, x, p_begin, p_end, out, out_stride);
+    else gemm_g<32, 1>(w, x, p_begin, p_end, out, out_stride);
+  }
 }
 
 }  // namespace leanlm
