@@ -33,11 +33,12 @@ void tile(const UnpackedRows& w, int r0, const ActPanels& x, int p, float* out, 
   for (int g = 0; g < ng; ++g) {
     __m256i ai[R][2];
     for (int r = 0; r < R; ++r) ai[r][0] = ai[r][1] = _mm256_setzero_si256();
-    for (int k0 = g * G; k0 < (g + 1) * G; k0 += 4 * S) {
+    for (int c = 0; c < G / (4 * S); ++c) {
       __m256i s16[R][2];
       for (int r = 0; r < R; ++r) s16[r][0] = s16[r][1] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-      for (int k = k0; k < k0 + 4 * S; k += 4) {
+#pragma GCC unroll 1
+      for (int st = 0; st < S; ++st) {
+        const int k = g * G + c * 4 * S + 4 * st;
         const __m256i x0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(xq + size_t(k) * kPanelTokens));
         const __m256i x1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(xq + size_t(k) * kPanelTokens + 32));
         for (int r = 0; r < R; ++r) {
