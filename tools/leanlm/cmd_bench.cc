@@ -6,6 +6,8 @@
 #include <random>
 
 #include "common.h"
+#include "kernels/bandwidth.h"
+#include "quant/dot.h"
 #include "util/progress.h"
 #include "util/sysinfo.h"
 
@@ -21,6 +23,7 @@ struct BenchFlags {
   int reps = 5;
   bool json = false;
   bool fill_once = false;
+  bool bandwidth = false;
 };
 
 struct Stat { double mean, sd; };
@@ -73,7 +76,8 @@ void bench(const BenchFlags& f) {
                        {"stddev", s.sd}, {"samples", tps}, {"kv_bytes", kv_bytes}});
   };
   if (!f.json) {
-    std::printf("model: %s, threads: %d, kv: %s\n", eo.model_path.c_str(), engine.pool().size(), eo.kv.name().c_str());
+    std::printf("model: %s, threads: %d, kv: %s, kernels: %s\n", eo.model_path.c_str(), engine.pool().size(),
+                eo.kv.name().c_str(), isa_name(best_isa()));
     std::printf("| %-14s | %-21s | %-9s |\n|----------------|-----------------------|-----------|\n", "test", "tokens/s",
                 "KV bytes");
   }
@@ -133,13 +137,28 @@ void bench(const BenchFlags& f) {
       report("tg", ng, at, tps, kvb);
     }
   }
+  // The decode ceiling: read bandwidth on the same threads over the bytes one step reads (weights;
+  // the KV cache adds its bytes at depth).
+  const double wbytes = double(engine.model().weight_bytes_per_token());
+  const double bw = f.bandwidth ? measure_read_bandwidth(engine.pool()) : 0.0;
   if (f.json) {
     nlohmann::json j = {{"model", eo.model_path}, {"threads", engine.pool().size()}, {"kv", eo.kv.name()},
+                        {"isa", isa_name(best_isa())},
                         {"weight_bytes_per_token", engine.model().weight_bytes_per_token()},
                         {"peak_rss_bytes", peak_rss_bytes()}, {"results", results}};
+    if (f.bandwidth) j["read_bandwidth_gbs"] = bw;
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf("peak RSS: %s\n", human_bytes(double(peak_rss_bytes())).c_str());
+    if (f.bandwidth) {
+      const double ceiling = bw * 1e9 / wbytes;
+      std::printf("read bandwidth %.1f GB/s on %d threads; %s of weights per decode step: ceiling %.1f tok/s\n", bw,
+                  engine.pool().size(), human_bytes(wbytes).c_str(), ceiling);
+      for (const auto& r : results)
+        if (r["test"].get<std::string>().rfind("tg", 0) == 0)
+          std::printf("%s: %.0f%% of the ceiling (weights only)\n", r["test"].get<std::string>().c_str(),
+                      100.0 * r["tokens_per_second"].get<double>() / ceiling);
+    }
   }
 }
 
@@ -154,6 +173,9 @@ void add_bench(CLI::App& app) {
   c->add_option("-d,--depth", f->depth, "tokens already in the cache")->delimiter(',')->capture_default_str();
   c->add_option("-r,--reps", f->reps, "repetitions")->check(CLI::Range(1, 1000))->capture_default_str();
   c->add_flag("--json", f->json, "print JSON");
+  c->add_flag("--bandwidth", f->bandwidth,
+              "also measure the read bandwidth on the same threads and report decode as a share of the "
+              "bytes-per-step ceiling");
   c->add_flag("--fill-once", f->fill_once,
               "fill the cache once and run every test and repetition on that sequence, depths ascending "
               "(deep tests without refilling; a test's depth grows by the tokens of the repetitions before it)");
