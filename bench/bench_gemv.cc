@@ -40,7 +40,8 @@ struct Shape {
 // [n_out x n_in] of the decode matrices that dominate each model's bytes.
 constexpr Shape kShapes[] = {
     {"gemma3", "ffn_up", 2048, 640},      {"gemma3", "ffn_down", 640, 2048},
-    {"gemma3", "attn_q", 1024, 640},      {"smollm2", "ffn_up", 1536, 576},
+    {"gemma3", "attn_q", 1024, 640},      {"gemma3", "output", 262144, 640},
+    {"smollm2", "ffn_up", 1536, 576},
     {"smollm2", "ffn_down", 576, 1536},   {"smollm2", "output", 49152, 576},
     {"qwen", "ffn_up", 8960, 1536},       {"qwen", "ffn_down", 1536, 8960},
     {"qwen", "attn_q", 1536, 1536},       {"qwen", "output", 151936, 1536},

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <fstream>
 #include <iomanip>
+#include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -20,10 +22,19 @@ std::string source_dir() {
   return s ? s : ".";
 }
 
-std::string model_path() {
-  if (const char* m = std::getenv("LEANLM_MODEL")) return m;
-  return source_dir() + "/models/gemma-3-270m-q4_k_m.gguf";
-}
+// A model with golden outputs from llama.cpp (scripts/make_reference.py).
+struct RefModel {
+  const char* name;        // test-name suffix
+  const char* golden_dir;  // under tests/golden/
+  const char* file;        // under models/
+  const char* pull_name;   // `leanlm pull NAME` installs it
+};
+const RefModel kModels[] = {
+    {"gemma3_270m", "gemma3-270m", "gemma-3-270m-q4_k_m.gguf", "gemma3-270m"},
+    {"qwen2_5_coder_1_5b", "qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "qwen2.5-coder-1.5b"},
+};
+
+std::string model_path(const RefModel& m) { return source_dir() + "/models/" + m.file; }
 
 struct Golden {
   nlohmann::json ref;
@@ -31,38 +42,53 @@ struct Golden {
   std::vector<float> top_lp;
 };
 
-const Golden& golden() {
-  static Golden g = [] {
-    Golden g;
-    const std::string dir = source_dir() + "/tests/golden/gemma3-270m/";
-    std::ifstream js(dir + "reference.json");
-    if (!js) throw std::runtime_error("missing " + dir + "reference.json");
-    g.ref = nlohmann::json::parse(js);
-    std::ifstream bin(dir + "topk.bin", std::ios::binary);
-    size_t rows = 0;
-    for (const auto& c : g.ref["kl_chunks"]) rows += c.size();
-    const size_t k = g.ref["topk"].get<size_t>();
-    g.top_ids.resize(rows * k);
-    g.top_lp.resize(rows * k);
-    bin.read(reinterpret_cast<char*>(g.top_ids.data()), g.top_ids.size() * 4);
-    bin.read(reinterpret_cast<char*>(g.top_lp.data()), g.top_lp.size() * 4);
-    if (!bin) throw std::runtime_error("truncated " + dir + "topk.bin");
-    return g;
-  }();
-  return g;
+const Golden& golden(const RefModel& m) {
+  static std::map<std::string, Golden> cache;
+  auto it = cache.find(m.name);
+  if (it != cache.end()) return it->second;
+  Golden g;
+  const std::string dir = source_dir() + "/tests/golden/" + m.golden_dir + "/";
+  std::ifstream js(dir + "reference.json");
+  if (!js) throw std::runtime_error("missing " + dir + "reference.json");
+  g.ref = nlohmann::json::parse(js);
+  std::ifstream bin(dir + "topk.bin", std::ios::binary);
+  size_t rows = 0;
+  for (const auto& c : g.ref["kl_chunks"]) rows += c.size();
+  const size_t k = g.ref["topk"].get<size_t>();
+  g.top_ids.resize(rows * k);
+  g.top_lp.resize(rows * k);
+  bin.read(reinterpret_cast<char*>(g.top_ids.data()), g.top_ids.size() * 4);
+  bin.read(reinterpret_cast<char*>(g.top_lp.data()), g.top_lp.size() * 4);
+  if (!bin) throw std::runtime_error("truncated " + dir + "topk.bin");
+  return cache.emplace(m.name, std::move(g)).first->second;
 }
 
-Engine& engine() {
-  static Engine e = [] {
+// One engine at a time (the 1.5B model's weights are a GiB): switching models frees the last one.
+Engine& engine(const RefModel& m) {
+  static std::unique_ptr<Engine> e;
+  static std::string loaded;
+  if (!e || loaded != m.name) {
+    e.reset();
+    const std::string path = model_path(m);
+    if (!std::ifstream(path))
+      throw std::runtime_error(path + " is missing: run `build/leanlm pull " + m.pull_name +
+                               "` (scripts/test.sh does)");
     EngineOptions o;
-    o.model_path = model_path();
+    o.model_path = path;
     o.ctx = 1024;
-    return Engine(o);
-  }();
-  return e;
+    e = std::make_unique<Engine>(o);
+    loaded = m.name;
+  }
+  return *e;
 }
 
-TEST(Reference, TokenizerMatchesLlamaCpp) {
+class Reference : public ::testing::TestWithParam<RefModel> {
+ protected:
+  const Golden& golden() const { return leanlm::golden(GetParam()); }
+  Engine& engine() const { return leanlm::engine(GetParam()); }
+};
+
+TEST_P(Reference, TokenizerMatchesLlamaCpp) {
   const Tokenizer& tok = engine().tokenizer();
   for (const auto& c : golden().ref["tokenizer"]) {
     const std::string text = c["text"];
@@ -71,7 +97,7 @@ TEST(Reference, TokenizerMatchesLlamaCpp) {
   }
 }
 
-TEST(Reference, TextTokensMatchLlamaCpp) {
+TEST_P(Reference, TextTokensMatchLlamaCpp) {
   // The KL chunks are the first tokens of the corpus as llama.cpp tokenized it.
   std::ifstream in(source_dir() + "/" + golden().ref["text_file"].get<std::string>());
   std::stringstream ss;
@@ -98,10 +124,8 @@ struct Agreement {
 };
 
 // Adds leanlm's logits `lg` (one position, full vocabulary) against row `row` of the golden top-K.
-void add_row(Agreement& a, const float* lg, size_t row) {
-  const Golden& g = golden();
+void add_row(const Golden& g, int V, Agreement& a, const float* lg, size_t row) {
   const size_t K = g.ref["topk"];
-  const int V = engine().n_vocab();
   double mx = lg[0];
   for (int v = 1; v < V; ++v) mx = std::max<double>(mx, lg[v]);
   double z = 0;
@@ -124,7 +148,7 @@ void add_row(Agreement& a, const float* lg, size_t row) {
   ++a.rows;
 }
 
-TEST(Reference, NextTokenDistributionsMatchLlamaCpp) {
+TEST_P(Reference, NextTokenDistributionsMatchLlamaCpp) {
   const Golden& g = golden();
   const int V = engine().n_vocab();
   Agreement a;
@@ -133,14 +157,14 @@ TEST(Reference, NextTokenDistributionsMatchLlamaCpp) {
     auto seq = engine().new_sequence();
     std::vector<float> logits;
     engine().feed(*seq, chunk, &logits);
-    for (size_t j = 0; j < chunk.size(); ++j) add_row(a, logits.data() + j * V, a.rows);
+    for (size_t j = 0; j < chunk.size(); ++j) add_row(g, V, a, logits.data() + j * V, a.rows);
   }
   const auto& self = g.ref["llama_cpp_self"];
   std::printf("positions %zu  mean KL %.6f  top-1 agreement %.4f  mean tail mass %.4f\n", a.rows, a.mean_kl(),
               a.top1(), a.mean_tail());
   std::printf("llama.cpp against itself (one token at a time vs one batch): KL %.6f  top-1 %.4f\n",
               self["kl"].get<double>(), self["top1"].get<double>());
-  EXPECT_GE(a.rows, 1000u);
+  EXPECT_GE(a.rows, 512u);
   EXPECT_LE(a.mean_kl(), 0.005);
   // The target is 0.99. llama.cpp does not reach it against itself: its decode and batch
   // paths add in different orders, and this model turns last-bit differences into different int8
@@ -157,19 +181,19 @@ TEST(Reference, NextTokenDistributionsMatchLlamaCpp) {
 // Prompt and decode paths of one engine differ by up to ~0.005 (docs/correctness.md), so the KL
 // bound is 1.5 times llama.cpp's own; a broken decode kernel gives KL 0.6 to 8 here. The greedy
 // test below sees the decode path only through a few dozen steps; this one sees 1,024 of them.
-TEST(Reference, DecodePathDistributionsMatchLlamaCpp) {
+TEST_P(Reference, DecodePathDistributionsMatchLlamaCpp) {
   const Golden& g = golden();
   Agreement a;
   for (const auto& chunk_json : g.ref["kl_chunks"]) {
     const std::vector<int> chunk = chunk_json.get<std::vector<int>>();
     auto seq = engine().new_sequence();
-    for (int tok : chunk) add_row(a, engine().feed(*seq, {tok}), a.rows);
+    for (int tok : chunk) add_row(g, engine().n_vocab(), a, engine().feed(*seq, {tok}), a.rows);
   }
   const auto& self = g.ref["llama_cpp_self"];
   std::printf("decode path: positions %zu  mean KL %.6f  top-1 agreement %.4f\n", a.rows, a.mean_kl(), a.top1());
   std::printf("llama.cpp's decode path against its batch path: KL %.6f  top-1 %.4f\n", self["kl"].get<double>(),
               self["top1"].get<double>());
-  EXPECT_GE(a.rows, 1000u);
+  EXPECT_GE(a.rows, 512u);
   EXPECT_LE(a.mean_kl(), 1.5 * self["kl"].get<double>());
   EXPECT_GE(a.top1(), self["top1"].get<double>() - 0.01);
 }
@@ -184,7 +208,7 @@ double margin(const float* lg, int V, int tok) {
   return double(lg[tok]) - other;
 }
 
-TEST(Reference, GreedyGenerationMatchesLlamaCpp) {
+TEST_P(Reference, GreedyGenerationMatchesLlamaCpp) {
   // Target: identical unless at a near-tie (gap < 1e-3). Not reachable: two valid evaluation paths
   // of this model drift apart within a few positions (llama.cpp's own decode path leaves its batch
   // path after 3 tokens on two of these prompts; see docs/correctness.md), and three of the five
@@ -233,7 +257,7 @@ TEST(Reference, GreedyGenerationMatchesLlamaCpp) {
   EXPECT_LE(rms, kRms);
 }
 
-TEST(Reference, PerplexityWithinHalfPercentOfLlamaCpp) {
+TEST_P(Reference, PerplexityWithinHalfPercentOfLlamaCpp) {
   const auto& pr = golden().ref["perplexity"];
   const int n_ctx = pr["n_ctx"], n_chunks = pr["chunks"];
   std::ifstream in(source_dir() + "/" + golden().ref["text_file"].get<std::string>());
@@ -263,6 +287,9 @@ TEST(Reference, PerplexityWithinHalfPercentOfLlamaCpp) {
   std::printf("perplexity: leanlm %.4f  llama.cpp %.4f  (%+.3f%%)\n", ppl, want, 100 * (ppl / want - 1));
   EXPECT_NEAR(ppl / want, 1.0, 0.005);
 }
+
+INSTANTIATE_TEST_SUITE_P(Models, Reference, ::testing::ValuesIn(kModels),
+                         [](const ::testing::TestParamInfo<RefModel>& i) { return std::string(i.param.name); });
 
 }  // namespace
 }  // namespace leanlm

@@ -74,6 +74,13 @@ inline __m256i dot_s8s8(__m256i w, __m256i x) {
   return dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
 }
 
+inline int hsum_epi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
 // An int32 vector that adds v to a horizontal sum (lane 0 = v, the rest 0).
 inline __m256i lane0(int v) { return _mm256_zextsi128_si256(_mm_cvtsi32_si128(v)); }
 
@@ -97,50 +104,63 @@ void rows_q8_0(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) 
   for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
 }
 
-// Q4_0 and Q5_0: codes carry an offset (8, 16) that is the same for every row, so it is folded
-// into the integer products once per block through the activation sum.
-template <int R, bool kQ5>
-void rows_q45_0(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) {
-  using Block = std::conditional_t<kQ5, BlockQ5_0, BlockQ4_0>;
-  __m256 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  for (int b = 0; b < n / 32; ++b) {
-    const __m256i xv = load32(x.q + 32 * b);
-    const __m256i offset = lane0((kQ5 ? 16 : 8) * sum32(x, b));
-    const float xd = x.d[b];
-    for (int r = 0; r < R; ++r) {
-      const Block* blk = reinterpret_cast<const Block*>(w + r * rb) + b;
-      prefetch_ahead(blk, 1);
-      __m256i u = unpack_nibbles_16(blk->qs);
-      if constexpr (kQ5) u = _mm256_or_si256(u, expand_bits_x16(load_u32(blk->qh)));
-      const __m256i p = _mm256_sub_epi32(dot_u8s8(u, xv), offset);
-      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk->d) * xd), _mm256_cvtepi32_ps(p), acc[r]);
+// Q4_0, Q5_0 (codes with an offset of 8 or 16) and Q4_1, Q5_1 (a float minimum per block).
+// Four blocks at a time: their integer sums are folded by horizontal adds into one register (lane i
+// of each half belongs to block i), converted once and scaled by the four blocks' scales in one
+// multiply-add; offsets and minimums go through the activation block sums, one multiply-add per
+// four blocks. The nibbles are split with one variable shift of a register holding the 16 bytes
+// twice.
+template <bool kQ5, bool kMin>
+float row_q45_legacy(int n, const uint8_t* w, const ActRow& x) {
+  using Block = std::conditional_t<kMin, std::conditional_t<kQ5, BlockQ5_1, BlockQ4_1>,
+                                   std::conditional_t<kQ5, BlockQ5_0, BlockQ4_0>>;
+  const Block* blk = reinterpret_cast<const Block*>(w);
+  const int nb = n / 32;
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  const __m256i high_half_by_4 = _mm256_set_epi64x(4, 4, 0, 0);
+  auto codes = [&](const Block& bk) {
+    const __m256i q = _mm256_broadcastsi128_si256(load16u(bk.qs));
+    __m256i u = _mm256_and_si256(_mm256_srlv_epi64(q, high_half_by_4), m4);
+    if constexpr (kQ5) u = _mm256_or_si256(u, expand_bits_x16(load_u32(bk.qh)));
+    return u;
+  };
+  __m256 acc = _mm256_setzero_ps();
+  __m128 corr = _mm_setzero_ps();  // (offset scale or minimum) * activation scale * code sum, per block
+  int b = 0;
+  for (; b + 4 <= nb; b += 4) {
+    prefetch_ahead(blk + b, 4 * sizeof(Block));
+    __m256i p[4];
+    for (int i = 0; i < 4; ++i) p[i] = dot_u8s8(codes(blk[b + i]), load32(x.q + 32 * (b + i)));
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    const __m128 dw = _mm_cvtph_ps(_mm_setr_epi16(short(blk[b].d), short(blk[b + 1].d), short(blk[b + 2].d),
+                                                  short(blk[b + 3].d), 0, 0, 0, 0));
+    const __m128 xd = _mm_loadu_ps(x.d + b);
+    const __m128 scale = _mm_mul_ps(dw, xd);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(scale, scale), acc);
+    // xd * (sum of the block's 32 activation codes), for four blocks
+    const __m128 xsum = _mm_mul_ps(xd, _mm_cvtepi32_ps(_mm_madd_epi16(load16u(x.sum16 + 2 * b), _mm_set1_epi16(1))));
+    if constexpr (kMin) {
+      const __m128 m = _mm_cvtph_ps(_mm_setr_epi16(short(blk[b].m), short(blk[b + 1].m), short(blk[b + 2].m),
+                                                   short(blk[b + 3].m), 0, 0, 0, 0));
+      corr = _mm_fmadd_ps(m, xsum, corr);
+    } else {
+      corr = _mm_fmadd_ps(dw, xsum, corr);
     }
   }
-  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
-}
-
-// Q4_1 and Q5_1: a float minimum per block and row, m * xd * sum(x codes), in a second accumulator.
-template <int R, bool kQ5>
-void rows_q45_1(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) {
-  using Block = std::conditional_t<kQ5, BlockQ5_1, BlockQ4_1>;
-  __m256 acc[R];
-  float corr[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), corr[r] = 0.f;
-  for (int b = 0; b < n / 32; ++b) {
-    const __m256i xv = load32(x.q + 32 * b);
+  float tail = 0.f, tail_corr = 0.f;
+  for (; b < nb; ++b) {
     const float xd = x.d[b];
-    const float xsum = xd * float(sum32(x, b));
-    for (int r = 0; r < R; ++r) {
-      const Block* blk = reinterpret_cast<const Block*>(w + r * rb) + b;
-      prefetch_ahead(blk, 1);
-      __m256i u = unpack_nibbles_16(blk->qs);
-      if constexpr (kQ5) u = _mm256_or_si256(u, expand_bits_x16(load_u32(blk->qh)));
-      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk->d) * xd), _mm256_cvtepi32_ps(dot_u8s8(u, xv)), acc[r]);
-      corr[r] += h2f(blk->m) * xsum;
-    }
+    tail += h2f(blk[b].d) * xd * float(hsum_epi32(dot_u8s8(codes(blk[b]), load32(x.q + 32 * b))));
+    float c;
+    if constexpr (kMin) c = h2f(blk[b].m);
+    else c = h2f(blk[b].d);
+    tail_corr += c * xd * float(sum32(x, b));
   }
-  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]) + corr[r];
+  __m128 c2 = _mm_add_ps(corr, _mm_movehl_ps(corr, corr));
+  c2 = _mm_add_ss(c2, _mm_movehdup_ps(c2));
+  const float c = _mm_cvtss_f32(c2) + tail_corr;
+  constexpr float kOffset = kMin ? 1.f : (kQ5 ? -16.f : -8.f);  // minimum added, or code offset subtracted
+  return hsum(acc) + tail + kOffset * c;
 }
 
 // ---- K formats (256-element super-blocks) ---------------------------------------------------
@@ -396,11 +416,14 @@ void rows_multi(int n, const void* w, size_t rb, int nrows, const ActRow& x, flo
   for (; r < nrows; ++r) K<1>::run(n, p + r * rb, rb, x, out + r);
 }
 
+// A one-row kernel over every row.
+template <float (*Fn)(int, const uint8_t*, const ActRow&)>
+void rows_one(int n, const void* w, size_t rb, int nrows, const ActRow& x, float* out) {
+  const uint8_t* p = static_cast<const uint8_t*>(w);
+  for (int r = 0; r < nrows; ++r) out[r] = Fn(n, p + r * rb, x);
+}
+
 template <int R> struct Q8_0K { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q8_0<R>(n, w, rb, x, o); } };
-template <int R> struct Q4_0K { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q45_0<R, false>(n, w, rb, x, o); } };
-template <int R> struct Q5_0K { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q45_0<R, true>(n, w, rb, x, o); } };
-template <int R> struct Q4_1K { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q45_1<R, false>(n, w, rb, x, o); } };
-template <int R> struct Q5_1K { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q45_1<R, true>(n, w, rb, x, o); } };
 template <int R> struct Q4_KK { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q45_k<R, false>(n, w, rb, x, o); } };
 template <int R> struct Q5_KK { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q45_k<R, true>(n, w, rb, x, o); } };
 template <int R> struct Q6_KK { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q6_k<R>(n, w, rb, x, o); } };
@@ -414,10 +437,10 @@ void rows_f(int n, const void* w, size_t rb, int nrows, const float* x, float* o
 
 inline void fill_common(DotTable& t) {
   t.q[int(GgmlType::Q8_0)] = rows_multi<Q8_0K>;
-  t.q[int(GgmlType::Q4_0)] = rows_multi<Q4_0K>;
-  t.q[int(GgmlType::Q4_1)] = rows_multi<Q4_1K>;
-  t.q[int(GgmlType::Q5_0)] = rows_multi<Q5_0K>;
-  t.q[int(GgmlType::Q5_1)] = rows_multi<Q5_1K>;
+  t.q[int(GgmlType::Q4_0)] = rows_one<row_q45_legacy<false, false>>;
+  t.q[int(GgmlType::Q4_1)] = rows_one<row_q45_legacy<false, true>>;
+  t.q[int(GgmlType::Q5_0)] = rows_one<row_q45_legacy<true, false>>;
+  t.q[int(GgmlType::Q5_1)] = rows_one<row_q45_legacy<true, true>>;
   t.q[int(GgmlType::Q4_K)] = rows_multi<Q4_KK>;
   t.q[int(GgmlType::Q5_K)] = rows_multi<Q5_KK>;
   t.q[int(GgmlType::Q6_K)] = rows_multi<Q6_KK>;
