@@ -121,6 +121,10 @@ struct Agreement {
   double mean_kl() const { return kl_sum / rows; }
   double top1() const { return double(agree) / rows; }
   double mean_tail() const { return tail_sum / rows; }
+  // Slack for comparing a top-1 rate over `rows` positions with llama.cpp's own rate p: 2.5
+  // standard errors of a rate over that many positions, at least one point (0.013 for 1,024
+  // positions at p = 0.95, 0.019 for 512 at p = 0.97).
+  double top1_slack(double p) const { return std::max(0.01, 2.5 * std::sqrt(p * (1 - p) / double(rows))); }
 };
 
 // Adds leanlm's logits `lg` (one position, full vocabulary) against row `row` of the golden top-K.
@@ -169,9 +173,8 @@ TEST_P(Reference, NextTokenDistributionsMatchLlamaCpp) {
   // The target is 0.99. llama.cpp does not reach it against itself: its decode and batch
   // paths add in different orders, and this model turns last-bit differences into different int8
   // activation codes and fp16 GELU table entries downstream. leanlm must agree with llama.cpp at
-  // least as well as llama.cpp agrees with itself (one point of slack for the sampling noise of
-  // 1,024 positions).
-  EXPECT_GE(a.top1(), self["top1"].get<double>() - 0.01);
+  // least as well as llama.cpp agrees with itself, up to the sampling noise of the positions.
+  EXPECT_GE(a.top1(), self["top1"].get<double>() - a.top1_slack(self["top1"].get<double>()));
 }
 
 // The same positions through leanlm's decode path: the chunks fed one token at a time (per-row dot
@@ -195,7 +198,7 @@ TEST_P(Reference, DecodePathDistributionsMatchLlamaCpp) {
               self["top1"].get<double>());
   EXPECT_GE(a.rows, 512u);
   EXPECT_LE(a.mean_kl(), 1.5 * self["kl"].get<double>());
-  EXPECT_GE(a.top1(), self["top1"].get<double>() - 0.01);
+  EXPECT_GE(a.top1(), self["top1"].get<double>() - a.top1_slack(self["top1"].get<double>()));
 }
 
 // leanlm's logit for `tok` minus its best logit for any other token: positive where leanlm would pick
