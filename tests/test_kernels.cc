@@ -28,6 +28,18 @@ std::vector<Isa> available_isas() {
   return v;
 }
 
+// LEANLM_ISA (set by the ctest entries test_kernels_isa_*) must take effect: the kernels in use are
+// the ones asked for, or the CPU's best when it has less.
+TEST(Dispatch, IsaOverrideTakesEffect) {
+  const char* env = std::getenv("LEANLM_ISA");
+  if (!env) return;
+  const std::string want = env;
+  const auto& f = cpu_features();
+  const bool has_avx512 = f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni;
+  const std::string expect = want == "avx512" && !has_avx512 ? "avx2" : want;
+  EXPECT_EQ(isa_name(best_isa()), expect);
+}
+
 TEST(Fp16, ReferenceMatchesF16C) {
   for (uint32_t h = 0; h < 65536; ++h) {
     const float a = fp16_to_f32_ref(uint16_t(h)), b = fp16_to_f32(uint16_t(h));
@@ -46,14 +58,16 @@ TEST(Fp16, ReferenceMatchesF16C) {
 // dequantized weights with the quantized activations.
 class DotTest : public ::testing::TestWithParam<GgmlType> {};
 
-void check_dot(GgmlType t, int n) {
+// saturate_sign != 0: every weight code byte 0xFF and every activation code +-127 (x constant with
+// that sign): the largest integer sums a kernel can meet, where int16 saturation would show.
+void check_dot(GgmlType t, int n, int saturate_sign = 0) {
   std::mt19937 rng(42 + int(t) + n);
   const int rows = 7;
   const size_t rb = row_bytes(t, n);
-  const std::vector<uint8_t> w = random_matrix(t, rows, n, rng);
+  const std::vector<uint8_t> w = saturate_sign ? saturated_matrix(t, rows, n, rng) : random_matrix(t, rows, n, rng);
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<float> x(n);
-  for (float& v : x) v = nd(rng);
+  for (float& v : x) v = saturate_sign ? float(saturate_sign) : nd(rng);
   ActBatch acts;
   acts.quantize(x.data(), 1, n, n, act_scheme(t));
   const ActRow xr = acts.row(0);
@@ -83,6 +97,12 @@ void check_dot(GgmlType t, int n) {
       EXPECT_NEAR(out[r], ref[r], 1e-5 * mag + 1e-6) << isa_name(isa) << " row " << r << " n " << n;
     }
   }
+}
+
+TEST_P(DotTest, AllIsasMatchReferenceAtSaturation) {
+  const GgmlType t = GetParam();
+  for (int n : traits(t).block_elems == 256 ? std::vector<int>{1024} : std::vector<int>{1024, 608})
+    for (int sign : {1, -1}) check_dot(t, n, sign);
 }
 
 TEST_P(DotTest, AllIsasMatchReference) {
@@ -167,16 +187,21 @@ TEST(ActQuant, FastEqualsReferenceBitForBit) {
 // weight type, on sizes that leave partial row quads and a partial token panel.
 class GemmTest : public ::testing::TestWithParam<GgmlType> {};
 
-TEST_P(GemmTest, MatchesPerRowReference) {
-  const GgmlType t = GetParam();
+// saturated: every weight code byte 0xFF, tokens constant +1 or -1 (activation codes +-127).
+void check_gemm(GgmlType t, bool saturated) {
   std::mt19937 rng(11 + int(t));
   const int n = 512, rows = 37, tokens = 37;
   const size_t rb = row_bytes(t, n);
-  std::vector<uint8_t> w = random_matrix(t, rows, n, rng);
+  std::vector<uint8_t> w = saturated ? saturated_matrix(t, rows, n, rng) : random_matrix(t, rows, n, rng);
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<float> x(size_t(tokens) * n);
-  for (float& v : x) v = nd(rng);
-  x[3 * n + 7] = 40.f;  // an outlier, as real activations have
+  if (saturated) {
+    for (int tk = 0; tk < tokens; ++tk)
+      for (int i = 0; i < n; ++i) x[size_t(tk) * n + i] = tk % 2 ? -1.f : 1.f;
+  } else {
+    for (float& v : x) v = nd(rng);
+    x[3 * n + 7] = 40.f;  // an outlier, as real activations have
+  }
 
   // Unpacking is exact: dequantizing the unpacked form gives the type's own dequantization.
   UnpackedRows u;
@@ -231,6 +256,9 @@ TEST_P(GemmTest, MatchesPerRowReference) {
   matmul(pool, scratch, wm, x.data(), tokens, n, y.data(), rows);
   for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], tol[i]) << "matmul " << i;
 }
+
+TEST_P(GemmTest, MatchesPerRowReference) { check_gemm(GetParam(), false); }
+TEST_P(GemmTest, MatchesPerRowReferenceAtSaturation) { check_gemm(GetParam(), true); }
 
 // Q, K and V style: several matrices of one input in one call give exactly what separate calls give,
 // for prompt batches (GEMM) and single tokens (row kernels), when types share an activation scheme

@@ -122,7 +122,7 @@ struct Agreement {
   double top1() const { return double(agree) / rows; }
   double mean_tail() const { return tail_sum / rows; }
   // Slack for comparing a top-1 rate over `rows` positions with llama.cpp's own rate p: 2.5
-  // standard errors of a rate over that many positions, at least one point (0.013 for 1,024
+  // standard errors of a rate over that many positions, at least one point (0.017 for 1,024
   // positions at p = 0.95, 0.019 for 512 at p = 0.97).
   double top1_slack(double p) const { return std::max(0.01, 2.5 * std::sqrt(p * (1 - p) / double(rows))); }
 };
@@ -168,7 +168,7 @@ TEST_P(Reference, NextTokenDistributionsMatchLlamaCpp) {
               a.top1(), a.mean_tail());
   std::printf("llama.cpp against itself (one token at a time vs one batch): KL %.6f  top-1 %.4f\n",
               self["kl"].get<double>(), self["top1"].get<double>());
-  EXPECT_GE(a.rows, 512u);
+  EXPECT_EQ(a.rows, g.ref["llama_cpp_self"]["positions"].get<size_t>());
   EXPECT_LE(a.mean_kl(), 0.005);
   // The target is 0.99. llama.cpp does not reach it against itself: its decode and batch
   // paths add in different orders, and this model turns last-bit differences into different int8
@@ -196,7 +196,7 @@ TEST_P(Reference, DecodePathDistributionsMatchLlamaCpp) {
   std::printf("decode path: positions %zu  mean KL %.6f  top-1 agreement %.4f\n", a.rows, a.mean_kl(), a.top1());
   std::printf("llama.cpp's decode path against its batch path: KL %.6f  top-1 %.4f\n", self["kl"].get<double>(),
               self["top1"].get<double>());
-  EXPECT_GE(a.rows, 512u);
+  EXPECT_EQ(a.rows, g.ref["llama_cpp_self"]["positions"].get<size_t>());
   EXPECT_LE(a.mean_kl(), 1.5 * self["kl"].get<double>());
   EXPECT_GE(a.top1(), self["top1"].get<double>() - a.top1_slack(self["top1"].get<double>()));
 }

@@ -1,5 +1,6 @@
 #include "quant/dot.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -41,11 +42,12 @@ Isa best_isa() {
     Isa best = Isa::Scalar;
     if (f.avx2 && f.fma && f.f16c) best = Isa::Avx2;
     if (best == Isa::Avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni) best = Isa::Avx512;
-    if (const char* env = std::getenv("LEANLM_ISA")) {
+    if (const char* env = std::getenv("LEANLM_ISA"); env && *env) {
       Isa want = best;
       if (!std::strcmp(env, "scalar")) want = Isa::Scalar;
-      if (!std::strcmp(env, "avx2")) want = Isa::Avx2;
-      if (!std::strcmp(env, "avx512")) want = Isa::Avx512;
+      else if (!std::strcmp(env, "avx2")) want = Isa::Avx2;
+      else if (!std::strcmp(env, "avx512")) want = Isa::Avx512;
+      else std::fprintf(stderr, "warning: LEANLM_ISA=%s is not scalar, avx2 or avx512; ignored\n", env);
       if (int(want) < int(best)) best = want;
     }
     return best;

@@ -8,14 +8,18 @@
 // (see act_quant.h), so one u8*s8 primitive serves every format.
 //
 // Why the kernels look the way they do (decode is a stream of weight bytes; these kernels must
-// keep up with memory, not with themselves):
-//   - kRows weight rows per pass: the activation codes are loaded once per block for all of them,
-//     and each row has its own accumulator, so kRows independent dependency chains hide the
-//     latency of the float adds;
+// keep up with memory, not with themselves; measurements in docs/benchmarks.md):
+//   - one row at a time, front to back, with software prefetch: the rows of a matrix lie one after
+//     the other, and reading 2 or 4 rows in one pass (to share each activation load) turned one
+//     sequential stream into interleaved ones and measured 1.6-2x slower; the activation row is
+//     in L1 either way. The row kernels are templates over a row count R only so that the
+//     measurement can be repeated (kRows);
 //   - K formats accumulate a whole 256-element super-block in int32 (sub-block scales applied with
 //     madd on int16 products, minimums and code offsets through the activation block sums), then
-//     convert once: one float multiply-add per row and super-block instead of one per sub-block.
-//   - bytes are read in the order they lie in memory.
+//     convert once: one float multiply-add per super-block instead of one per sub-block. They
+//     assume the Q8_K activation scheme (one scale per 256 elements, act_quant.h) and read the
+//     scale of the super-block's first 32-block only;
+//   - the legacy formats fold four blocks into one float multiply-add.
 
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -36,7 +40,7 @@ inline uint32_t load_u32(const uint8_t* p) {
   return v;
 }
 
-// Rows handled together by one pass of a kernel.
+// Rows handled together by one pass of a kernel (1: see the top of this file).
 constexpr int kRows = 1;
 // Software prefetch distance. One core streaming a single row has too few misses in flight for
 // the hardware prefetchers alone to reach the memory's speed; prefetching this far ahead of the
@@ -45,13 +49,6 @@ constexpr int kPrefetchAhead = 2048;
 inline void prefetch_ahead(const void* block, size_t bytes) {
   const char* p = static_cast<const char*>(block) + kPrefetchAhead;
   for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
-}
-
-// 16 packed bytes -> 32 codes: low nibbles (elements 0-15), then high nibbles (16-31).
-inline __m256i unpack_nibbles_16(const uint8_t* p) {
-  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m128i m = _mm_set1_epi8(0x0F);
-  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
 }
 
 // 32 bits -> 32 bytes, byte j = 0x10 if bit j is set (the 5th bit of Q5 codes).
@@ -80,9 +77,6 @@ inline int hsum_epi32(__m256i v) {
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
   return _mm_cvtsi128_si32(s);
 }
-
-// An int32 vector that adds v to a horizontal sum (lane 0 = v, the rest 0).
-inline __m256i lane0(int v) { return _mm256_zextsi128_si256(_mm_cvtsi32_si128(v)); }
 
 // ---- legacy 32-element formats --------------------------------------------------------------
 // Per 32-block both operands carry a float scale, so each block ends in one multiply-add per row.

@@ -6,10 +6,11 @@
 
 namespace leanlm {
 
-std::vector<uint8_t> random_row(GgmlType t, int n, std::mt19937& rng) {
+namespace {
+std::vector<uint8_t> row_with_scales(GgmlType t, int n, std::mt19937& rng, bool saturated) {
   const TypeTraits& tr = traits(t);
   std::vector<uint8_t> row(size_t(n / tr.block_elems) * tr.block_bytes);
-  for (auto& b : row) b = uint8_t(rng());
+  for (auto& b : row) b = saturated ? 0xFF : uint8_t(rng());
   std::uniform_real_distribution<float> u(0.001f, 0.05f);
   auto put_h = [&](uint8_t* p, float v) {
     uint16_t h = f32_to_fp16_ref(v);
@@ -45,6 +46,19 @@ std::vector<uint8_t> random_row(GgmlType t, int n, std::mt19937& rng) {
 }
 
 // rows random rows of type t, back to back.
+}  // namespace
+
+std::vector<uint8_t> random_row(GgmlType t, int n, std::mt19937& rng) { return row_with_scales(t, n, rng, false); }
+
+std::vector<uint8_t> saturated_matrix(GgmlType t, int rows, int n, std::mt19937& rng) {
+  std::vector<uint8_t> w;
+  for (int r = 0; r < rows; ++r) {
+    auto row = row_with_scales(t, n, rng, true);
+    w.insert(w.end(), row.begin(), row.end());
+  }
+  return w;
+}
+
 std::vector<uint8_t> random_matrix(GgmlType t, int rows, int n, std::mt19937& rng) {
   std::vector<uint8_t> w;
   for (int r = 0; r < rows; ++r) {

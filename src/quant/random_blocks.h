@@ -14,5 +14,8 @@ namespace leanlm {
 std::vector<uint8_t> random_row(GgmlType t, int n, std::mt19937& rng);
 // rows such rows, back to back.
 std::vector<uint8_t> random_matrix(GgmlType t, int rows, int n, std::mt19937& rng);
+// rows rows whose code bytes are all 0xFF (the largest codes and scales the format holds; -1 for
+// Q8_0), scales as above: the worst case for integer overflow and saturation in the kernels.
+std::vector<uint8_t> saturated_matrix(GgmlType t, int rows, int n, std::mt19937& rng);
 
 }  // namespace leanlm

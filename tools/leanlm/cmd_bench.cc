@@ -140,16 +140,17 @@ void bench(const BenchFlags& f) {
   // The decode ceiling: read bandwidth on the same threads over the bytes one step reads (weights;
   // the KV cache adds its bytes at depth).
   const double wbytes = double(engine.model().weight_bytes_per_token());
+  const size_t peak_rss = peak_rss_bytes();  // before the bandwidth buffer
   const double bw = f.bandwidth ? measure_read_bandwidth(engine.pool()) : 0.0;
   if (f.json) {
     nlohmann::json j = {{"model", eo.model_path}, {"threads", engine.pool().size()}, {"kv", eo.kv.name()},
                         {"isa", isa_name(best_isa())},
                         {"weight_bytes_per_token", engine.model().weight_bytes_per_token()},
-                        {"peak_rss_bytes", peak_rss_bytes()}, {"results", results}};
+                        {"peak_rss_bytes", peak_rss}, {"results", results}};
     if (f.bandwidth) j["read_bandwidth_gbs"] = bw;
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("peak RSS: %s\n", human_bytes(double(peak_rss_bytes())).c_str());
+    std::printf("peak RSS: %s\n", human_bytes(double(peak_rss)).c_str());
     if (f.bandwidth) {
       const double ceiling = bw * 1e9 / wbytes;
       std::printf("read bandwidth %.1f GB/s on %d threads; %s of weights per decode step: ceiling %.1f tok/s\n", bw,

