@@ -324,6 +324,18 @@ void rows_q2_k(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) 
   for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
 }
 
+// Q3_K's 16 six-bit scales (packed in 12 bytes: low nibbles of scales 0-7 and 8-15 in bytes 0-7,
+// two high bits of each in bytes 8-11) as signed bytes, offset -32 applied (unpack_q3k_scales).
+inline __m128i q3k_scales(const uint8_t* p) {
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  const __m128i low8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  const __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(low8, m4), _mm_and_si128(_mm_srli_epi16(low8, 4), m4));
+  const uint32_t a = load_u32(p + 8);
+  const __m128i hi = _mm_set_epi32(int((a >> 6) & 0x03030303u), int((a >> 4) & 0x03030303u),
+                                   int((a >> 2) & 0x03030303u), int(a & 0x03030303u));
+  return _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
+}
+
 // Q3_K: 3-bit codes (two low bits plus a high-bit mask) with offset 4, a signed 6-bit scale per 16.
 template <int R>
 void rows_q3_k(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) {
@@ -338,9 +350,7 @@ void rows_q3_k(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) 
     for (int r = 0; r < R; ++r) {
       const auto* blk = reinterpret_cast<const BlockQ3_K*>(w + r * rb) + sb;
       prefetch_ahead(blk, sizeof(BlockQ3_K));
-      int8_t sc[16];
-      unpack_q3k_scales(blk->scales, sc);
-      const __m256i sc16 = _mm256_cvtepi8_epi16(load16u(sc));
+      const __m256i sc16 = _mm256_cvtepi8_epi16(q3k_scales(blk->scales));
       isum[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc16, xsum16), 2));
       scales[r][0] = _mm256_permute2x128_si256(sc16, sc16, 0x00);
       scales[r][1] = _mm256_permute2x128_si256(sc16, sc16, 0x11);
