@@ -61,6 +61,22 @@ def sha256(path):
     return h.hexdigest()
 
 
+# Stray continuation bytes, invalid lead bytes, truncated sequences. (Not overlong forms or encoded
+# surrogates: llama.cpp decodes those as code points, leanlm treats them as invalid bytes, because
+# the pre-tokenizer regex must only ever see valid UTF-8.)
+BYTE_CASES = [b"ok \xff\xfe bad \xe2\x82 trunc caf\xc3\xa9 end", b"\x80lead", b"tail\xf0\x9f"]
+
+
+def tokenizer_extras(llm, corpus):
+    """llama.cpp's token ids for a whole corpus (as a count and the SHA-256 of the int32 ids) and for
+    byte strings that are not valid UTF-8."""
+    ids = llm.tokenize(pathlib.Path(corpus).read_bytes(), add_bos=False, special=False)
+    return {"corpus_tokens": {"file": str(pathlib.Path(corpus).relative_to(ROOT)), "count": len(ids),
+                              "sha256": hashlib.sha256(np.array(ids, dtype="<i4").tobytes()).hexdigest()},
+            "byte_cases": [{"hex": b.hex(), "ids": llm.tokenize(b, add_bos=False, special=False)}
+                           for b in BYTE_CASES]}
+
+
 def greedy_run(llm, prompt, n):
     """llama.cpp's greedy continuation of prompt, with the gap between its two best logits at each step."""
     llm.reset()
@@ -150,11 +166,22 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="fixture model: tokenizer cases, logits, greedy")
     ap.add_argument("--chat", action="store_true", help="only the chat formats (to --out, a .json file)")
+    ap.add_argument("--corpus", default=str(ROOT / "data" / "shakespeare.txt"),
+                    help="text whose whole tokenization is checked (count and hash of the ids)")
+    ap.add_argument("--tokenizer-extras-only", action="store_true",
+                    help="only add the corpus and byte-string tokenizations to an existing reference.json")
     a = ap.parse_args()
     if a.chat:
         return make_chat_reference(a.out)
     if a.tiny:
         return make_tiny_reference(a)
+    if a.tokenizer_extras_only:
+        path = pathlib.Path(a.out) / "reference.json"
+        ref = json.loads(path.read_text(encoding="utf-8"))
+        ref.update(tokenizer_extras(Llama(a.model, n_ctx=64, vocab_only=True, verbose=False), a.corpus))
+        path.write_text(json.dumps(ref, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"updated {path}", file=sys.stderr)
+        return
 
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -168,6 +195,7 @@ def main():
 
     ref["tokenizer"] = [{"text": t, "ids": llm.tokenize(t.encode(), add_bos=True, special=True)}
                         for t in TOKENIZER_CASES]
+    ref.update(tokenizer_extras(llm, a.corpus))
 
     text = pathlib.Path(a.text).read_text(encoding="utf-8")
     tokens = llm.tokenize(text.encode(), add_bos=True, special=False)

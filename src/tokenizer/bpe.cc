@@ -24,6 +24,8 @@ const char* kLlama3Pattern =
 const char* kQwen2Pattern =
     R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
+const std::string kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD
+
 void append_utf8(std::string& s, uint32_t cp) {
   if (cp < 0x80) s += char(cp);
   else if (cp < 0x800) { s += char(0xC0 | (cp >> 6)); s += char(0x80 | (cp & 0x3F)); }
@@ -65,7 +67,12 @@ class BpeTokenizer : public Tokenizer {
       ignore_merges_ = true;
     } else if (pre == "qwen2" || pre == "deepseek-r1-qwen") {
       pattern = kQwen2Pattern;
-    } else if (pre != "default" && pre != "gpt2" && pre != "smollm") {
+    } else if (pre == "smollm") {
+      // SmolLM's pre-tokenizer splits every digit off first, then applies GPT-2's regex to each
+      // piece on its own: "\n\n1" is "\n\n" + "1" (with the regex over the whole text, the
+      // lookahead of \s+(?!\S) would see the digit and split the newlines in two).
+      digits_first_ = true;
+    } else if (pre != "default" && pre != "gpt2") {
       std::fprintf(stderr, "warning: %s: unknown pre-tokenizer '%s', using GPT-2's\n", f.path().c_str(), pre.c_str());
     }
     int err;
@@ -74,8 +81,17 @@ class BpeTokenizer : public Tokenizer {
                         &off, nullptr);
     if (!re_) fail("internal error: pre-tokenizer regex does not compile");
     pcre2_jit_compile(re_, PCRE2_JIT_COMPLETE);
+    if (digits_first_) {
+      digit_re_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(R"(\p{N})"), PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
+                                &err, &off, nullptr);
+      if (!digit_re_) fail("internal error: digit regex does not compile");
+      pcre2_jit_compile(digit_re_, PCRE2_JIT_COMPLETE);
+    }
   }
-  ~BpeTokenizer() override { pcre2_code_free(re_); }
+  ~BpeTokenizer() override {
+    pcre2_code_free(re_);
+    pcre2_code_free(digit_re_);
+  }
 
  protected:
   std::string normal_piece(int id) const override {
@@ -91,30 +107,91 @@ class BpeTokenizer : public Tokenizer {
     return out;
   }
 
+  // The regex runs over maximal runs of valid UTF-8 with PCRE2_NO_UTF_CHECK: without it PCRE2
+  // validates the whole rest of the subject at every match, which made a 1 MB text take minutes
+  // (quadratic). Each byte that is not part of valid UTF-8 becomes U+FFFD, as in llama.cpp.
   void encode_fragment(const std::string& text, bool, std::vector<int>& out) const override {
     pcre2_match_data* md = pcre2_match_data_create_from_pattern(re_, nullptr);
-    size_t pos = 0;
-    while (pos < text.size()) {
-      int rc = pcre2_match(re_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos, 0, md, nullptr);
-      if (rc < 0) {  // no match (invalid UTF-8 also lands here): the rest is one word
-        encode_word(text.substr(pos), out);
-        break;
+    if (valid_utf8_run(text, 0) == text.size()) {
+      encode_valid(text, 0, text.size(), md, out);
+    } else {
+      std::string clean;
+      for (size_t pos = 0; pos < text.size();) {
+        const size_t end = valid_utf8_run(text, pos);
+        clean.append(text, pos, end - pos);
+        if (end < text.size()) clean += kReplacementChar;
+        pos = end + 1;
       }
-      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
-      if (ov[0] > pos) encode_word(text.substr(pos, ov[0] - pos), out);
-      if (ov[1] == ov[0]) {  // empty match: step one character
-        const size_t l = std::min(utf8_len(static_cast<unsigned char>(text[ov[0]])), text.size() - ov[0]);
-        encode_word(text.substr(ov[0], l), out);
-        pos = ov[0] + l;
-        continue;
-      }
-      encode_word(text.substr(ov[0], ov[1] - ov[0]), out);
-      pos = ov[1];
+      encode_valid(clean, 0, clean.size(), md, out);
     }
     pcre2_match_data_free(md);
   }
 
  private:
+  // End of the longest run of well-formed UTF-8 starting at pos (RFC 3629: no overlong forms,
+  // surrogates or code points above U+10FFFF).
+  static size_t valid_utf8_run(const std::string& s, size_t pos) {
+    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+    const size_t n = s.size();
+    while (pos < n) {
+      const unsigned char c = p[pos];
+      size_t len;
+      unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+      if (c < 0x80) len = 1;
+      else if (c >= 0xC2 && c <= 0xDF) len = 2;
+      else if (c >= 0xE0 && c <= 0xEF) len = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+      else if (c >= 0xF0 && c <= 0xF4) len = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+      else return pos;
+      if (pos + len > n) return pos;
+      if (len > 1 && (p[pos + 1] < lo || p[pos + 1] > hi)) return pos;
+      for (size_t k = 2; k < len; ++k)
+        if ((p[pos + k] & 0xC0) != 0x80) return pos;
+      pos += len;
+    }
+    return pos;
+  }
+
+  // Pre-tokenizes text[begin, end) (valid UTF-8) and encodes each piece; with digits_first_, every
+  // digit is a piece of its own and the regex sees the text between digits one stretch at a time.
+  void encode_valid(const std::string& text, size_t begin, size_t end, pcre2_match_data* md,
+                    std::vector<int>& out) const {
+    if (!digits_first_) return encode_regex(text, begin, end, md, out);
+    const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+    size_t pos = begin;
+    while (pos < end) {
+      const int rc = pcre2_match(digit_re_, subject, end, pos, PCRE2_NO_UTF_CHECK, md, nullptr);
+      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+      const size_t d0 = rc < 0 ? end : ov[0], d1 = rc < 0 ? end : ov[1];
+      if (d0 > pos) encode_regex(text, pos, d0, md, out);
+      if (d1 > d0) encode_word(text.substr(d0, d1 - d0), out);
+      pos = d1;
+    }
+  }
+
+  void encode_regex(const std::string& text, size_t begin, size_t end, pcre2_match_data* md,
+                    std::vector<int>& out) const {
+    const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data()) + begin;
+    const size_t len = end - begin;
+    size_t pos = 0;
+    while (pos < len) {
+      const int rc = pcre2_match(re_, subject, len, pos, PCRE2_NO_UTF_CHECK, md, nullptr);
+      if (rc < 0) {  // no match: the rest is one word
+        encode_word(text.substr(begin + pos, len - pos), out);
+        break;
+      }
+      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+      if (ov[0] > pos) encode_word(text.substr(begin + pos, ov[0] - pos), out);
+      if (ov[1] == ov[0]) {  // empty match: step one character
+        const size_t l = std::min(utf8_len(static_cast<unsigned char>(text[begin + ov[0]])), len - ov[0]);
+        encode_word(text.substr(begin + ov[0], l), out);
+        pos = ov[0] + l;
+        continue;
+      }
+      encode_word(text.substr(begin + ov[0], ov[1] - ov[0]), out);
+      pos = ov[1];
+    }
+  }
+
   void encode_word(const std::string& word, std::vector<int>& out) const {
     std::vector<std::string> syms;
     std::string mapped;
@@ -165,6 +242,8 @@ class BpeTokenizer : public Tokenizer {
   std::unordered_map<std::string, int> ranks_;
   bool ignore_merges_ = false;
   pcre2_code* re_ = nullptr;
+  pcre2_code* digit_re_ = nullptr;  // SmolLM: digits split off before the regex
+  bool digits_first_ = false;
 };
 
 }  // namespace
