@@ -23,7 +23,8 @@ inline __m256i dot_u8s8(__m256i u, __m256i s) {
 #include "quant/dot_simd_impl.h"
 
 // One Q8_0 row times an int8 activation row.
-float row_q8_0_zmm(int n, const BlockQ8_0* w, const ActRow& x) {
+float row_q8_0_zmm(int n, const uint8_t* wp, const ActRow& x) {
+  const auto* w = reinterpret_cast<const BlockQ8_0*>(wp);
   const int nb = n / 32;
   const __m512i block_offsets = _mm512_mullo_epi32(
       _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(sizeof(BlockQ8_0)));
@@ -54,18 +55,11 @@ float row_q8_0_zmm(int n, const BlockQ8_0* w, const ActRow& x) {
   return _mm512_reduce_add_ps(acc);
 }
 
-// One row at a time, for the kernels above.
-template <typename Block, float (*Fn)(int, const Block*, const ActRow&)>
-void rows_single(int n, const void* w, size_t rb, int nrows, const ActRow& x, float* out) {
-  for (int r = 0; r < nrows; ++r)
-    out[r] = Fn(n, reinterpret_cast<const Block*>(static_cast<const uint8_t*>(w) + r * rb), x);
-}
-
 }  // namespace avx512
 
 void fill_avx512_table(DotTable& t) {
   avx512::fill_common(t);
-  t.q[int(GgmlType::Q8_0)] = avx512::rows_single<BlockQ8_0, avx512::row_q8_0_zmm>;
+  t.q[int(GgmlType::Q8_0)] = avx512::rows_one<avx512::row_q8_0_zmm>;
 }
 
 }  // namespace leanlm

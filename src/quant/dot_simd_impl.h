@@ -12,8 +12,7 @@
 //   - one row at a time, front to back, with software prefetch: the rows of a matrix lie one after
 //     the other, and reading 2 or 4 rows in one pass (to share each activation load) turned one
 //     sequential stream into interleaved ones and measured 1.6-2x slower; the activation row is
-//     in L1 either way. The row kernels are templates over a row count R only so that the
-//     measurement can be repeated (kRows);
+//     in L1 either way;
 //   - K formats accumulate a whole 256-element super-block in int32 (sub-block scales applied with
 //     madd on int16 products, minimums and code offsets through the activation block sums), then
 //     convert once: one float multiply-add per super-block instead of one per sub-block. They
@@ -40,8 +39,6 @@ inline uint32_t load_u32(const uint8_t* p) {
   return v;
 }
 
-// Rows handled together by one pass of a kernel (1: see the top of this file).
-constexpr int kRows = 1;
 // Software prefetch distance. One core streaming a single row has too few misses in flight for
 // the hardware prefetchers alone to reach the memory's speed; prefetching this far ahead of the
 // block being read was measured best (bench/bench_gemv, 512-4096 tried).
@@ -79,23 +76,17 @@ inline int hsum_epi32(__m256i v) {
 }
 
 // ---- legacy 32-element formats --------------------------------------------------------------
-// Per 32-block both operands carry a float scale, so each block ends in one multiply-add per row.
+// Per 32-block both operands carry a float scale, so each block ends in a float multiply-add.
 
-template <int R>
-void rows_q8_0(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) {
-  __m256 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+float row_q8_0(int n, const uint8_t* w, const ActRow& x) {
+  const auto* blk = reinterpret_cast<const BlockQ8_0*>(w);
+  __m256 acc = _mm256_setzero_ps();
   for (int b = 0; b < n / 32; ++b) {
-    const __m256i xv = load32(x.q + 32 * b);
-    const float xd = x.d[b];
-    for (int r = 0; r < R; ++r) {
-      const auto* blk = reinterpret_cast<const BlockQ8_0*>(w + r * rb) + b;
-      prefetch_ahead(blk, 1);
-      const __m256i p = dot_s8s8(load32u(reinterpret_cast<const uint8_t*>(blk->qs)), xv);
-      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk->d) * xd), _mm256_cvtepi32_ps(p), acc[r]);
-    }
+    prefetch_ahead(blk + b, 1);
+    const __m256i p = dot_s8s8(load32u(reinterpret_cast<const uint8_t*>(blk[b].qs)), load32(x.q + 32 * b));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk[b].d) * x.d[b]), _mm256_cvtepi32_ps(p), acc);
   }
-  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
+  return hsum(acc);
 }
 
 // Q4_0, Q5_0 (codes with an offset of 8 or 16) and Q4_1, Q5_1 (a float minimum per block).
@@ -181,147 +172,118 @@ inline void k4_scales_mins(const uint8_t* p, __m128i* sc, __m128i* mn) {
   *mn = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, int(mn_hi), int(mn_lo)));
 }
 
-template <int R, bool kQ5>
-void rows_q45_k(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) {
+template <bool kQ5>
+float row_q45_k(int n, const uint8_t* w, const ActRow& x) {
   constexpr size_t kBytes = kQ5 ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
   constexpr size_t kQsAt = kQ5 ? 48 : 16;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   const __m256i one = _mm256_set1_epi8(1);
-  __m256 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  __m256 acc = _mm256_setzero_ps();
   for (int sb = 0; sb < n / 256; ++sb) {
+    const uint8_t* blk = w + sb * kBytes;
+    prefetch_ahead(blk, kBytes);
     const int8_t* xq = x.q + 256 * sb;
     const float xd = x.d[8 * sb];
-    // the eight 32-element sums of the activation codes, for the minimums
+    __m128i sc, mn;
+    k4_scales_mins(blk + 4, &sc, &mn);
+    // minimums times the eight 32-element sums of the activation codes
     const __m128i bsum = _mm_hadd_epi16(load16u(x.sum16 + 16 * sb), load16u(x.sum16 + 16 * sb + 8));
-    __m256i scales[R], isum[R], qh[R];
-    float dx[R];
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* blk = w + r * rb + sb * kBytes;
-      prefetch_ahead(blk, kBytes);
-      __m128i sc, mn;
-      k4_scales_mins(blk + 4, &sc, &mn);
-      scales[r] = _mm256_broadcastsi128_si256(sc);
-      const __m256i msum = _mm256_zextsi128_si256(_mm_madd_epi16(mn, bsum));
-      acc[r] = _mm256_fnmadd_ps(_mm256_set1_ps(h2f(load_u16(blk + 2)) * xd), _mm256_cvtepi32_ps(msum), acc[r]);
-      dx[r] = h2f(load_u16(blk)) * xd;
-      isum[r] = _mm256_setzero_si256();
-      if constexpr (kQ5) qh[r] = load32u(blk + 16);
-    }
+    const __m256i msum = _mm256_zextsi128_si256(_mm_madd_epi16(mn, bsum));
+    acc = _mm256_fnmadd_ps(_mm256_set1_ps(h2f(load_u16(blk + 2)) * xd), _mm256_cvtepi32_ps(msum), acc);
+    const __m256i scales = _mm256_broadcastsi128_si256(sc);
+    __m256i qh = kQ5 ? load32u(blk + 16) : _mm256_setzero_si256();
+    __m256i isum = _mm256_setzero_si256();
     for (int g = 0; g < 4; ++g) {
-      const __m256i x0 = load32(xq + 64 * g), x1 = load32(xq + 64 * g + 32);
-      const __m256i s0 = lane16_mask(2 * g), s1 = lane16_mask(2 * g + 1);
-      for (int r = 0; r < R; ++r) {
-        const __m256i q = load32u(w + r * rb + sb * kBytes + kQsAt + 32 * g);
-        __m256i lo = _mm256_and_si256(q, m4);
-        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-        if constexpr (kQ5) {
-          lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh[r], one), 4));
-          hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh[r], 1), one), 4));
-          qh[r] = _mm256_srli_epi16(qh[r], 2);
-        }
-        // codes <= 31, activations <= 127: the int16 pair sums cannot saturate
-        const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_shuffle_epi8(scales[r], s0));
-        const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), _mm256_shuffle_epi8(scales[r], s1));
-        isum[r] = _mm256_add_epi32(isum[r], _mm256_add_epi32(p0, p1));
+      const __m256i q = load32u(blk + kQsAt + 32 * g);
+      __m256i lo = _mm256_and_si256(q, m4);
+      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      if constexpr (kQ5) {
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
+        qh = _mm256_srli_epi16(qh, 2);
       }
+      // codes <= 31, activations <= 127: the int16 pair sums cannot saturate
+      const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load32(xq + 64 * g)),
+                                           _mm256_shuffle_epi8(scales, lane16_mask(2 * g)));
+      const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load32(xq + 64 * g + 32)),
+                                           _mm256_shuffle_epi8(scales, lane16_mask(2 * g + 1)));
+      isum = _mm256_add_epi32(isum, _mm256_add_epi32(p0, p1));
     }
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dx[r]), _mm256_cvtepi32_ps(isum[r]), acc[r]);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(load_u16(blk)) * xd), _mm256_cvtepi32_ps(isum), acc);
   }
-  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
+  return hsum(acc);
 }
 
+// The formats with one scale per 16 elements (Q6_K, Q2_K, Q3_K): their 16 scales as int16, split
+// into two registers whose 128-bit halves both hold scales 0-7 (half 0) or 8-15 (half 1).
+struct Scales16 {
+  __m256i half[2];
+  explicit Scales16(__m256i sc16)
+      : half{_mm256_permute2x128_si256(sc16, sc16, 0x00), _mm256_permute2x128_si256(sc16, sc16, 0x11)} {}
+  // The int16 products p of group k (0-3) of a half times their two scales, summed into int32.
+  __m256i apply(__m256i p, int h, int k) const {
+    return _mm256_madd_epi16(p, _mm256_shuffle_epi8(half[h], lane16_pair_mask(k)));
+  }
+};
+
 // Q6_K: 6-bit codes with offset 32, one signed scale per 16 elements.
-template <int R>
-void rows_q6_k(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) {
+float row_q6_k(int n, const uint8_t* w, const ActRow& x) {
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   const __m256i m30 = _mm256_set1_epi8(0x30);
-  __m256 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  __m256 acc = _mm256_setzero_ps();
   for (int sb = 0; sb < n / 256; ++sb) {
+    const auto* blk = reinterpret_cast<const BlockQ6_K*>(w) + sb;
+    prefetch_ahead(blk, sizeof(BlockQ6_K));
     const int8_t* xq = x.q + 256 * sb;
+    const __m256i sc16 = _mm256_cvtepi8_epi16(load16u(blk->scales));
+    const Scales16 scales(sc16);
+    // offset: -32 * sum over 16-element groups of scale * activation sum
     const __m256i xsum16 = load32u(reinterpret_cast<const uint8_t*>(x.sum16 + 16 * sb));
-    __m256i isum[R], scales[R][2];
-    for (int r = 0; r < R; ++r) {
-      const auto* blk = reinterpret_cast<const BlockQ6_K*>(w + r * rb) + sb;
-      prefetch_ahead(blk, sizeof(BlockQ6_K));
-      const __m256i sc16 = _mm256_cvtepi8_epi16(load16u(blk->scales));
-      // offset: -32 * sum over 16-element groups of scale * activation sum
-      isum[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc16, xsum16), 5));
-      scales[r][0] = _mm256_permute2x128_si256(sc16, sc16, 0x00);
-      scales[r][1] = _mm256_permute2x128_si256(sc16, sc16, 0x11);
-    }
+    __m256i isum = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc16, xsum16), 5));
     for (int half = 0; half < 2; ++half) {
-      const int8_t* xh = xq + 128 * half;
-      for (int r = 0; r < R; ++r) {
-        const auto* blk = reinterpret_cast<const BlockQ6_K*>(w + r * rb) + sb;
-        const __m256i ql0 = load32u(blk->ql + 64 * half);
-        const __m256i ql1 = load32u(blk->ql + 64 * half + 32);
-        const __m256i qh = load32u(blk->qh + 32 * half);
-        __m256i u[4];
-        u[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
-        u[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
-        u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30));
-        u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                               _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
-        for (int k = 0; k < 4; ++k) {
-          // codes <= 63, activations <= 127: int16 pair sums <= 16002
-          const __m256i p = _mm256_maddubs_epi16(u[k], load32(xh + 32 * k));
-          isum[r] = _mm256_add_epi32(isum[r],
-                                     _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales[r][half], lane16_pair_mask(k))));
-        }
-      }
+      const __m256i ql0 = load32u(blk->ql + 64 * half);
+      const __m256i ql1 = load32u(blk->ql + 64 * half + 32);
+      const __m256i qh = load32u(blk->qh + 32 * half);
+      __m256i u[4];
+      u[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+      u[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+      u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30));
+      u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                             _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+      for (int k = 0; k < 4; ++k)  // codes <= 63, activations <= 127: int16 pair sums <= 16002
+        isum = _mm256_add_epi32(isum, scales.apply(_mm256_maddubs_epi16(u[k], load32(xq + 128 * half + 32 * k)), half, k));
     }
-    for (int r = 0; r < R; ++r) {
-      const auto* blk = reinterpret_cast<const BlockQ6_K*>(w + r * rb) + sb;
-      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk->d) * x.d[8 * sb]), _mm256_cvtepi32_ps(isum[r]), acc[r]);
-    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk->d) * x.d[8 * sb]), _mm256_cvtepi32_ps(isum), acc);
   }
-  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
+  return hsum(acc);
 }
 
 // Q2_K: 2-bit codes, a 4-bit scale and a 4-bit minimum per 16 elements.
-template <int R>
-void rows_q2_k(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) {
+float row_q2_k(int n, const uint8_t* w, const ActRow& x) {
   const __m256i m3 = _mm256_set1_epi8(3);
   const __m128i m4 = _mm_set1_epi8(0x0F);
-  __m256 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  __m256 acc = _mm256_setzero_ps();
   for (int sb = 0; sb < n / 256; ++sb) {
+    const auto* blk = reinterpret_cast<const BlockQ2_K*>(w) + sb;
+    prefetch_ahead(blk, sizeof(BlockQ2_K));
     const int8_t* xq = x.q + 256 * sb;
     const float xd = x.d[8 * sb];
+    const __m128i packed = load16u(blk->scales);
+    const Scales16 scales(_mm256_cvtepu8_epi16(_mm_and_si128(packed, m4)));
+    const __m256i mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), m4));
     const __m256i xsum16 = load32u(reinterpret_cast<const uint8_t*>(x.sum16 + 16 * sb));
-    __m256i isum[R], scales[R][2];
-    for (int r = 0; r < R; ++r) {
-      const auto* blk = reinterpret_cast<const BlockQ2_K*>(w + r * rb) + sb;
-      prefetch_ahead(blk, sizeof(BlockQ2_K));
-      const __m128i packed = load16u(blk->scales);
-      const __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(packed, m4));
-      const __m256i mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), m4));
-      acc[r] = _mm256_fnmadd_ps(_mm256_set1_ps(h2f(blk->dmin) * xd), _mm256_cvtepi32_ps(_mm256_madd_epi16(mn16, xsum16)),
-                                acc[r]);
-      scales[r][0] = _mm256_permute2x128_si256(sc16, sc16, 0x00);
-      scales[r][1] = _mm256_permute2x128_si256(sc16, sc16, 0x11);
-      isum[r] = _mm256_setzero_si256();
-    }
+    acc = _mm256_fnmadd_ps(_mm256_set1_ps(h2f(blk->dmin) * xd), _mm256_cvtepi32_ps(_mm256_madd_epi16(mn16, xsum16)), acc);
+    __m256i isum = _mm256_setzero_si256();
     for (int half = 0; half < 2; ++half) {
-      for (int r = 0; r < R; ++r) {
-        const auto* blk = reinterpret_cast<const BlockQ2_K*>(w + r * rb) + sb;
-        const __m256i q = load32u(blk->qs + 32 * half);
-        for (int k = 0; k < 4; ++k) {
-          const __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);
-          const __m256i p = _mm256_maddubs_epi16(u, load32(xq + 128 * half + 32 * k));
-          isum[r] = _mm256_add_epi32(isum[r],
-                                     _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales[r][half], lane16_pair_mask(k))));
-        }
+      const __m256i q = load32u(blk->qs + 32 * half);
+      for (int k = 0; k < 4; ++k) {
+        const __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);
+        isum = _mm256_add_epi32(isum, scales.apply(_mm256_maddubs_epi16(u, load32(xq + 128 * half + 32 * k)), half, k));
       }
     }
-    for (int r = 0; r < R; ++r) {
-      const auto* blk = reinterpret_cast<const BlockQ2_K*>(w + r * rb) + sb;
-      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk->d) * xd), _mm256_cvtepi32_ps(isum[r]), acc[r]);
-    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk->d) * xd), _mm256_cvtepi32_ps(isum), acc);
   }
-  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
+  return hsum(acc);
 }
 
 // Q3_K's 16 six-bit scales (packed in 12 bytes: low nibbles of scales 0-7 and 8-15 in bytes 0-7,
@@ -337,45 +299,31 @@ inline __m128i q3k_scales(const uint8_t* p) {
 }
 
 // Q3_K: 3-bit codes (two low bits plus a high-bit mask) with offset 4, a signed 6-bit scale per 16.
-template <int R>
-void rows_q3_k(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) {
+float row_q3_k(int n, const uint8_t* w, const ActRow& x) {
   const __m256i m3 = _mm256_set1_epi8(3);
   const __m256i four = _mm256_set1_epi8(4);
-  __m256 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  __m256 acc = _mm256_setzero_ps();
   for (int sb = 0; sb < n / 256; ++sb) {
+    const auto* blk = reinterpret_cast<const BlockQ3_K*>(w) + sb;
+    prefetch_ahead(blk, sizeof(BlockQ3_K));
     const int8_t* xq = x.q + 256 * sb;
+    const __m256i sc16 = _mm256_cvtepi8_epi16(q3k_scales(blk->scales));
+    const Scales16 scales(sc16);
     const __m256i xsum16 = load32u(reinterpret_cast<const uint8_t*>(x.sum16 + 16 * sb));
-    __m256i isum[R], scales[R][2];
-    for (int r = 0; r < R; ++r) {
-      const auto* blk = reinterpret_cast<const BlockQ3_K*>(w + r * rb) + sb;
-      prefetch_ahead(blk, sizeof(BlockQ3_K));
-      const __m256i sc16 = _mm256_cvtepi8_epi16(q3k_scales(blk->scales));
-      isum[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc16, xsum16), 2));
-      scales[r][0] = _mm256_permute2x128_si256(sc16, sc16, 0x00);
-      scales[r][1] = _mm256_permute2x128_si256(sc16, sc16, 0x11);
-    }
+    __m256i isum = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc16, xsum16), 2));
+    const __m256i hm = load32u(blk->hmask);
     for (int half = 0; half < 2; ++half) {
-      for (int r = 0; r < R; ++r) {
-        const auto* blk = reinterpret_cast<const BlockQ3_K*>(w + r * rb) + sb;
-        const __m256i hm = load32u(blk->hmask);
-        const __m256i q = load32u(blk->qs + 32 * half);
-        for (int k = 0; k < 4; ++k) {
-          const __m256i bit = _mm256_set1_epi8(char(1 << (half * 4 + k)));
-          const __m256i hb = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit), four);
-          const __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3), hb);
-          const __m256i p = _mm256_maddubs_epi16(u, load32(xq + 128 * half + 32 * k));
-          isum[r] = _mm256_add_epi32(isum[r],
-                                     _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales[r][half], lane16_pair_mask(k))));
-        }
+      const __m256i q = load32u(blk->qs + 32 * half);
+      for (int k = 0; k < 4; ++k) {
+        const __m256i bit = _mm256_set1_epi8(char(1 << (half * 4 + k)));
+        const __m256i hb = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit), four);
+        const __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3), hb);
+        isum = _mm256_add_epi32(isum, scales.apply(_mm256_maddubs_epi16(u, load32(xq + 128 * half + 32 * k)), half, k));
       }
     }
-    for (int r = 0; r < R; ++r) {
-      const auto* blk = reinterpret_cast<const BlockQ3_K*>(w + r * rb) + sb;
-      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk->d) * x.d[8 * sb]), _mm256_cvtepi32_ps(isum[r]), acc[r]);
-    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk->d) * x.d[8 * sb]), _mm256_cvtepi32_ps(isum), acc);
   }
-  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
+  return hsum(acc);
 }
 
 // ---- float formats ---------------------------------------------------------------------------
@@ -411,15 +359,6 @@ float row_float(int n, const uint8_t* w, const float* x) {
 
 // ---- table glue --------------------------------------------------------------------------------
 
-// A kernel for R rows at a time, as a template over R.
-template <template <int> class K>
-void rows_multi(int n, const void* w, size_t rb, int nrows, const ActRow& x, float* out) {
-  const uint8_t* p = static_cast<const uint8_t*>(w);
-  int r = 0;
-  for (; r + kRows <= nrows; r += kRows) K<kRows>::run(n, p + r * rb, rb, x, out + r);
-  for (; r < nrows; ++r) K<1>::run(n, p + r * rb, rb, x, out + r);
-}
-
 // A one-row kernel over every row.
 template <float (*Fn)(int, const uint8_t*, const ActRow&)>
 void rows_one(int n, const void* w, size_t rb, int nrows, const ActRow& x, float* out) {
@@ -427,29 +366,22 @@ void rows_one(int n, const void* w, size_t rb, int nrows, const ActRow& x, float
   for (int r = 0; r < nrows; ++r) out[r] = Fn(n, p + r * rb, x);
 }
 
-template <int R> struct Q8_0K { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q8_0<R>(n, w, rb, x, o); } };
-template <int R> struct Q4_KK { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q45_k<R, false>(n, w, rb, x, o); } };
-template <int R> struct Q5_KK { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q45_k<R, true>(n, w, rb, x, o); } };
-template <int R> struct Q6_KK { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q6_k<R>(n, w, rb, x, o); } };
-template <int R> struct Q2_KK { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q2_k<R>(n, w, rb, x, o); } };
-template <int R> struct Q3_KK { static void run(int n, const uint8_t* w, size_t rb, const ActRow& x, float* o) { rows_q3_k<R>(n, w, rb, x, o); } };
-
 template <GgmlType T>
 void rows_f(int n, const void* w, size_t rb, int nrows, const float* x, float* out) {
   for (int r = 0; r < nrows; ++r) out[r] = row_float<T>(n, static_cast<const uint8_t*>(w) + r * rb, x);
 }
 
 inline void fill_common(DotTable& t) {
-  t.q[int(GgmlType::Q8_0)] = rows_multi<Q8_0K>;
+  t.q[int(GgmlType::Q8_0)] = rows_one<row_q8_0>;
   t.q[int(GgmlType::Q4_0)] = rows_one<row_q45_legacy<false, false>>;
   t.q[int(GgmlType::Q4_1)] = rows_one<row_q45_legacy<false, true>>;
   t.q[int(GgmlType::Q5_0)] = rows_one<row_q45_legacy<true, false>>;
   t.q[int(GgmlType::Q5_1)] = rows_one<row_q45_legacy<true, true>>;
-  t.q[int(GgmlType::Q4_K)] = rows_multi<Q4_KK>;
-  t.q[int(GgmlType::Q5_K)] = rows_multi<Q5_KK>;
-  t.q[int(GgmlType::Q6_K)] = rows_multi<Q6_KK>;
-  t.q[int(GgmlType::Q2_K)] = rows_multi<Q2_KK>;
-  t.q[int(GgmlType::Q3_K)] = rows_multi<Q3_KK>;
+  t.q[int(GgmlType::Q4_K)] = rows_one<row_q45_k<false>>;
+  t.q[int(GgmlType::Q5_K)] = rows_one<row_q45_k<true>>;
+  t.q[int(GgmlType::Q6_K)] = rows_one<row_q6_k>;
+  t.q[int(GgmlType::Q2_K)] = rows_one<row_q2_k>;
+  t.q[int(GgmlType::Q3_K)] = rows_one<row_q3_k>;
   t.f[int(GgmlType::F32)] = rows_f<GgmlType::F32>;
   t.f[int(GgmlType::F16)] = rows_f<GgmlType::F16>;
   t.f[int(GgmlType::BF16)] = rows_f<GgmlType::BF16>;
