@@ -8,12 +8,12 @@
 #include <fstream>
 #include <iomanip>
 #include <map>
-#include <openssl/evp.h>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "engine/engine.h"
+#include "util/sha256.h"
 
 namespace leanlm {
 namespace {
@@ -114,19 +114,6 @@ TEST_P(Reference, TextTokensMatchLlamaCpp) {
     got[0] = want[0];  // BOS replaces the first token of every chunk
     EXPECT_EQ(got, want) << "chunk " << c;
   }
-}
-
-std::string sha256_hex(const void* data, size_t n) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned len = 0;
-  EVP_Digest(data, n, md, &len, EVP_sha256(), nullptr);
-  std::string s;
-  static const char* hexd = "0123456789abcdef";
-  for (unsigned i = 0; i < len; ++i) {
-    s.push_back(hexd[md[i] >> 4]);
-    s.push_back(hexd[md[i] & 15]);
-  }
-  return s;
 }
 
 // The whole corpus (5 MB of Shakespeare) tokenized as llama.cpp does: compared by count and by the

@@ -19,6 +19,7 @@
 #include "common.h"
 #include "model_registry.h"
 #include "util/progress.h"
+#include "util/sha256.h"
 #include "wheel.h"
 
 extern char** environ;
