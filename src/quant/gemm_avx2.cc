@@ -81,22 +81,22 @@ void gemm_g(const UnpackedRows& w, const ActPanels& x, int p_begin, int p_end, f
 
 }  // namespace
 
+// The int16 step count S for the code width (see tile): at most 8 for 4-bit codes
+// (8 * 2 * 127 * 15 = 30480), 4 for 5-bit, 2 for 6-bit, 1 above; a chunk never spans groups.
+template <int G>
+void gemm_by_code_bits(const UnpackedRows& w, const ActPanels& x, int p_begin, int p_end, float* out, int stride) {
+  constexpr int kMaxS = G / 4 < 8 ? G / 4 : 8;
+  if (w.code_bits <= 4) gemm_g<G, kMaxS>(w, x, p_begin, p_end, out, stride);
+  else if (w.code_bits == 5) gemm_g<G, 4>(w, x, p_begin, p_end, out, stride);
+  else if (w.code_bits == 6) gemm_g<G, 2>(w, x, p_begin, p_end, out, stride);
+  else gemm_g<G, 1>(w, x, p_begin, p_end, out, stride);
+}
+
 void gemm_panels_avx2(const UnpackedRows& w, const ActPanels& x, int p_begin, int p_end, float* out,
                       int out_stride) {
   if (w.code_bits > 7) fail("gemm_panels_avx2: codes of more than 7 bits saturate maddubs");
-  if (w.code_bits <= 4) {  // 8 * 2 * 127 * 15 = 30480
-    if (w.group == 16) gemm_g<16, 4>(w, x, p_begin, p_end, out, out_stride);
-    else gemm_g<32, 8>(w, x, p_begin, p_end, out, out_stride);
-  } else if (w.code_bits <= 5) {
-    if (w.group == 16) gemm_g<16, 4>(w, x, p_begin, p_end, out, out_stride);
-    else gemm_g<32, 4>(w, x, p_begin, p_end, out, out_stride);
-  } else if (w.code_bits == 6) {
-    if (w.group == 16) gemm_g<16, 2>(w, x, p_begin, p_end, out, out_stride);
-    else gemm_g<32, 2>(w, x, p_begin, p_end, out, out_stride);
-  } else {
-    if (w.group == 16) gemm_g<16, 1>(w, x, p_begin, p_end, out, out_stride);
-    else gemm_g<32, 1>(w, x, p_begin, p_end, out, out_stride);
-  }
+  if (w.group == 16) gemm_by_code_bits<16>(w, x, p_begin, p_end, out, out_stride);
+  else gemm_by_code_bits<32>(w, x, p_begin, p_end, out, out_stride);
 }
 
 }  // namespace leanlm

@@ -48,24 +48,23 @@ std::vector<uint8_t> row_with_scales(GgmlType t, int n, std::mt19937& rng, bool 
 // rows random rows of type t, back to back.
 }  // namespace
 
-std::vector<uint8_t> random_row(GgmlType t, int n, std::mt19937& rng) { return row_with_scales(t, n, rng, false); }
-
-std::vector<uint8_t> saturated_matrix(GgmlType t, int rows, int n, std::mt19937& rng) {
+static std::vector<uint8_t> matrix_with_scales(GgmlType t, int rows, int n, std::mt19937& rng, bool saturated) {
   std::vector<uint8_t> w;
   for (int r = 0; r < rows; ++r) {
-    auto row = row_with_scales(t, n, rng, true);
+    auto row = row_with_scales(t, n, rng, saturated);
     w.insert(w.end(), row.begin(), row.end());
   }
   return w;
 }
 
+std::vector<uint8_t> random_row(GgmlType t, int n, std::mt19937& rng) { return row_with_scales(t, n, rng, false); }
+
 std::vector<uint8_t> random_matrix(GgmlType t, int rows, int n, std::mt19937& rng) {
-  std::vector<uint8_t> w;
-  for (int r = 0; r < rows; ++r) {
-    auto row = random_row(t, n, rng);
-    w.insert(w.end(), row.begin(), row.end());
-  }
-  return w;
+  return matrix_with_scales(t, rows, n, rng, false);
+}
+
+std::vector<uint8_t> saturated_matrix(GgmlType t, int rows, int n, std::mt19937& rng) {
+  return matrix_with_scales(t, rows, n, rng, true);
 }
 
 }  // namespace leanlm
