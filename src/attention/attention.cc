@@ -5,6 +5,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 
 #include "kernels/ops.h"
 
@@ -104,14 +105,27 @@ void Attention::run_task(const Task& task, const AttnShape& sh, const std::vecto
       const int c1 = std::min(r.s1, c0 + kSlotChunk), nc = c1 - c0;
       float* S = sc.scores.data();  // [nq][nc]
       kv.scores(h, sc.q.data(), nq, D, c0, c1, S, nc);
+      // The chunk needs a mask only when some of its keys are hidden from some query of the
+      // task (a prompt block's causal triangle, a window's edge); a decode step's never does.
+      bool masked = false;
+      if (task.count > 1)
+        for (int j = 0; j < nc && !masked; ++j) {
+          const int kp = slot_pos[c0 + j];
+          masked = kp > pmin || (sh.window > 0 && pmax - kp >= sh.window);
+        }
       for (int i = 0; i < nq; ++i) {
         const int p = tokens[task.first + i / G].pos;
         float* row = S + size_t(i) * nc;
-        float m = -INFINITY;
-        for (int j = 0; j < nc; ++j) {
-          const int kp = slot_pos[c0 + j];
-          if (kp > p || (sh.window > 0 && p - kp >= sh.window)) row[j] = -INFINITY;
-          else m = std::max(m, row[j]);
+        float m;
+        if (masked) {
+          m = -INFINITY;
+          for (int j = 0; j < nc; ++j) {
+            const int kp = slot_pos[c0 + j];
+            if (kp > p || (sh.window > 0 && p - kp >= sh.window)) row[j] = -INFINITY;
+            else m = std::max(m, row[j]);
+          }
+        } else {
+          m = max_of(row, nc);
         }
         if (m == -INFINITY) {  // nothing visible to this query in the chunk
           std::fill(row, row + nc, 0.f);
@@ -231,10 +245,13 @@ void Attention::run(ThreadPool& pool, const AttnShape& sh, const std::vector<Att
     const AttentionObserver* obs = tokens[t.first].observer;
     any_weights |= obs && obs->wants_weights();
   }
-  if (int(tasks.size()) < nth && !any_weights) {
+  // A few tasks that do not divide evenly between the threads (a decode step of 3 KV heads on 2
+  // threads) are split too, so that every thread gets the same share of slots.
+  if (int(tasks.size()) < 4 * nth && !any_weights) {
     int max_slots = 0;
     for (const Task& t : tasks) max_slots = std::max(max_slots, tokens[t.first].kv->n_slots());
-    n_splits = std::max(1, std::min(nth / int(tasks.size()), max_slots / kMinSlotsPerSplit));
+    const int want = nth / std::gcd(int(tasks.size()), nth);
+    n_splits = std::max(1, std::min(want, max_slots / kMinSlotsPerSplit));
   }
   if (n_splits > 1) {
     split_tasks_.clear();

@@ -150,6 +150,18 @@ float exp_shift_sum(float* x, int n, float m) {
   return sum;
 }
 
+float max_of(const float* x, int n) {
+  __m256 vmx = _mm256_set1_ps(-INFINITY);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(x + i));
+  alignas(32) float t[8];
+  _mm256_store_ps(t, vmx);
+  float mx = -INFINITY;
+  for (float v : t) mx = std::fmax(mx, v);
+  for (; i < n; ++i) mx = std::fmax(mx, x[i]);
+  return mx;
+}
+
 void softmax(float* x, int n) {
   __m256 vmx = _mm256_set1_ps(-INFINITY);
   int i = 0;

@@ -34,6 +34,8 @@ void rope_apply(float* x, int n_rot, RopeStyle style, const float* cs);
 void softmax(float* x, int n);
 // x[i] = exp(x[i] - m) (-inf gives 0); returns the sum. The pieces of a softmax computed in chunks.
 float exp_shift_sum(float* x, int n, float m);
+// The largest of x[0..n) (-inf for n == 0).
+float max_of(const float* x, int n);
 void gelu_tanh(const float* x, float* y, int n);
 void silu(const float* x, float* y, int n);
 // y[i] = act(gate[i]) * up[i]

@@ -1,0 +1,104 @@
+// The KV kernels for AVX2 (8 float lanes; byte dot products through maddubs).
+#include <immintrin.h>
+
+#include "kv/kv_kernels_simd.h"
+
+namespace leanlm {
+
+namespace {
+
+struct Avx2 {
+  static constexpr int N = 8;
+  static constexpr int kQtRows = 2;   // 8 accumulators + 4 keys + 2 queries of 16 registers
+  static constexpr int kQtAccum = 2;  // 8 accumulators + 4 values
+  static constexpr int kS8Zero = 0;   // dot_s8 multiplies the signed codes as they are
+  using F = __m256;
+  using I = __m256i;
+  static F zero() { return _mm256_setzero_ps(); }
+  static F set1(float x) { return _mm256_set1_ps(x); }
+  static F loadu(const float* p) { return _mm256_loadu_ps(p); }
+  static F load(const float* p) { return _mm256_loadu_ps(p); }
+  static F load(const uint16_t* p) { return load_h(p); }
+  static F load_h(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static void storeu(float* p, F v) { _mm256_storeu_ps(p, v); }
+  static F fmadd(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  static F add(F a, F b) { return _mm256_add_ps(a, b); }
+  static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
+  static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  static F max(F a, F b) { return _mm256_max_ps(a, b); }
+  static float hsum(F v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+  }
+  static float hmax(F v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+  }
+  static void sum4(F a, F b, F c, F d, float* out) {
+    const __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
+  }
+  static I loadi(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+  static I set1i(int32_t x) { return _mm256_set1_epi32(x); }
+  static I andi(I a, I b) { return _mm256_and_si256(a, b); }
+  template <int n>
+  static I srli(I a) { return _mm256_srli_epi32(a, n); }
+  static I addi(I a, I b) { return _mm256_add_epi32(a, b); }
+  static I subi(I a, I b) { return _mm256_sub_epi32(a, b); }
+  static F cvt(I a) { return _mm256_cvtepi32_ps(a); }
+  // Codes of at most 4 bits times int8: pair sums stay far inside int16.
+  static I dot_u8(I acc, I a, I b) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)));
+  }
+  // int8 codes (|a| <= 127) times int8: |a| times b with a's sign moved onto b.
+  static I dot_s8(I acc, I a, I b) {
+    return _mm256_add_epi32(
+        acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a)), _mm256_set1_epi16(1)));
+  }
+  template <int B>
+  static void unit(const uint8_t* p, F* f) {
+    auto bytes8 = [](const uint8_t* q) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)); };
+    if constexpr (B == 8) {
+      for (int k = 0; k < 4; ++k) f[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes8(p + 8 * k)));
+    } else if constexpr (B == 4) {
+      const __m256i lo = _mm256_cvtepu8_epi32(bytes8(p)), hi = _mm256_cvtepu8_epi32(bytes8(p + 8));
+      const __m256i m = _mm256_set1_epi32(15);
+      f[0] = _mm256_cvtepi32_ps(_mm256_and_si256(lo, m));
+      f[1] = _mm256_cvtepi32_ps(_mm256_and_si256(hi, m));
+      f[2] = _mm256_cvtepi32_ps(_mm256_srli_epi32(lo, 4));
+      f[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(hi, 4));
+    } else {
+      const __m256i b = _mm256_cvtepu8_epi32(bytes8(p));
+      const __m256i m = _mm256_set1_epi32(3);
+      f[0] = _mm256_cvtepi32_ps(_mm256_and_si256(b, m));
+      f[1] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(b, 2), m));
+      f[2] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(b, 4), m));
+      f[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 6));
+    }
+  }
+  // exp(x): x = k ln2 + r, |r| <= ln2/2, degree-6 polynomial (relative error ~2e-7); below -87: 0.
+  static F exp(F x) {
+    const __m256 lo = _mm256_set1_ps(-87.3f), hi = _mm256_set1_ps(88.3f);
+    x = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
+    const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.3981999507e-3f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), _mm256_cmp_ps(x, lo, _CMP_GT_OQ));
+  }
+};
+
+}  // namespace
+
+void fill_kv_avx2(KvKernels& t) { kv_simd::fill<Avx2>(t); }
+
+}  // namespace leanlm

@@ -1,0 +1,348 @@
+// The KV kernels written once over a vector type S (kv_kernels_avx2.cc: 8 lanes of AVX2,
+// kv_kernels_avx512.cc: 16 lanes of AVX-512 with VNNI), each included in exactly one translation
+// unit compiled with its ISA's flags. S provides:
+//   N; F (float vector), I (int vector); zero, set1, loadu, load_h (N fp16), storeu, fmadd, add,
+//   mul, max, hmax, hsum, sum4 (four horizontal sums); loadi (N lanes of 4 bytes), set1i, andi,
+//   srli<n>, addi, subi, cvt; dot_u8 / dot_s8 (acc += 4-way byte dot products: unsigned codes /
+//   int8 codes times int8 query bytes) with kS8Zero, the offset dot_s8 adds to every code;
+//   unit<B> (32 codes of a value unit -> 32 / N float vectors); exp; kQtRows, kQtAccum (query rows
+//   per register tile).
+// Every function here has a plain reference in kv_kernels_scalar.cc with the same contract.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kv/kv_kernels.h"
+#include "util/fp16.h"
+
+namespace leanlm {
+namespace kv_simd {
+
+// Stores lanes [a, b) of v to p[a - a0 ...]: the part of a token vector inside the range asked for.
+template <class S>
+inline void store_lanes(float* p, typename S::F v, int a, int b) {
+  if (a == 0 && b == S::N) {
+    S::storeu(p, v);
+    return;
+  }
+  alignas(64) float t[S::N];
+  S::storeu(t, v);
+  for (int l = a; l < b; ++l) p[l - a] = t[l];
+}
+
+// ---- token-major rows --------------------------------------------------------------------------
+
+// QT query rows against 4 tokens: each key vector is loaded (and converted) once for all QT rows.
+template <class S, int QT, typename T>
+inline void rows_scores_tile(const T* const r[4], int dim, const float* q, int qs, float* out, int os, int ns) {
+  using F = typename S::F;
+  F a[QT][4];
+  for (int t = 0; t < QT; ++t)
+    for (int k = 0; k < 4; ++k) a[t][k] = S::zero();
+  for (int c = 0; c < dim; c += S::N) {
+    const F k0 = S::load(r[0] + c), k1 = S::load(r[1] + c), k2 = S::load(r[2] + c), k3 = S::load(r[3] + c);
+    for (int t = 0; t < QT; ++t) {
+      const F x = S::loadu(q + size_t(t) * qs + c);
+      a[t][0] = S::fmadd(x, k0, a[t][0]), a[t][1] = S::fmadd(x, k1, a[t][1]);
+      a[t][2] = S::fmadd(x, k2, a[t][2]), a[t][3] = S::fmadd(x, k3, a[t][3]);
+    }
+  }
+  for (int t = 0; t < QT; ++t) {
+    alignas(16) float s[4];
+    S::sum4(a[t][0], a[t][1], a[t][2], a[t][3], s);
+    for (int k = 0; k < ns; ++k) out[size_t(t) * os + k] = s[k];
+  }
+}
+
+template <class S, typename T>
+void rows_scores(const T* rows, size_t stride, int n, int dim, const float* q, int nq, int qs, float* out, int os) {
+  constexpr int QT = S::kQtRows;
+  for (int jb = 0; jb < n; jb += 4) {
+    const int ns = std::min(4, n - jb);
+    const T* r[4];
+    for (int k = 0; k < 4; ++k) r[k] = rows + size_t(jb + std::min(k, ns - 1)) * stride;
+    int i = 0;
+    for (; i + QT <= nq; i += QT) rows_scores_tile<S, QT>(r, dim, q + size_t(i) * qs, qs, out + size_t(i) * os + jb, os, ns);
+    for (; i < nq; ++i) rows_scores_tile<S, 1>(r, dim, q + size_t(i) * qs, qs, out + size_t(i) * os + jb, os, ns);
+  }
+}
+
+// QT query rows, NV vectors of channels from c0: the outputs stay in registers while the rows
+// stream by; rows whose weights are all zero (masked slots) are skipped.
+template <class S, int QT, int NV, typename T>
+inline void rows_accum_tile(const T* rows, size_t stride, int n, int c0, const float* w, int ws, float* out, int os) {
+  using F = typename S::F;
+  F acc[QT][NV];
+  for (int t = 0; t < QT; ++t)
+    for (int v = 0; v < NV; ++v) acc[t][v] = S::loadu(out + size_t(t) * os + c0 + v * S::N);
+  for (int j = 0; j < n; ++j) {
+    float wj[QT];
+    bool any = false;
+    for (int t = 0; t < QT; ++t) wj[t] = w[size_t(t) * ws + j], any |= wj[t] != 0.f;
+    if (!any) continue;
+    const T* r = rows + size_t(j) * stride + c0;
+    F x[NV];
+    for (int v = 0; v < NV; ++v) x[v] = S::load(r + v * S::N);
+    for (int t = 0; t < QT; ++t) {
+      const F b = S::set1(wj[t]);
+      for (int v = 0; v < NV; ++v) acc[t][v] = S::fmadd(b, x[v], acc[t][v]);
+    }
+  }
+  for (int t = 0; t < QT; ++t)
+    for (int v = 0; v < NV; ++v) S::storeu(out + size_t(t) * os + c0 + v * S::N, acc[t][v]);
+}
+
+template <class S, int QT, typename T>
+inline void rows_accum_rows(const T* rows, size_t stride, int n, int dim, const float* w, int ws, float* out, int os) {
+  int c = 0;
+  for (; c + 4 * S::N <= dim; c += 4 * S::N) rows_accum_tile<S, QT, 4>(rows, stride, n, c, w, ws, out, os);
+  for (; c < dim; c += S::N) rows_accum_tile<S, QT, 1>(rows, stride, n, c, w, ws, out, os);
+}
+
+template <class S, typename T>
+void rows_accum(const T* rows, size_t stride, int n, int dim, const float* w, int nq, int ws, float* out, int os) {
+  constexpr int QT = S::kQtAccum;
+  int i = 0;
+  for (; i + QT <= nq; i += QT) rows_accum_rows<S, QT>(rows, stride, n, dim, w + size_t(i) * ws, ws, out + size_t(i) * os, os);
+  const int rest = nq - i;
+  if (rest >= 2) rows_accum_rows<S, 2>(rows, stride, n, dim, w + size_t(i) * ws, ws, out + size_t(i) * os, os), i += 2;
+  if (rest == 3 || rest == 1) rows_accum_rows<S, 1>(rows, stride, n, dim, w + size_t(i) * ws, ws, out + size_t(i) * os, os);
+}
+
+// ---- transposed fp16 keys ------------------------------------------------------------------------
+
+// QT query rows, 2N tokens from jb: per channel, two vectors of keys and one broadcast per row.
+template <class S, int QT>
+inline void tkeys_tile(const uint16_t* kt, int ld, int jb, int j0, int j1, int dim, const float* q, int qs, float* out,
+                       int os) {
+  using F = typename S::F;
+  F a[QT][2];
+  for (int t = 0; t < QT; ++t) a[t][0] = a[t][1] = S::zero();
+  const uint16_t* k = kt + jb;
+  for (int c = 0; c < dim; ++c, k += ld) {
+    const F k0 = S::load_h(k), k1 = S::load_h(k + S::N);
+    for (int t = 0; t < QT; ++t) {
+      const F x = S::set1(q[size_t(t) * qs + c]);
+      a[t][0] = S::fmadd(x, k0, a[t][0]), a[t][1] = S::fmadd(x, k1, a[t][1]);
+    }
+  }
+  for (int t = 0; t < QT; ++t)
+    for (int h = 0; h < 2; ++h) {
+      const int b = jb + h * S::N, lo = std::max(j0, b), hi = std::min(j1, b + S::N);
+      if (lo < hi) store_lanes<S>(out + size_t(t) * os + (lo - j0), a[t][h], lo - b, hi - b);
+    }
+}
+
+template <class S>
+void tkeys_scores(const uint16_t* kt, int ld, int j0, int j1, int dim, const float* q, int nq, int qs, float* out,
+                  int os) {
+  constexpr int QT = 4;
+  for (int jb = j0 / (2 * S::N) * (2 * S::N); jb < j1; jb += 2 * S::N) {
+    int i = 0;
+    for (; i + QT <= nq; i += QT) tkeys_tile<S, QT>(kt, ld, jb, j0, j1, dim, q + size_t(i) * qs, qs, out + size_t(i) * os, os);
+    switch (nq - i) {
+      case 3: tkeys_tile<S, 3>(kt, ld, jb, j0, j1, dim, q + size_t(i) * qs, qs, out + size_t(i) * os, os); break;
+      case 2: tkeys_tile<S, 2>(kt, ld, jb, j0, j1, dim, q + size_t(i) * qs, qs, out + size_t(i) * os, os); break;
+      case 1: tkeys_tile<S, 1>(kt, ld, jb, j0, j1, dim, q + size_t(i) * qs, qs, out + size_t(i) * os, os); break;
+      default: break;
+    }
+  }
+}
+
+// ---- lane keys: integer scores ---------------------------------------------------------------------
+
+// Field s of every lane: 4 consecutive channels as bytes.
+template <class S, int B, int s>
+inline typename S::I lane_field(typename S::I w) {
+  if constexpr (B == 8) return w;
+  else if constexpr (B == 4) return S::andi(s == 0 ? w : S::template srli<4>(w), S::set1i(0x0F0F0F0F));
+  else return S::andi(s == 0 ? w : S::template srli<2 * s>(w), S::set1i(0x03030303));
+}
+
+template <class S, int B, int s>
+inline void lane_dots(typename S::I w, const int8_t* const q[], int c, int qt, typename S::I acc[]) {
+  const typename S::I a = lane_field<S, B, s>(w);
+  for (int t = 0; t < qt; ++t) {
+    int32_t quad;
+    std::memcpy(&quad, q[t] + c + 4 * s, 4);
+    if constexpr (B == 8) acc[t] = S::dot_s8(acc[t], a, S::set1i(quad));
+    else acc[t] = S::dot_u8(acc[t], a, S::set1i(quad));
+  }
+}
+
+template <class S, int B, int QT>
+inline void lane_tile(const LaneKeys& k, int jb, int j0, int j1, int dim, const QuantQueries& q, int i0, float* out,
+                      int os) {
+  using F = typename S::F;
+  using I = typename S::I;
+  constexpr int W = 32 / B;  // channels per column
+  const int group = k.scale ? 32 : dim, ng = dim / group;
+  const int zero = k.zero + (B == 8 ? S::kS8Zero : 0);
+  const int8_t* qr[QT];
+  for (int t = 0; t < QT; ++t) qr[t] = q.codes.data() + size_t(i0 + t) * dim;
+  F score[QT];
+  for (int t = 0; t < QT; ++t) score[t] = S::zero();
+  for (int g = 0; g < ng; ++g) {
+    I acc[QT];
+    for (int t = 0; t < QT; ++t) acc[t] = S::set1i(0);
+    for (int u = g * group / W; u < (g + 1) * group / W; ++u) {
+      const I w = S::loadi(k.codes + (size_t(u) * k.T + jb) * 4);
+      const int c = u * W;
+      lane_dots<S, B, 0>(w, qr, c, QT, acc);
+      if constexpr (B <= 4) lane_dots<S, B, 1>(w, qr, c, QT, acc);
+      if constexpr (B == 2) lane_dots<S, B, 2>(w, qr, c, QT, acc), lane_dots<S, B, 3>(w, qr, c, QT, acc);
+    }
+    const F d = k.scale ? S::load_h(k.scale + size_t(g) * k.T + jb) : S::set1(1.f);
+    for (int t = 0; t < QT; ++t) {
+      I a = acc[t];
+      if (zero) {
+        int32_t qsum = 0;  // the row's code sum over this group
+        for (int h = g * group / 32; h < (g + 1) * group / 32; ++h) qsum += q.sum[size_t(i0 + t) * (dim / 32) + h];
+        a = S::subi(a, S::set1i(zero * qsum));
+      }
+      score[t] = S::fmadd(d, S::cvt(a), score[t]);
+    }
+  }
+  const int lo = std::max(j0, jb), hi = std::min(j1, jb + S::N);
+  for (int t = 0; t < QT; ++t) {
+    const float bias = q.bias.empty() ? 0.f : q.bias[i0 + t];
+    const F r = S::fmadd(score[t], S::set1(q.d[i0 + t]), S::set1(bias));
+    store_lanes<S>(out + size_t(i0 + t) * os + (lo - j0), r, lo - jb, hi - jb);
+  }
+}
+
+template <class S, int B>
+void lane_scores_bits(const LaneKeys& k, int j0, int j1, int dim, const QuantQueries& q, float* out, int os) {
+  constexpr int QT = 4;
+  for (int jb = j0 / S::N * S::N; jb < j1; jb += S::N) {
+    int i = 0;
+    for (; i + QT <= q.n; i += QT) lane_tile<S, B, QT>(k, jb, j0, j1, dim, q, i, out, os);
+    switch (q.n - i) {
+      case 3: lane_tile<S, B, 3>(k, jb, j0, j1, dim, q, i, out, os); break;
+      case 2: lane_tile<S, B, 2>(k, jb, j0, j1, dim, q, i, out, os); break;
+      case 1: lane_tile<S, B, 1>(k, jb, j0, j1, dim, q, i, out, os); break;
+      default: break;
+    }
+  }
+}
+
+template <class S>
+void lane_scores(const LaneKeys& k, int j0, int j1, int dim, const QuantQueries& q, float* out, int os) {
+  if (k.bits == 2) lane_scores_bits<S, 2>(k, j0, j1, dim, q, out, os);
+  else if (k.bits == 4) lane_scores_bits<S, 4>(k, j0, j1, dim, q, out, os);
+  else lane_scores_bits<S, 8>(k, j0, j1, dim, q, out, os);
+}
+
+// ---- code rows: values accumulated on their codes ------------------------------------------------
+
+// QT query rows, units [u0, u0 + NU) of 32 channels: per token, each row's weight times the unit's
+// group scale multiplies the codes; weight times (min - zero * scale) is summed per unit and added
+// once at the end.
+template <class S, int B, int QT, int NU>
+inline void code_tile(const CodeRows& v, int n, int u0, const float* w, int ws, float* out, int os) {
+  using F = typename S::F;
+  constexpr int VPU = 32 / S::N;  // vectors per unit
+  constexpr int kUnitBytes = 32 * B / 8;
+  F acc[QT][NU * VPU];
+  float bias[QT][NU] = {};
+  for (int t = 0; t < QT; ++t)
+    for (int x = 0; x < NU * VPU; ++x) acc[t][x] = S::zero();
+  for (int j = 0; j < n; ++j) {
+    float wj[QT];
+    bool any = false;
+    for (int t = 0; t < QT; ++t) wj[t] = w[size_t(t) * ws + j], any |= wj[t] != 0.f;
+    if (!any) continue;
+    const uint8_t* row = v.codes + size_t(j) * v.stride;
+    for (int uu = 0; uu < NU; ++uu) {
+      const int u = u0 + uu;
+      const size_t gi = size_t(j) * v.scale_stride + size_t(u) * 32 / v.group;
+      const float s = fp16_to_f32(v.scale[gi]);
+      const float m = (v.min ? fp16_to_f32(v.min[gi]) : 0.f) - float(v.zero) * s;
+      F x[VPU];
+      S::template unit<B>(row + size_t(u) * kUnitBytes, x);
+      for (int t = 0; t < QT; ++t) {
+        bias[t][uu] += wj[t] * m;
+        const F cf = S::set1(wj[t] * s);
+        for (int e = 0; e < VPU; ++e) acc[t][uu * VPU + e] = S::fmadd(cf, x[e], acc[t][uu * VPU + e]);
+      }
+    }
+  }
+  for (int t = 0; t < QT; ++t)
+    for (int uu = 0; uu < NU; ++uu) {
+      const F b = S::set1(bias[t][uu]);
+      for (int e = 0; e < VPU; ++e) {
+        float* o = out + size_t(t) * os + size_t(u0 + uu) * 32 + e * S::N;
+        S::storeu(o, S::add(S::loadu(o), S::add(acc[t][uu * VPU + e], b)));
+      }
+    }
+}
+
+template <class S, int B, int QT>
+inline void code_rows(const CodeRows& v, int n, int dim, const float* w, int ws, float* out, int os) {
+  constexpr int NU = S::N == 16 ? 2 : 1;  // 4 vectors of outputs per query row
+  int u = 0;
+  for (; u + NU <= dim / 32; u += NU) code_tile<S, B, QT, NU>(v, n, u, w, ws, out, os);
+  for (; u < dim / 32; ++u) code_tile<S, B, QT, 1>(v, n, u, w, ws, out, os);
+}
+
+template <class S, int B>
+void code_accum_bits(const CodeRows& v, int n, int dim, const float* w, int nq, int ws, float* out, int os) {
+  constexpr int QT = S::kQtAccum;
+  int i = 0;
+  for (; i + QT <= nq; i += QT) code_rows<S, B, QT>(v, n, dim, w + size_t(i) * ws, ws, out + size_t(i) * os, os);
+  const int rest = nq - i;
+  if (rest >= 2) code_rows<S, B, 2>(v, n, dim, w + size_t(i) * ws, ws, out + size_t(i) * os, os), i += 2;
+  if (rest == 3 || rest == 1) code_rows<S, B, 1>(v, n, dim, w + size_t(i) * ws, ws, out + size_t(i) * os, os);
+}
+
+template <class S>
+void code_accum(const CodeRows& v, int n, int dim, const float* w, int nq, int ws, float* out, int os) {
+  if (v.bits == 2) code_accum_bits<S, 2>(v, n, dim, w, nq, ws, out, os);
+  else if (v.bits == 4) code_accum_bits<S, 4>(v, n, dim, w, nq, ws, out, os);
+  else code_accum_bits<S, 8>(v, n, dim, w, nq, ws, out, os);
+}
+
+// ---- softmax pieces ------------------------------------------------------------------------------
+
+template <class S>
+float exp_shift_sum(float* x, int n, float m) {
+  using F = typename S::F;
+  const F vm = S::set1(m);
+  F acc = S::zero();
+  int i = 0;
+  for (; i + S::N <= n; i += S::N) {
+    const F e = S::exp(S::sub(S::loadu(x + i), vm));
+    S::storeu(x + i, e);
+    acc = S::add(acc, e);
+  }
+  float sum = S::hsum(acc);
+  for (; i < n; ++i) sum += x[i] = std::exp(x[i] - m);
+  return sum;
+}
+
+template <class S>
+float max_of(const float* x, int n) {
+  typename S::F v = S::set1(-INFINITY);
+  int i = 0;
+  for (; i + S::N <= n; i += S::N) v = S::max(v, S::loadu(x + i));
+  float m = S::hmax(v);
+  for (; i < n; ++i) m = std::fmax(m, x[i]);
+  return m;
+}
+
+template <class S>
+void fill(KvKernels& t) {
+  t.rows_scores_f16 = rows_scores<S, uint16_t>;
+  t.rows_scores_f32 = rows_scores<S, float>;
+  t.rows_accum_f16 = rows_accum<S, uint16_t>;
+  t.rows_accum_f32 = rows_accum<S, float>;
+  t.tkeys_scores_f16 = tkeys_scores<S>;
+  t.lane_scores = lane_scores<S>;
+  t.code_accum = code_accum<S>;
+  t.exp_shift_sum = exp_shift_sum<S>;
+  t.max_of = max_of<S>;
+}
+
+}  // namespace kv_simd
+}  // namespace leanlm

@@ -1,0 +1,174 @@
+// Every KV kernel of every ISA this CPU runs against the plain reference (kv_kernels_scalar.cc):
+// integer parts exactly, float sums to rounding. Shapes cover partial token vectors, odd query
+// counts and every head size the models use.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kv/kv_kernels.h"
+#include "util/fp16.h"
+#include "util/sysinfo.h"
+
+namespace leanlm {
+namespace {
+
+std::vector<Isa> simd_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::Avx2, Isa::Avx512})
+    if (int(isa) <= int(best_isa())) out.push_back(isa);
+  return out;
+}
+
+std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, scale);
+  std::vector<float> x(n);
+  for (auto& v : x) v = nd(rng);
+  return x;
+}
+
+std::vector<uint16_t> to_half(const std::vector<float>& x) {
+  std::vector<uint16_t> h(x.size());
+  for (size_t i = 0; i < x.size(); ++i) h[i] = f32_to_fp16(x[i]);
+  return h;
+}
+
+// |got - want| within rel * (1 + |want|) everywhere.
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, float rel, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_NEAR(got[i], want[i], rel * (1.f + std::fabs(want[i]))) << what << " at " << i;
+}
+
+class KvKernelTest : public ::testing::TestWithParam<Isa> {
+ protected:
+  const KvKernels& ref_ = kv_kernels(Isa::Scalar);
+  const KvKernels& fast_ = kv_kernels(GetParam());
+};
+
+TEST_P(KvKernelTest, RowsScoresAndAccum) {
+  for (int dim : {32, 64, 128, 256})
+    for (int n : {1, 3, 4, 7, 33})
+      for (int nq : {1, 2, 3, 4, 5, 9}) {
+        const size_t stride = dim + 16;
+        const auto rows = randn(size_t(n) * stride, dim + n);
+        const auto rows_h = to_half(rows);
+        const auto q = randn(size_t(nq) * (dim + 8), 7 * nq);
+        const int os = n + 5;
+        std::vector<float> a(size_t(nq) * os, 0.f), b(a);
+        fast_.rows_scores_f16(rows_h.data(), stride, n, dim, q.data(), nq, dim + 8, a.data(), os);
+        ref_.rows_scores_f16(rows_h.data(), stride, n, dim, q.data(), nq, dim + 8, b.data(), os);
+        expect_close(a, b, 1e-4f, "scores f16");
+        fast_.rows_scores_f32(rows.data(), stride, n, dim, q.data(), nq, dim + 8, a.data(), os);
+        ref_.rows_scores_f32(rows.data(), stride, n, dim, q.data(), nq, dim + 8, b.data(), os);
+        expect_close(a, b, 1e-4f, "scores f32");
+
+        auto w = randn(size_t(nq) * os, 3 * n);
+        for (size_t i = 0; i < w.size(); i += 3) w[i] = 0.f;  // masked slots
+        const int oo = dim + 4;
+        std::vector<float> o1 = randn(size_t(nq) * oo, 11), o2 = o1;
+        fast_.rows_accum_f16(rows_h.data(), stride, n, dim, w.data(), nq, os, o1.data(), oo);
+        ref_.rows_accum_f16(rows_h.data(), stride, n, dim, w.data(), nq, os, o2.data(), oo);
+        expect_close(o1, o2, 1e-4f, "accum f16");
+        fast_.rows_accum_f32(rows.data(), stride, n, dim, w.data(), nq, os, o1.data(), oo);
+        ref_.rows_accum_f32(rows.data(), stride, n, dim, w.data(), nq, os, o2.data(), oo);
+        expect_close(o1, o2, 1e-4f, "accum f32");
+      }
+}
+
+TEST_P(KvKernelTest, TransposedKeys) {
+  constexpr int ld = 32;
+  for (int dim : {32, 64, 256})
+    for (auto [j0, j1] : {std::pair{0, 32}, {5, 29}, {31, 32}, {0, 1}, {16, 32}})
+      for (int nq : {1, 2, 3, 4, 6, 9}) {
+        const auto kt = to_half(randn(size_t(dim) * ld, dim));
+        const auto q = randn(size_t(nq) * dim, nq);
+        const int os = 40;
+        std::vector<float> a(size_t(nq) * os, -3.f), b(a);
+        fast_.tkeys_scores_f16(kt.data(), ld, j0, j1, dim, q.data(), nq, dim, a.data(), os);
+        ref_.tkeys_scores_f16(kt.data(), ld, j0, j1, dim, q.data(), nq, dim, b.data(), os);
+        expect_close(a, b, 1e-4f, "tkeys");
+      }
+}
+
+// Random lane blocks of each width, with per-token scales and offsets (q8_0, q4_0) or without
+// (KIVI keys: plain codes, scales folded into the query, q . min as the bias).
+TEST_P(KvKernelTest, LaneKeyScores) {
+  constexpr int T = 32;
+  std::mt19937 rng(5);
+  for (int bits : {2, 4, 8})
+    for (bool scaled : {true, false})
+      for (int dim : {32, 64, 128})
+        for (int nq : {1, 3, 4, 6}) {
+          std::vector<uint8_t> lanes(size_t(dim) * bits / 8 * T);
+          std::vector<uint8_t> codes(dim);
+          for (int j = 0; j < T; ++j) {
+            for (auto& c : codes) c = bits == 8 ? uint8_t(int8_t(int(rng() % 255) - 127)) : uint8_t(rng() % (1u << bits));
+            pack_lane_key(codes.data(), dim, bits, T, j, lanes.data());
+            for (int c = 0; c < dim; ++c) {  // the layout round-trips
+              const int want = bits == 8 ? int(int8_t(codes[c])) : codes[c];
+              ASSERT_EQ(lane_key_code(lanes.data(), dim, bits, T, j, c), want);
+            }
+          }
+          const auto scale = to_half(randn(size_t(dim / 32) * T, 9, 0.05f));
+          LaneKeys k{lanes.data(), T, bits, scaled ? scale.data() : nullptr, scaled && bits == 4 ? 8 : 0};
+          const auto x = randn(size_t(nq) * dim, 17 + nq);
+          const auto mul = randn(dim, 23);
+          QuantQueries q;
+          quantize_queries(x.data(), nq, dim, dim, scaled ? nullptr : mul.data(), q);
+          if (!scaled) q.bias = randn(nq, 29);
+          for (auto [j0, j1] : {std::pair{0, T}, {3, 30}, {17, 18}}) {
+            const int os = 36;
+            std::vector<float> a(size_t(nq) * os, -1.f), b(a);
+            fast_.lane_scores(k, j0, j1, dim, q, a.data(), os);
+            ref_.lane_scores(k, j0, j1, dim, q, b.data(), os);
+            expect_close(a, b, 1e-5f, "lane bits " + std::to_string(bits));
+          }
+        }
+}
+
+TEST_P(KvKernelTest, CodeRowAccum) {
+  std::mt19937 rng(8);
+  for (int bits : {2, 4, 8})
+    for (int group : {32, 64})
+      for (bool with_min : {false, true})
+        for (int dim : {64, 128})
+          for (int n : {1, 5, 32})
+            for (int nq : {1, 3, 4, 5}) {
+              const size_t stride = size_t(dim) * bits / 8 + 8;
+              std::vector<uint8_t> codes(stride * n);
+              for (auto& c : codes) c = uint8_t(rng());
+              if (bits == 8)
+                for (auto& c : codes) c = c == 0x80 ? 0 : c;  // int8 codes stay in -127..127
+              const int ng = dim / group;
+              const auto scale = to_half(randn(size_t(n) * ng, 3, 0.1f)), mn = to_half(randn(size_t(n) * ng, 4));
+              CodeRows v{codes.data(), stride, bits, group, scale.data(), with_min ? mn.data() : nullptr, size_t(ng),
+                         bits == 4 && !with_min ? 8 : 0};
+              auto w = randn(size_t(nq) * n, 6);
+              for (size_t i = 0; i < w.size(); i += 4) w[i] = 0.f;
+              std::vector<float> o1 = randn(size_t(nq) * (dim + 3), 2), o2 = o1;
+              fast_.code_accum(v, n, dim, w.data(), nq, n, o1.data(), dim + 3);
+              ref_.code_accum(v, n, dim, w.data(), nq, n, o2.data(), dim + 3);
+              expect_close(o1, o2, 1e-4f, "code rows bits " + std::to_string(bits));
+            }
+}
+
+TEST_P(KvKernelTest, SoftmaxPieces) {
+  for (int n : {1, 7, 16, 33, 2048}) {
+    auto x = randn(n, n, 4.f), y = x;
+    if (n > 1) x[n / 2] = -INFINITY, y[n / 2] = -INFINITY;  // a masked slot
+    EXPECT_EQ(fast_.max_of(x.data(), n), ref_.max_of(y.data(), n));
+    const float m = ref_.max_of(y.data(), n);
+    const float s1 = fast_.exp_shift_sum(x.data(), n, m), s2 = ref_.exp_shift_sum(y.data(), n, m);
+    EXPECT_NEAR(s1, s2, 1e-5f * s2);
+    expect_close(x, y, 1e-6f, "exp");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, KvKernelTest, ::testing::ValuesIn(simd_isas()),
+                         [](const auto& info) { return std::string(isa_name(info.param)); });
+
+}  // namespace
+}  // namespace leanlm
