@@ -15,14 +15,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <map>
-#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "kernels/bandwidth.h"
-#include "kernels/threadpool.h"
+#include "bench_util.h"
 #include "quant/act_quant.h"
 #include "quant/dot.h"
 #include "quant/quant_types.h"
@@ -50,19 +47,8 @@ constexpr GgmlType kTypes[] = {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, G
                                GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::F16,
                                GgmlType::BF16, GgmlType::F32};
 
-ThreadPool& pool(int threads) {
-  static std::map<int, std::unique_ptr<ThreadPool>> pools;
-  auto& p = pools[threads];
-  if (!p) p = std::make_unique<ThreadPool>(threads);
-  return *p;
-}
-
-double bandwidth_gbs(int threads) {
-  static std::map<int, double> measured;
-  auto it = measured.find(threads);
-  if (it == measured.end()) it = measured.emplace(threads, measure_read_bandwidth(pool(threads))).first;
-  return it->second;
-}
+using bench::bandwidth_gbs;
+using bench::pool;
 
 // The bandwidth the of_bw counters divide by (best of three passes over 512 MiB, measured once).
 void BM_ReadBandwidth(benchmark::State& state) {

@@ -47,6 +47,8 @@ class CodecTest : public ::testing::TestWithParam<CodecCase> {
     if (spec_.kind == CodecSpec::Kind::CQ) book_ = random_codebook(2, kDim, spec_.cq_channels, spec_.bits, 5);
     codec_ = make_block_codec(spec_, GetParam().side, 2, kDim, &book_);
   }
+  std::vector<float> query_quantization_bound(const std::vector<float>& q, int n_q, int qs,
+                                              const std::vector<uint8_t>& blk, int j0, int j1, int os) const;
   CodecSpec spec_;
   Codebook book_;
   std::unique_ptr<BlockCodec> codec_;
@@ -122,6 +124,43 @@ TEST_P(CodecTest, RoundTripWithinBound) {
   }
 }
 
+// Keys scored in the integer domain (q8_0, q4_0, KIVI) see the query rounded to int8, q_c ~ d k_c
+// with |error| <= d / 2 per channel and d = max_c |q_c s_c| / 127 (s_c: KIVI's channel scales, else
+// 1). A score then moves by at most d / 2 * sum_c |code_c| (KIVI: codes of the key; others: the key
+// itself): the slack each score gets on top of rounding, [n_q][os] like the scores. Zero for the
+// float codecs.
+std::vector<float> CodecTest::query_quantization_bound(const std::vector<float>& q, int n_q, int qs,
+                                                        const std::vector<uint8_t>& blk, int j0, int j1, int os) const {
+  std::vector<float> slack(size_t(n_q) * os, 0.f);
+  using K = CodecSpec::Kind;
+  const bool integer = GetParam().side == KvSide::Key && (spec_.kind == K::Q8_0 || spec_.kind == K::Q4_0 || spec_.kind == K::Kivi);
+  if (!integer) return slack;
+  const int T = codec_->tokens();
+  std::vector<float> x(size_t(T) * kDim);
+  codec_->decode_ref(1, blk.data(), 0, T, x.data());
+  std::vector<float> s(kDim, 1.f), lo(kDim, 0.f);  // KIVI: each channel's step and minimum in the block
+  if (spec_.kind == K::Kivi)
+    for (int c = 0; c < kDim; ++c) {
+      float mn = INFINITY, mx = -INFINITY;
+      for (int j = 0; j < T; ++j) mn = std::min(mn, x[size_t(j) * kDim + c]), mx = std::max(mx, x[size_t(j) * kDim + c]);
+      lo[c] = mn, s[c] = (mx - mn) / float((1 << spec_.bits) - 1);
+    }
+  for (int i = 0; i < n_q; ++i) {
+    float amax = 0.f;
+    for (int c = 0; c < kDim; ++c) amax = std::max(amax, std::fabs(q[size_t(i) * qs + c] * s[c]));
+    const float d = amax / 127.f;
+    for (int j = j0; j < j1; ++j) {
+      float codes = 0.f;
+      for (int c = 0; c < kDim; ++c) {
+        const float v = x[size_t(j) * kDim + c];
+        codes += spec_.kind == K::Kivi ? (s[c] > 0 ? std::nearbyint((v - lo[c]) / s[c]) : 0.f) : std::fabs(v);
+      }
+      slack[size_t(i) * os + (j - j0)] = 0.5f * d * codes * 1.02f;
+    }
+  }
+  return slack;
+}
+
 TEST_P(CodecTest, FusedKernelsMatchReference) {
   const int T = spec_.group;
   const auto x = random_rows(T, kDim, 2, 16);
@@ -138,7 +177,9 @@ TEST_P(CodecTest, FusedKernelsMatchReference) {
       codec_->prepare(1, q.data(), n_q, kDim + 8, prep);
       codec_->dot(1, blk.data(), j0, j1, prep, got.data(), os);
       codec_->dot_ref(1, blk.data(), j0, j1, q.data(), n_q, kDim + 8, want.data(), os);
-      for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 2e-3f * (1 + std::fabs(want[i]))) << n_q << " " << i;
+      const auto slack = query_quantization_bound(q, n_q, kDim + 8, blk, j0, j1, os);
+      for (size_t i = 0; i < got.size(); ++i)
+        ASSERT_NEAR(got[i], want[i], slack[i] + 2e-3f * (1 + std::fabs(want[i]))) << n_q << " " << i;
 
       std::vector<float> w(size_t(n_q) * os);
       std::uniform_real_distribution<float> ud(0.f, 1.f);
@@ -246,7 +287,7 @@ TEST_P(CodecTest, CopiedRowsDecodeExactly) {
   }
   const int T = codec_->tokens();
   size_t per_row = 0;
-  for (size_t r : codec_->row_planes()) per_row += r;
+  for (const RowPlane& p : codec_->row_planes()) per_row += p.unit * p.units;
   ASSERT_EQ(per_row * size_t(T), codec_->block_bytes()) << "planes must tile the block";
   const auto x = random_rows(T, kDim, 41, 16);
   std::vector<uint8_t> a(codec_->block_bytes()), b(codec_->block_bytes(), 0);

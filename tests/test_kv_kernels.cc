@@ -129,6 +129,31 @@ TEST_P(KvKernelTest, LaneKeyScores) {
         }
 }
 
+// KIVI keys: the query times the block's channel scales is quantized inside the kernel, exactly as
+// quantize_queries does it, so the integer part agrees exactly and only q . min's float sum may differ.
+TEST_P(KvKernelTest, KiviKeyScores) {
+  constexpr int T = 32;
+  std::mt19937 rng(12);
+  for (int bits : {2, 4})
+    for (int dim : {64, 128, 256})
+      for (int nq : {1, 3, 4, 7}) {
+        std::vector<uint8_t> lanes(size_t(dim) * bits / 8 * T), codes(dim);
+        for (int j = 0; j < T; ++j) {
+          for (auto& c : codes) c = uint8_t(rng() % (1u << bits));
+          pack_lane_key(codes.data(), dim, bits, T, j, lanes.data());
+        }
+        const auto scale = to_half(randn(dim, 5, 0.2f)), mn = to_half(randn(dim, 6));
+        const auto q = randn(size_t(nq) * (dim + 4), 40 + nq);
+        const LaneKeys k{lanes.data(), T, bits, nullptr, 0};
+        for (auto [j0, j1] : {std::pair{0, T}, {7, 25}}) {
+          std::vector<float> a(size_t(nq) * T, -1.f), b(a);
+          fast_.kivi_key_scores(k, scale.data(), mn.data(), j0, j1, dim, q.data(), nq, dim + 4, a.data(), T);
+          ref_.kivi_key_scores(k, scale.data(), mn.data(), j0, j1, dim, q.data(), nq, dim + 4, b.data(), T);
+          expect_close(a, b, 1e-5f, "kivi keys bits " + std::to_string(bits));
+        }
+      }
+}
+
 TEST_P(KvKernelTest, CodeRowAccum) {
   std::mt19937 rng(8);
   for (int bits : {2, 4, 8})
@@ -143,11 +168,17 @@ TEST_P(KvKernelTest, CodeRowAccum) {
               if (bits == 8)
                 for (auto& c : codes) c = c == 0x80 ? 0 : c;  // int8 codes stay in -127..127
               const int ng = dim / group;
-              const auto scale = to_half(randn(size_t(n) * ng, 3, 0.1f)), mn = to_half(randn(size_t(n) * ng, 4));
-              CodeRows v{codes.data(), stride, bits, group, scale.data(), with_min ? mn.data() : nullptr, size_t(ng),
-                         bits == 4 && !with_min ? 8 : 0};
+              const size_t ss = size_t(n) + 3;  // group stride of the scales
+              auto scale = to_half(randn(ss * ng, 3, 0.1f)), mn = to_half(randn(ss * ng, 4));
               auto w = randn(size_t(nq) * n, 6);
               for (size_t i = 0; i < w.size(); i += 4) w[i] = 0.f;
+              if (n > 1)  // an empty slot: no weight, and whatever bits its scales hold (NaN here)
+                for (int g = 0; g < ng; ++g) {
+                  scale[g * ss + 1] = mn[g * ss + 1] = 0x7e00;
+                  for (int i = 0; i < nq; ++i) w[size_t(i) * n + 1] = 0.f;
+                }
+              CodeRows v{codes.data(), stride, bits, group, scale.data(), with_min ? mn.data() : nullptr, ss,
+                         bits == 4 && !with_min ? 8 : 0};
               std::vector<float> o1 = randn(size_t(nq) * (dim + 3), 2), o2 = o1;
               fast_.code_accum(v, n, dim, w.data(), nq, n, o1.data(), dim + 3);
               ref_.code_accum(v, n, dim, w.data(), nq, n, o2.data(), dim + 3);

@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "kernels/ops.h"
+#include "kv/kv_kernels.h"
 
 namespace leanlm {
 
@@ -59,6 +60,7 @@ void Attention::run_task(const Task& task, const AttnShape& sh, const std::vecto
   const int D = sh.head_dim, H = sh.n_head, G = sh.n_head / sh.n_head_kv, h = task.kv_head;
   const int nq = task.count * G;  // query rows: token-major, then the G heads sharing this KV head
   const KvStore& kv = *tokens[task.first].kv;
+  const KvKernels& kk = best_kv_kernels();
 
   int pmin = INT_MAX, pmax = INT_MIN;
   for (int t = 0; t < task.count; ++t) {
@@ -125,7 +127,7 @@ void Attention::run_task(const Task& task, const AttnShape& sh, const std::vecto
             else m = std::max(m, row[j]);
           }
         } else {
-          m = max_of(row, nc);
+          m = kk.max_of(row, nc);
         }
         if (m == -INFINITY) {  // nothing visible to this query in the chunk
           std::fill(row, row + nc, 0.f);
@@ -137,7 +139,7 @@ void Attention::run_task(const Task& task, const AttnShape& sh, const std::vecto
           row_sum[i] *= f;
           row_max[i] = m;
         }
-        row_sum[i] += exp_shift_sum(row, nc, row_max[i]);
+        row_sum[i] += kk.exp_shift_sum(row, nc, row_max[i]);
       }
       if (keep) {
         for (int i = 0; i < nq; ++i) {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "kv/dense_rows.h"
+#include "kv/kv_kernels.h"
 #include "kv/kv_config.h"
 #include "util/error.h"
 
@@ -11,8 +11,8 @@ namespace leanlm {
 
 // The codecs (one file each under codecs/).
 std::unique_ptr<BlockCodec> make_f16_codec(int dim, int tokens);
-std::unique_ptr<BlockCodec> make_q8_0_codec(int dim, int tokens);
-std::unique_ptr<BlockCodec> make_q4_0_codec(int dim, int tokens);
+std::unique_ptr<BlockCodec> make_q8_0_codec(KvSide side, int dim, int tokens);
+std::unique_ptr<BlockCodec> make_q4_0_codec(KvSide side, int dim, int tokens);
 std::unique_ptr<BlockCodec> make_kivi_codec(KvSide side, int bits, int dim, int tokens);
 std::unique_ptr<BlockCodec> make_cq_codec(const Codebook& book, int n_kv_head, int dim, int tokens,
                                           const std::vector<std::vector<int>>* groups);
@@ -35,7 +35,7 @@ void BlockCodec::dot(int h, const uint8_t* blk, int j0, int j1, const QueryPrep&
   for (int a = j0; a < j1; a += kTileRows) {
     const int b = std::min(j1, a + kTileRows);
     decode(h, blk, a, b, x);
-    dense_dot<float>(x, dim_, b - a, dim_, p.q, p.n_q, p.q_stride, out + (a - j0), out_stride);
+    best_kv_kernels().rows_scores_f32(x, dim_, b - a, dim_, p.q, p.n_q, p.q_stride, out + (a - j0), out_stride);
   }
 }
 
@@ -45,15 +45,17 @@ void BlockCodec::axpy(int h, const uint8_t* blk, int j0, int j1, const float* w,
   for (int a = j0; a < j1; a += kTileRows) {
     const int b = std::min(j1, a + kTileRows);
     decode(h, blk, a, b, x);
-    dense_axpy<float>(x, dim_, b - a, dim_, w + (a - j0), n_q, w_stride, out, out_stride);
+    best_kv_kernels().rows_accum_f32(x, dim_, b - a, dim_, w + (a - j0), n_q, w_stride, out, out_stride);
   }
 }
 
 void BlockCodec::copy_row(const uint8_t* src, int sj, uint8_t* dst, int dj) const {
   size_t plane = 0;
-  for (size_t r : row_planes()) {
-    std::memmove(dst + plane + size_t(dj) * r, src + plane + size_t(sj) * r, r);
-    plane += size_t(tokens_) * r;
+  for (const RowPlane& p : row_planes()) {
+    for (int u = 0; u < p.units; ++u)
+      std::memmove(dst + plane + (size_t(u) * tokens_ + dj) * p.unit, src + plane + (size_t(u) * tokens_ + sj) * p.unit,
+                   p.unit);
+    plane += size_t(tokens_) * p.units * p.unit;
   }
 }
 
@@ -90,13 +92,13 @@ std::unique_ptr<BlockCodec> make_f16(const CodecSpec& s, KvSide, int, int dim, c
                                      const std::vector<std::vector<int>>*) {
   return make_f16_codec(dim, s.group);
 }
-std::unique_ptr<BlockCodec> make_q8_0(const CodecSpec& s, KvSide, int, int dim, const Codebook*,
+std::unique_ptr<BlockCodec> make_q8_0(const CodecSpec& s, KvSide side, int, int dim, const Codebook*,
                                       const std::vector<std::vector<int>>*) {
-  return make_q8_0_codec(dim, s.group);
+  return make_q8_0_codec(side, dim, s.group);
 }
-std::unique_ptr<BlockCodec> make_q4_0(const CodecSpec& s, KvSide, int, int dim, const Codebook*,
+std::unique_ptr<BlockCodec> make_q4_0(const CodecSpec& s, KvSide side, int, int dim, const Codebook*,
                                       const std::vector<std::vector<int>>*) {
-  return make_q4_0_codec(dim, s.group);
+  return make_q4_0_codec(side, dim, s.group);
 }
 std::unique_ptr<BlockCodec> make_kivi(const CodecSpec& s, KvSide side, int, int dim, const Codebook*,
                                       const std::vector<std::vector<int>>*) {

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "kv/kv_kernels.h"
 #include "util/aligned.h"
 
 namespace leanlm {
@@ -25,6 +26,15 @@ struct QueryPrep {
   const float* q = nullptr;  // [n_q][q_stride] raw queries (dim channels used)
   int n_q = 0, q_stride = 0;
   AlignedVec<float> table;   // codec-specific (e.g. lookup tables); may stay empty
+  QuantQueries quant;        // int8 queries, for codecs that score in the integer domain
+};
+
+// One plane of a block's layout for per-token codecs: each row owns `units` pieces of `unit`
+// bytes, piece u of row j at the plane's start + (u * tokens + j) * unit (units == 1: the plane is
+// token-major rows; more: a layout interleaved across tokens, like lane keys).
+struct RowPlane {
+  size_t unit = 0;
+  int units = 1;
 };
 
 class BlockCodec {
@@ -42,10 +52,9 @@ class BlockCodec {
   virtual void encode(int h, const float* x, int x_stride, int j0, int n, uint8_t* blk) const = 0;
   // Whether each row is compressed on its own (rows can be appended one at a time).
   virtual bool per_token() const { return true; }
-  // Per-token codecs lay a block out as planes, each [tokens][bytes per row] (scales, then codes,
-  // ...): the bytes per row of each plane, in order. Empty: rows cannot move between blocks as
-  // bytes (codes grouped across tokens) and must be re-encoded.
-  virtual std::vector<size_t> row_planes() const { return {}; }
+  // Per-token codecs lay a block out as planes (scales, then codes, ...), in order. Empty: rows
+  // cannot move between blocks as bytes (codes grouped across tokens) and must be re-encoded.
+  virtual std::vector<RowPlane> row_planes() const { return {}; }
   bool rows_copyable() const { return !row_planes().empty(); }
   // Copies encoded row sj of src to row dj of dst, exactly (src may be dst). Needs rows_copyable().
   void copy_row(const uint8_t* src, int sj, uint8_t* dst, int dj) const;

@@ -1,5 +1,5 @@
 #include "kv/kv_cache.h"
-#include "kv/dense_rows.h"
+#include "kv/kv_kernels.h"
 
 #include <algorithm>
 #include <cstring>
@@ -20,21 +20,27 @@ int KvStore::n_live() const {
 
 namespace {
 
-inline void store_elem(float* p, float v) { *p = v; }
-inline void store_elem(uint16_t* p, float v) { *p = f32_to_fp16(v); }
-
-// Uncompressed keys and values, token-major: [slot][n_kv_head][head_dim]. Full-attention layers
-// grow (to what a pass needs, at least doubling, at most max_ctx slots); sliding-window layers are
-// a ring of window + max_batch slots, so a batch never overwrites a key that one of its own queries
-// still needs. Every allocated slot (rows and position) is charged to the pool.
+// Uncompressed keys and values, per KV head, laid out for streaming reads of one head:
+//   f16 keys   transposed in blocks of 32 slots: [n_kv_head][cap / 32][head_dim][32] (one vector
+//              holds one channel of consecutive slots: scores need no horizontal sums)
+//   f32 keys   [n_kv_head][cap][head_dim]
+//   values     [n_kv_head][cap][head_dim] (accumulation streams whole rows)
+// Full-attention layers grow (to what a pass needs, at least doubling, at most max_ctx slots, in
+// multiples of 32); sliding-window layers are a ring of window + max_batch slots (rounded up to
+// 32), so a batch never overwrites a key that one of its own queries still needs. Every allocated
+// slot (rows and position) is charged to the pool.
 template <typename T>
 class DenseKvStore : public KvStore {
  public:
-  DenseKvStore(const KvShape& s, BlockPool& pool) : s_(s), pool_(pool), row_(s.n_kv_head * s.head_dim) {
-    if (s.head_dim % 8 != 0) fail("KV cache: head size must be a multiple of 8");
+  static constexpr bool kTransposed = sizeof(T) == 2;
+  static constexpr int kBlock = 32;
+
+  DenseKvStore(const KvShape& s, BlockPool& pool) : s_(s), pool_(pool), D_(s.head_dim) {
+    if (s.head_dim % 32 != 0) fail("KV cache: head size must be a multiple of 32");
     if (s.window > 0) {
       ring_ = s.window + std::max(1, s.max_batch);
       if (s.max_ctx > 0) ring_ = std::min(ring_, s.max_ctx);
+      ring_ = round_up(ring_);
       grow(ring_);
       std::fill(pos_.begin(), pos_.end(), -1);
     }
@@ -50,11 +56,18 @@ class DenseKvStore : public KvStore {
       slot = n_++;
     }
     pos_[slot] = pos;
-    T* kd = k_.data() + size_t(slot) * row_;
-    T* vd = v_.data() + size_t(slot) * row_;
-    for (int i = 0; i < row_; ++i) {
-      store_elem(kd + i, k[i]);
-      store_elem(vd + i, v[i]);
+    for (int h = 0; h < s_.n_kv_head; ++h) {
+      const float* kh = k + size_t(h) * D_;
+      const float* vh = v + size_t(h) * D_;
+      T* vd = value_row(h, slot);
+      for (int c = 0; c < D_; ++c) store_elem(vd + c, vh[c]);
+      if constexpr (kTransposed) {
+        T* kb = key_block(h, slot / kBlock) + slot % kBlock;
+        for (int c = 0; c < D_; ++c) store_elem(kb + size_t(c) * kBlock, kh[c]);
+      } else {
+        T* kd = k_.data() + (size_t(h) * cap_ + slot) * D_;
+        for (int c = 0; c < D_; ++c) store_elem(kd + c, kh[c]);
+      }
     }
   }
 
@@ -62,14 +75,21 @@ class DenseKvStore : public KvStore {
   const int32_t* slot_positions() const override { return pos_.data(); }
 
   void scores(int h, const float* q, int n_q, int q_stride, int s0, int s1, float* out, int out_stride) const override {
-    dense_dot(row(k_, s0, h), row_, s1 - s0, s_.head_dim, q, n_q, q_stride, out, out_stride);
+    const KvKernels& kk = best_kv_kernels();
+    if constexpr (kTransposed) {
+      for (int b = s0 / kBlock; b * kBlock < s1; ++b) {
+        const int j0 = std::max(s0, b * kBlock) - b * kBlock, j1 = std::min(s1, (b + 1) * kBlock) - b * kBlock;
+        kk.tkeys_scores_f16(key_block(h, b), kBlock, j0, j1, D_, q, n_q, q_stride, out + (b * kBlock + j0 - s0), out_stride);
+      }
+    } else {
+      kk.rows_scores_f32(k_.data() + (size_t(h) * cap_ + s0) * D_, D_, s1 - s0, D_, q, n_q, q_stride, out, out_stride);
+    }
   }
   void accumulate(int h, const float* w, int n_q, int w_stride, int s0, int s1, float* out, int out_stride) const override {
-    dense_axpy(row(v_, s0, h), row_, s1 - s0, s_.head_dim, w, n_q, w_stride, out, out_stride);
+    const KvKernels& kk = best_kv_kernels();
+    if constexpr (kTransposed) kk.rows_accum_f16(value_row(h, s0), D_, s1 - s0, D_, w, n_q, w_stride, out, out_stride);
+    else kk.rows_accum_f32(value_row(h, s0), D_, s1 - s0, D_, w, n_q, w_stride, out, out_stride);
   }
-
-  // Row of KV head h in slot s.
-  const T* row(const AlignedVec<T>& buf, int slot, int h) const { return buf.data() + size_t(slot) * row_ + size_t(h) * s_.head_dim; }
 
   size_t bytes() const override { return slot_bytes() * size_t(cap_); }
   size_t bytes_to_append(int n) const override {
@@ -86,18 +106,31 @@ class DenseKvStore : public KvStore {
   }
 
  private:
-  size_t slot_bytes() const { return size_t(row_) * sizeof(T) * 2 + sizeof(int32_t); }
-  // Capacity for n more slots: at least double (amortised growth), at most max_ctx.
+  static void store_elem(float* p, float v) { *p = v; }
+  static void store_elem(uint16_t* p, float v) { *p = f32_to_fp16(v); }
+  static int round_up(int n) { return (n + kBlock - 1) / kBlock * kBlock; }
+
+  T* value_row(int h, int slot) { return v_.data() + (size_t(h) * cap_ + slot) * D_; }
+  const T* value_row(int h, int slot) const { return v_.data() + (size_t(h) * cap_ + slot) * D_; }
+  T* key_block(int h, int b) { return k_.data() + (size_t(h) * (cap_ / kBlock) + b) * D_ * kBlock; }
+  const T* key_block(int h, int b) const { return k_.data() + (size_t(h) * (cap_ / kBlock) + b) * D_ * kBlock; }
+
+  size_t slot_bytes() const { return size_t(s_.n_kv_head) * D_ * sizeof(T) * 2 + sizeof(int32_t); }
+  // Capacity for n more slots: at least double (amortised growth), at most max_ctx (rounded up to 32).
   int target_capacity(int n) const {
     int c = std::max({256, n_ + n, 2 * cap_});
     if (s_.max_ctx > 0) c = std::max(n_ + n, std::min(c, s_.max_ctx));
-    return c;
+    return round_up(c);
   }
+  // Each head's region moves to its place in the larger buffers (old slots first, same layout).
   void grow(int cap) {
     AlignedVec<T> k, v;
-    allocate_charged(pool_, slot_bytes() * size_t(cap), size_t(cap) * row_, k, v);
-    std::copy(k_.begin(), k_.end(), k.begin());
-    std::copy(v_.begin(), v_.end(), v.begin());
+    allocate_charged(pool_, slot_bytes() * size_t(cap), size_t(cap) * s_.n_kv_head * D_, k, v);
+    const size_t per_head_old = size_t(cap_) * D_, per_head_new = size_t(cap) * D_;
+    for (int h = 0; h < s_.n_kv_head && cap_ > 0; ++h) {
+      std::copy_n(k_.data() + h * per_head_old, per_head_old, k.data() + h * per_head_new);
+      std::copy_n(v_.data() + h * per_head_old, per_head_old, v.data() + h * per_head_new);
+    }
     k_ = std::move(k), v_ = std::move(v);
     pos_.resize(cap, -1);
     pool_.refund(slot_bytes() * size_t(cap_));
@@ -106,10 +139,10 @@ class DenseKvStore : public KvStore {
 
   KvShape s_;
   BlockPool& pool_;
-  int row_;
+  int D_;
   int ring_ = 0;  // > 0: ring buffer of that many slots
   int n_ = 0;     // slots in use (linear mode)
-  int cap_ = 0;   // slots allocated
+  int cap_ = 0;   // slots allocated (a multiple of 32)
   AlignedVec<T> k_, v_;
   std::vector<int32_t> pos_;  // [cap_]
 };

@@ -59,13 +59,15 @@ int lane_key_code(const uint8_t* lanes, int dim, int bits, int T, int j, int c);
 // 32 * bits / 8 bytes:
 //   bits 8: int8 per channel (signed);  bits 4: element i in the low nibble of byte i, 16 + i in
 //   the high nibble;  bits 2: element 8k + i in bits 2k..2k+1 of byte i.
-// Value j, channel c, group g = c / group: x = scale[j * ng + g] * (code - zero) + min[j * ng + g].
+// Scales (and minimums) are group-major, so that one vector load holds consecutive tokens':
+// value j, channel c, group g = c / group: x = scale[g * scale_stride + j] * (code - zero)
+// + min[g * scale_stride + j].
 struct CodeRows {
   const uint8_t* codes = nullptr;
   size_t stride = 0;
   int bits = 8;
-  int group = 32;                  // channels per scale (a multiple of 32)
-  const uint16_t* scale = nullptr;  // [n][dim / group] fp16, row stride `scale_stride`
+  int group = 32;                   // channels per scale (a multiple of 32)
+  const uint16_t* scale = nullptr;  // [dim / group][scale_stride] fp16, token 0 of the rows first
   const uint16_t* min = nullptr;    // same shape, or null
   size_t scale_stride = 0;
   int zero = 0;
@@ -87,6 +89,11 @@ struct KvKernels {
                            float* out, int os);
   // out[i * os + (j - j0)] = d_i * sum_c q_ic * x_jc (+ bias_i), tokens [j0, j1) of a lane block.
   void (*lane_scores)(const LaneKeys& k, int j0, int j1, int dim, const QuantQueries& q, float* out, int os);
+  // KIVI keys (a lane block without scales, codes unsigned) with per-channel fp16 scale and min:
+  // out[i * os + (j - j0)] = q_i . (min + scale * code_j), each query row multiplied by the scales
+  // and quantized to int8 (as quantize_queries with mul = scale) inside, q_i . min added in float.
+  void (*kivi_key_scores)(const LaneKeys& k, const uint16_t* scale, const uint16_t* min, int j0, int j1, int dim,
+                          const float* q, int nq, int qs, float* out, int os);
   // out[i * os + c] += sum_j w[i * ws + j] * x_jc for value rows j in [0, n).
   void (*code_accum)(const CodeRows& v, int n, int dim, const float* w, int nq, int ws, float* out, int os);
   // The pieces of attention's online softmax: x[i] = exp(x[i] - m), returning the sum; the maximum.

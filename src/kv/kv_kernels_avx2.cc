@@ -48,6 +48,18 @@ struct Avx2 {
   static I addi(I a, I b) { return _mm256_add_epi32(a, b); }
   static I subi(I a, I b) { return _mm256_sub_epi32(a, b); }
   static F cvt(I a) { return _mm256_cvtepi32_ps(a); }
+  static F abs(F a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.f), a); }
+  using M = __m256;
+  static M nonzero(F a) { return _mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_NEQ_UQ); }
+  static M mask_or(M a, M b) { return _mm256_or_ps(a, b); }
+  static unsigned bits(M m) { return unsigned(_mm256_movemask_ps(m)); }
+  static F keep(F a, M m) { return _mm256_and_ps(a, m); }
+  // 8 floats rounded to nearest even, saturated to int8.
+  static void store_i8(int8_t* p, F v) {
+    const __m256i i = _mm256_cvtps_epi32(v);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packs_epi16(w, w));
+  }
   // Codes of at most 4 bits times int8: pair sums stay far inside int16.
   static I dot_u8(I acc, I a, I b) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)));

@@ -45,6 +45,16 @@ struct Avx512 {
   static I addi(I a, I b) { return _mm512_add_epi32(a, b); }
   static I subi(I a, I b) { return _mm512_sub_epi32(a, b); }
   static F cvt(I a) { return _mm512_cvtepi32_ps(a); }
+  static F abs(F a) { return _mm512_abs_ps(a); }
+  using M = __mmask16;
+  static M nonzero(F a) { return _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_NEQ_UQ); }
+  static M mask_or(M a, M b) { return M(a | b); }
+  static unsigned bits(M m) { return m; }
+  static F keep(F a, M m) { return _mm512_maskz_mov_ps(m, a); }
+  // 16 floats rounded to nearest even, saturated to int8.
+  static void store_i8(int8_t* p, F v) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v)));
+  }
   static I dot_u8(I acc, I a, I b) { return _mm512_dpbusd_epi32(acc, a, b); }
   static I dot_s8(I acc, I a, I b) { return _mm512_dpbusd_epi32(acc, _mm512_xor_si512(a, _mm512_set1_epi8(char(0x80))), b); }
   template <int B>

@@ -1,6 +1,7 @@
 // The plain reference of every KV kernel: what the AVX2 and AVX-512 variants are tested against.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels/ops.h"
 #include "kv/kv_kernels.h"
@@ -63,6 +64,21 @@ void lane_scores(const LaneKeys& k, int j0, int j1, int dim, const QuantQueries&
   }
 }
 
+void kivi_key_scores(const LaneKeys& k, const uint16_t* scale, const uint16_t* min, int j0, int j1, int dim,
+                     const float* q, int nq, int qs, float* out, int os) {
+  std::vector<float> mul(dim);
+  for (int c = 0; c < dim; ++c) mul[c] = fp16_to_f32_ref(scale[c]);
+  QuantQueries qq;
+  quantize_queries(q, nq, qs, dim, mul.data(), qq);
+  qq.bias.resize(nq);
+  for (int i = 0; i < nq; ++i) {
+    float b = 0.f;
+    for (int c = 0; c < dim; ++c) b += q[size_t(i) * qs + c] * fp16_to_f32_ref(min[c]);
+    qq.bias[i] = b;
+  }
+  lane_scores(k, j0, j1, dim, qq, out, os);
+}
+
 int value_code(const CodeRows& v, int j, int c) {
   const uint8_t* unit = v.codes + size_t(j) * v.stride + size_t(c / 32) * (32 * v.bits / 8);
   const int e = c % 32;
@@ -72,18 +88,16 @@ int value_code(const CodeRows& v, int j, int c) {
 }
 
 void code_accum(const CodeRows& v, int n, int dim, const float* w, int nq, int ws, float* out, int os) {
-  const int ng = dim / v.group;
   for (int i = 0; i < nq; ++i)
     for (int j = 0; j < n; ++j) {
       const float wj = w[size_t(i) * ws + j];
       if (wj == 0.f) continue;
       for (int c = 0; c < dim; ++c) {
-        const size_t g = size_t(j) * v.scale_stride + c / v.group;
+        const size_t g = size_t(c / v.group) * v.scale_stride + j;
         const float x = fp16_to_f32_ref(v.scale[g]) * float(value_code(v, j, c) - v.zero) +
                         (v.min ? fp16_to_f32_ref(v.min[g]) : 0.f);
         out[size_t(i) * os + c] += wj * x;
       }
-      (void)ng;
     }
 }
 
@@ -102,6 +116,7 @@ void fill_kv_scalar(KvKernels& t) {
   t.rows_accum_f32 = rows_accum<float>;
   t.tkeys_scores_f16 = tkeys_scores;
   t.lane_scores = lane_scores;
+  t.kivi_key_scores = kivi_key_scores;
   t.code_accum = code_accum;
   t.exp_shift_sum = ref::exp_shift_sum;
   t.max_of = max_ref;

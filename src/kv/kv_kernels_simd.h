@@ -3,7 +3,8 @@
 // unit compiled with its ISA's flags. S provides:
 //   N; F (float vector), I (int vector); zero, set1, loadu, load_h (N fp16), storeu, fmadd, add,
 //   mul, max, hmax, hsum, sum4 (four horizontal sums); loadi (N lanes of 4 bytes), set1i, andi,
-//   srli<n>, addi, subi, cvt; dot_u8 / dot_s8 (acc += 4-way byte dot products: unsigned codes /
+//   srli<n>, addi, subi, cvt, abs, store_i8 (round to int8, saturating); M (a lane mask),
+//   nonzero, mask_or, bits (bit l: lane l), keep (zero outside the mask); dot_u8 / dot_s8 (acc += 4-way byte dot products: unsigned codes /
 //   int8 codes times int8 query bytes) with kS8Zero, the offset dot_s8 adds to every code;
 //   unit<B> (32 codes of a value unit -> 32 / N float vectors); exp; kQtRows, kQtAccum (query rows
 //   per register tile).
@@ -29,6 +30,44 @@ inline void store_lanes(float* p, typename S::F v, int a, int b) {
   alignas(64) float t[S::N];
   S::storeu(t, v);
   for (int l = a; l < b; ++l) p[l - a] = t[l];
+}
+
+// Calls f.template operator()<QT>(i) over [0, n) in tiles of QTMAX rows, then one smaller tile for
+// the rest (decode's 3 or 6 query heads per KV head stay in one pass over the cache).
+template <int QTMAX, typename Fn>
+inline void for_tiles(int n, Fn&& f) {
+  int i = 0;
+  for (; i + QTMAX <= n; i += QTMAX) f.template operator()<QTMAX>(i);
+  switch (n - i) {
+    case 3: if constexpr (QTMAX > 3) f.template operator()<3>(i); break;
+    case 2: if constexpr (QTMAX > 2) f.template operator()<2>(i); break;
+    case 1: if constexpr (QTMAX > 1) f.template operator()<1>(i); break;
+    default: break;
+  }
+}
+
+// Lanes where any of the QT weight vectors is nonzero (masked and empty slots weigh exactly 0).
+template <class S, int QT>
+inline typename S::M nonzero_lanes(const typename S::F (&w)[QT]) {
+  typename S::M m = S::nonzero(w[0]);
+  for (int t = 1; t < QT; ++t) m = S::mask_or(m, S::nonzero(w[t]));
+  return m;
+}
+
+// n <= N floats from p, zero-padded.
+template <class S>
+inline typename S::F load_part(const float* p, int n) {
+  if (n == S::N) return S::loadu(p);
+  alignas(64) float t[S::N] = {};
+  for (int l = 0; l < n; ++l) t[l] = p[l];
+  return S::loadu(t);
+}
+template <class S>
+inline typename S::F load_h_part(const uint16_t* p, int n) {
+  if (n == S::N) return S::load_h(p);
+  alignas(64) uint16_t t[S::N] = {};
+  for (int l = 0; l < n; ++l) t[l] = p[l];
+  return S::load_h(t);
 }
 
 // ---- token-major rows --------------------------------------------------------------------------
@@ -69,45 +108,41 @@ void rows_scores(const T* rows, size_t stride, int n, int dim, const float* q, i
 }
 
 // QT query rows, NV vectors of channels from c0: the outputs stay in registers while the rows
-// stream by; rows whose weights are all zero (masked slots) are skipped.
+// stream by; rows whose weights are all zero (masked slots) are skipped, N rows per mask test.
 template <class S, int QT, int NV, typename T>
 inline void rows_accum_tile(const T* rows, size_t stride, int n, int c0, const float* w, int ws, float* out, int os) {
   using F = typename S::F;
   F acc[QT][NV];
   for (int t = 0; t < QT; ++t)
     for (int v = 0; v < NV; ++v) acc[t][v] = S::loadu(out + size_t(t) * os + c0 + v * S::N);
-  for (int j = 0; j < n; ++j) {
-    float wj[QT];
-    bool any = false;
-    for (int t = 0; t < QT; ++t) wj[t] = w[size_t(t) * ws + j], any |= wj[t] != 0.f;
-    if (!any) continue;
-    const T* r = rows + size_t(j) * stride + c0;
-    F x[NV];
-    for (int v = 0; v < NV; ++v) x[v] = S::load(r + v * S::N);
-    for (int t = 0; t < QT; ++t) {
-      const F b = S::set1(wj[t]);
-      for (int v = 0; v < NV; ++v) acc[t][v] = S::fmadd(b, x[v], acc[t][v]);
+  for (int jc = 0; jc < n; jc += S::N) {
+    const int m = std::min(S::N, n - jc);
+    F wv[QT];
+    for (int t = 0; t < QT; ++t) wv[t] = load_part<S>(w + size_t(t) * ws + jc, m);
+    for (unsigned live = S::bits(nonzero_lanes<S, QT>(wv)); live; live &= live - 1) {
+      const int j = jc + __builtin_ctz(live);
+      const T* r = rows + size_t(j) * stride + c0;
+      F x[NV];
+      for (int v = 0; v < NV; ++v) x[v] = S::load(r + v * S::N);
+      for (int t = 0; t < QT; ++t) {
+        const F b = S::set1(w[size_t(t) * ws + j]);
+        for (int v = 0; v < NV; ++v) acc[t][v] = S::fmadd(b, x[v], acc[t][v]);
+      }
     }
   }
   for (int t = 0; t < QT; ++t)
     for (int v = 0; v < NV; ++v) S::storeu(out + size_t(t) * os + c0 + v * S::N, acc[t][v]);
 }
 
-template <class S, int QT, typename T>
-inline void rows_accum_rows(const T* rows, size_t stride, int n, int dim, const float* w, int ws, float* out, int os) {
-  int c = 0;
-  for (; c + 4 * S::N <= dim; c += 4 * S::N) rows_accum_tile<S, QT, 4>(rows, stride, n, c, w, ws, out, os);
-  for (; c < dim; c += S::N) rows_accum_tile<S, QT, 1>(rows, stride, n, c, w, ws, out, os);
-}
-
 template <class S, typename T>
 void rows_accum(const T* rows, size_t stride, int n, int dim, const float* w, int nq, int ws, float* out, int os) {
-  constexpr int QT = S::kQtAccum;
-  int i = 0;
-  for (; i + QT <= nq; i += QT) rows_accum_rows<S, QT>(rows, stride, n, dim, w + size_t(i) * ws, ws, out + size_t(i) * os, os);
-  const int rest = nq - i;
-  if (rest >= 2) rows_accum_rows<S, 2>(rows, stride, n, dim, w + size_t(i) * ws, ws, out + size_t(i) * os, os), i += 2;
-  if (rest == 3 || rest == 1) rows_accum_rows<S, 1>(rows, stride, n, dim, w + size_t(i) * ws, ws, out + size_t(i) * os, os);
+  for_tiles<S::kQtAccum>(nq, [&]<int QT>(int i) {
+    const float* wi = w + size_t(i) * ws;
+    float* oi = out + size_t(i) * os;
+    int c = 0;
+    for (; c + 4 * S::N <= dim; c += 4 * S::N) rows_accum_tile<S, QT, 4>(rows, stride, n, c, wi, ws, oi, os);
+    for (; c < dim; c += S::N) rows_accum_tile<S, QT, 1>(rows, stride, n, c, wi, ws, oi, os);
+  });
 }
 
 // ---- transposed fp16 keys ------------------------------------------------------------------------
@@ -137,17 +172,10 @@ inline void tkeys_tile(const uint16_t* kt, int ld, int jb, int j0, int j1, int d
 template <class S>
 void tkeys_scores(const uint16_t* kt, int ld, int j0, int j1, int dim, const float* q, int nq, int qs, float* out,
                   int os) {
-  constexpr int QT = 4;
-  for (int jb = j0 / (2 * S::N) * (2 * S::N); jb < j1; jb += 2 * S::N) {
-    int i = 0;
-    for (; i + QT <= nq; i += QT) tkeys_tile<S, QT>(kt, ld, jb, j0, j1, dim, q + size_t(i) * qs, qs, out + size_t(i) * os, os);
-    switch (nq - i) {
-      case 3: tkeys_tile<S, 3>(kt, ld, jb, j0, j1, dim, q + size_t(i) * qs, qs, out + size_t(i) * os, os); break;
-      case 2: tkeys_tile<S, 2>(kt, ld, jb, j0, j1, dim, q + size_t(i) * qs, qs, out + size_t(i) * os, os); break;
-      case 1: tkeys_tile<S, 1>(kt, ld, jb, j0, j1, dim, q + size_t(i) * qs, qs, out + size_t(i) * os, os); break;
-      default: break;
-    }
-  }
+  for (int jb = j0 / (2 * S::N) * (2 * S::N); jb < j1; jb += 2 * S::N)
+    for_tiles<4>(nq, [&]<int QT>(int i) {
+      tkeys_tile<S, QT>(kt, ld, jb, j0, j1, dim, q + size_t(i) * qs, qs, out + size_t(i) * os, os);
+    });
 }
 
 // ---- lane keys: integer scores ---------------------------------------------------------------------
@@ -160,27 +188,34 @@ inline typename S::I lane_field(typename S::I w) {
   else return S::andi(s == 0 ? w : S::template srli<2 * s>(w), S::set1i(0x03030303));
 }
 
-template <class S, int B, int s>
-inline void lane_dots(typename S::I w, const int8_t* const q[], int c, int qt, typename S::I acc[]) {
+// The query rows of one tile: int8 codes, scale, bias, and (for offset codes) sums per 32 channels.
+template <int QT>
+struct QueryTile {
+  const int8_t* q[QT];
+  float d[QT];
+  float bias[QT];
+  const int32_t* sum[QT];  // [dim / 32], or null when no code has an offset
+};
+
+template <class S, int B, int s, int QT>
+inline void lane_dots(typename S::I w, const QueryTile<QT>& qt, int c, typename S::I (&acc)[QT]) {
   const typename S::I a = lane_field<S, B, s>(w);
-  for (int t = 0; t < qt; ++t) {
+  for (int t = 0; t < QT; ++t) {
     int32_t quad;
-    std::memcpy(&quad, q[t] + c + 4 * s, 4);
+    std::memcpy(&quad, qt.q[t] + c + 4 * s, 4);
     if constexpr (B == 8) acc[t] = S::dot_s8(acc[t], a, S::set1i(quad));
     else acc[t] = S::dot_u8(acc[t], a, S::set1i(quad));
   }
 }
 
+// N tokens from jb (a multiple of N) against QT query rows; stores the lanes inside [j0, j1).
 template <class S, int B, int QT>
-inline void lane_tile(const LaneKeys& k, int jb, int j0, int j1, int dim, const QuantQueries& q, int i0, float* out,
-                      int os) {
+inline void lane_tile(const LaneKeys& k, int jb, int j0, int j1, int dim, const QueryTile<QT>& qt, float* out, int os) {
   using F = typename S::F;
   using I = typename S::I;
   constexpr int W = 32 / B;  // channels per column
   const int group = k.scale ? 32 : dim, ng = dim / group;
   const int zero = k.zero + (B == 8 ? S::kS8Zero : 0);
-  const int8_t* qr[QT];
-  for (int t = 0; t < QT; ++t) qr[t] = q.codes.data() + size_t(i0 + t) * dim;
   F score[QT];
   for (int t = 0; t < QT; ++t) score[t] = S::zero();
   for (int g = 0; g < ng; ++g) {
@@ -189,16 +224,16 @@ inline void lane_tile(const LaneKeys& k, int jb, int j0, int j1, int dim, const 
     for (int u = g * group / W; u < (g + 1) * group / W; ++u) {
       const I w = S::loadi(k.codes + (size_t(u) * k.T + jb) * 4);
       const int c = u * W;
-      lane_dots<S, B, 0>(w, qr, c, QT, acc);
-      if constexpr (B <= 4) lane_dots<S, B, 1>(w, qr, c, QT, acc);
-      if constexpr (B == 2) lane_dots<S, B, 2>(w, qr, c, QT, acc), lane_dots<S, B, 3>(w, qr, c, QT, acc);
+      lane_dots<S, B, 0>(w, qt, c, acc);
+      if constexpr (B <= 4) lane_dots<S, B, 1>(w, qt, c, acc);
+      if constexpr (B == 2) lane_dots<S, B, 2>(w, qt, c, acc), lane_dots<S, B, 3>(w, qt, c, acc);
     }
     const F d = k.scale ? S::load_h(k.scale + size_t(g) * k.T + jb) : S::set1(1.f);
     for (int t = 0; t < QT; ++t) {
       I a = acc[t];
       if (zero) {
         int32_t qsum = 0;  // the row's code sum over this group
-        for (int h = g * group / 32; h < (g + 1) * group / 32; ++h) qsum += q.sum[size_t(i0 + t) * (dim / 32) + h];
+        for (int h = g * group / 32; h < (g + 1) * group / 32; ++h) qsum += qt.sum[t][h];
         a = S::subi(a, S::set1i(zero * qsum));
       }
       score[t] = S::fmadd(d, S::cvt(a), score[t]);
@@ -206,25 +241,23 @@ inline void lane_tile(const LaneKeys& k, int jb, int j0, int j1, int dim, const 
   }
   const int lo = std::max(j0, jb), hi = std::min(j1, jb + S::N);
   for (int t = 0; t < QT; ++t) {
-    const float bias = q.bias.empty() ? 0.f : q.bias[i0 + t];
-    const F r = S::fmadd(score[t], S::set1(q.d[i0 + t]), S::set1(bias));
-    store_lanes<S>(out + size_t(i0 + t) * os + (lo - j0), r, lo - jb, hi - jb);
+    const F r = S::fmadd(score[t], S::set1(qt.d[t]), S::set1(qt.bias[t]));
+    store_lanes<S>(out + size_t(t) * os + (lo - j0), r, lo - jb, hi - jb);
   }
 }
 
 template <class S, int B>
 void lane_scores_bits(const LaneKeys& k, int j0, int j1, int dim, const QuantQueries& q, float* out, int os) {
-  constexpr int QT = 4;
-  for (int jb = j0 / S::N * S::N; jb < j1; jb += S::N) {
-    int i = 0;
-    for (; i + QT <= q.n; i += QT) lane_tile<S, B, QT>(k, jb, j0, j1, dim, q, i, out, os);
-    switch (q.n - i) {
-      case 3: lane_tile<S, B, 3>(k, jb, j0, j1, dim, q, i, out, os); break;
-      case 2: lane_tile<S, B, 2>(k, jb, j0, j1, dim, q, i, out, os); break;
-      case 1: lane_tile<S, B, 1>(k, jb, j0, j1, dim, q, i, out, os); break;
-      default: break;
+  for_tiles<4>(q.n, [&]<int QT>(int i) {
+    QueryTile<QT> qt;
+    for (int t = 0; t < QT; ++t) {
+      qt.q[t] = q.codes.data() + size_t(i + t) * dim;
+      qt.d[t] = q.d[i + t];
+      qt.bias[t] = q.bias.empty() ? 0.f : q.bias[i + t];
+      qt.sum[t] = q.sum.data() + size_t(i + t) * (dim / 32);
     }
-  }
+    for (int jb = j0 / S::N * S::N; jb < j1; jb += S::N) lane_tile<S, B, QT>(k, jb, j0, j1, dim, qt, out + size_t(i) * os, os);
+  });
 }
 
 template <class S>
@@ -234,43 +267,99 @@ void lane_scores(const LaneKeys& k, int j0, int j1, int dim, const QuantQueries&
   else lane_scores_bits<S, 8>(k, j0, j1, dim, q, out, os);
 }
 
+// One query row times per-channel factors, quantized to int8 exactly as quantize_queries does it
+// (the same float products, maximum and round-to-nearest-even); returns the scale.
+template <class S>
+inline float quantize_scaled_row(const float* x, const uint16_t* mul, int dim, int8_t* out) {
+  using F = typename S::F;
+  alignas(64) float v[512];
+  F amax = S::zero();
+  for (int c = 0; c < dim; c += S::N) {
+    const F p = S::mul(S::loadu(x + c), S::load_h(mul + c));
+    S::storeu(v + c, p);
+    amax = S::max(amax, S::abs(p));
+  }
+  const float am = S::hmax(amax);
+  const F inv = S::set1(am > 0.f ? 127.f / am : 0.f);
+  for (int c = 0; c < dim; c += S::N) S::store_i8(out + c, S::mul(S::loadu(v + c), inv));
+  return am / 127.f;
+}
+
+template <class S, int B>
+void kivi_key_scores_bits(const LaneKeys& k, const uint16_t* scale, const uint16_t* min, int j0, int j1, int dim,
+                          const float* q, int nq, int qs, float* out, int os) {
+  for_tiles<4>(nq, [&]<int QT>(int i) {
+    alignas(64) int8_t codes[QT][512];
+    QueryTile<QT> qt;
+    for (int t = 0; t < QT; ++t) {
+      const float* x = q + size_t(i + t) * qs;
+      qt.q[t] = codes[t];
+      qt.d[t] = quantize_scaled_row<S>(x, scale, dim, codes[t]);
+      typename S::F b = S::zero();
+      for (int c = 0; c < dim; c += S::N) b = S::fmadd(S::loadu(x + c), S::load_h(min + c), b);
+      qt.bias[t] = S::hsum(b);
+      qt.sum[t] = nullptr;
+    }
+    for (int jb = j0 / S::N * S::N; jb < j1; jb += S::N) lane_tile<S, B, QT>(k, jb, j0, j1, dim, qt, out + size_t(i) * os, os);
+  });
+}
+
+template <class S>
+void kivi_key_scores(const LaneKeys& k, const uint16_t* scale, const uint16_t* min, int j0, int j1, int dim,
+                     const float* q, int nq, int qs, float* out, int os) {
+  if (k.bits == 2) kivi_key_scores_bits<S, 2>(k, scale, min, j0, j1, dim, q, nq, qs, out, os);
+  else kivi_key_scores_bits<S, 4>(k, scale, min, j0, j1, dim, q, nq, qs, out, os);
+}
+
 // ---- code rows: values accumulated on their codes ------------------------------------------------
 
-// QT query rows, units [u0, u0 + NU) of 32 channels: per token, each row's weight times the unit's
-// group scale multiplies the codes; weight times (min - zero * scale) is summed per unit and added
-// once at the end.
+// QT query rows, units [u0, u0 + NU) of 32 channels. Per chunk of N tokens, each row's weights
+// times the units' group scales (one vector product) become the coefficients of the codes, and
+// weight times (min - zero * scale) is summed per unit (added once at the end); then each live
+// token's codes are unpacked once and multiplied into every row's outputs.
 template <class S, int B, int QT, int NU>
 inline void code_tile(const CodeRows& v, int n, int u0, const float* w, int ws, float* out, int os) {
   using F = typename S::F;
   constexpr int VPU = 32 / S::N;  // vectors per unit
   constexpr int kUnitBytes = 32 * B / 8;
-  F acc[QT][NU * VPU];
-  float bias[QT][NU] = {};
-  for (int t = 0; t < QT; ++t)
+  F acc[QT][NU * VPU], bias[QT][NU];
+  for (int t = 0; t < QT; ++t) {
     for (int x = 0; x < NU * VPU; ++x) acc[t][x] = S::zero();
-  for (int j = 0; j < n; ++j) {
-    float wj[QT];
-    bool any = false;
-    for (int t = 0; t < QT; ++t) wj[t] = w[size_t(t) * ws + j], any |= wj[t] != 0.f;
-    if (!any) continue;
-    const uint8_t* row = v.codes + size_t(j) * v.stride;
+    for (int uu = 0; uu < NU; ++uu) bias[t][uu] = S::zero();
+  }
+  alignas(64) float cf[QT][NU][S::N];
+  for (int jc = 0; jc < n; jc += S::N) {
+    const int m = std::min(S::N, n - jc);
+    F wv[QT];
+    for (int t = 0; t < QT; ++t) wv[t] = load_part<S>(w + size_t(t) * ws + jc, m);
+    const typename S::M live = nonzero_lanes<S, QT>(wv);
     for (int uu = 0; uu < NU; ++uu) {
-      const int u = u0 + uu;
-      const size_t gi = size_t(j) * v.scale_stride + size_t(u) * 32 / v.group;
-      const float s = fp16_to_f32(v.scale[gi]);
-      const float m = (v.min ? fp16_to_f32(v.min[gi]) : 0.f) - float(v.zero) * s;
-      F x[VPU];
-      S::template unit<B>(row + size_t(u) * kUnitBytes, x);
+      // Lanes of slots that no row weighs are cleared: an empty slot's scale may be any bits.
+      const size_t g = size_t(u0 + uu) * 32 / v.group;
+      const F sg = S::keep(load_h_part<S>(v.scale + g * v.scale_stride + jc, m), live);
+      F mg = v.min ? S::keep(load_h_part<S>(v.min + g * v.scale_stride + jc, m), live) : S::zero();
+      if (v.zero) mg = S::fmadd(sg, S::set1(-float(v.zero)), mg);
       for (int t = 0; t < QT; ++t) {
-        bias[t][uu] += wj[t] * m;
-        const F cf = S::set1(wj[t] * s);
-        for (int e = 0; e < VPU; ++e) acc[t][uu * VPU + e] = S::fmadd(cf, x[e], acc[t][uu * VPU + e]);
+        S::storeu(cf[t][uu], S::mul(wv[t], sg));
+        bias[t][uu] = S::fmadd(wv[t], mg, bias[t][uu]);
+      }
+    }
+    for (unsigned bits = S::bits(live); bits; bits &= bits - 1) {
+      const int l = __builtin_ctz(bits);
+      const uint8_t* row = v.codes + size_t(jc + l) * v.stride + size_t(u0) * kUnitBytes;
+      for (int uu = 0; uu < NU; ++uu) {
+        F x[VPU];
+        S::template unit<B>(row + size_t(uu) * kUnitBytes, x);
+        for (int t = 0; t < QT; ++t) {
+          const F c = S::set1(cf[t][uu][l]);
+          for (int e = 0; e < VPU; ++e) acc[t][uu * VPU + e] = S::fmadd(c, x[e], acc[t][uu * VPU + e]);
+        }
       }
     }
   }
   for (int t = 0; t < QT; ++t)
     for (int uu = 0; uu < NU; ++uu) {
-      const F b = S::set1(bias[t][uu]);
+      const F b = S::set1(S::hsum(bias[t][uu]));
       for (int e = 0; e < VPU; ++e) {
         float* o = out + size_t(t) * os + size_t(u0 + uu) * 32 + e * S::N;
         S::storeu(o, S::add(S::loadu(o), S::add(acc[t][uu * VPU + e], b)));
@@ -278,22 +367,16 @@ inline void code_tile(const CodeRows& v, int n, int u0, const float* w, int ws, 
     }
 }
 
-template <class S, int B, int QT>
-inline void code_rows(const CodeRows& v, int n, int dim, const float* w, int ws, float* out, int os) {
-  constexpr int NU = S::N == 16 ? 2 : 1;  // 4 vectors of outputs per query row
-  int u = 0;
-  for (; u + NU <= dim / 32; u += NU) code_tile<S, B, QT, NU>(v, n, u, w, ws, out, os);
-  for (; u < dim / 32; ++u) code_tile<S, B, QT, 1>(v, n, u, w, ws, out, os);
-}
-
 template <class S, int B>
 void code_accum_bits(const CodeRows& v, int n, int dim, const float* w, int nq, int ws, float* out, int os) {
-  constexpr int QT = S::kQtAccum;
-  int i = 0;
-  for (; i + QT <= nq; i += QT) code_rows<S, B, QT>(v, n, dim, w + size_t(i) * ws, ws, out + size_t(i) * os, os);
-  const int rest = nq - i;
-  if (rest >= 2) code_rows<S, B, 2>(v, n, dim, w + size_t(i) * ws, ws, out + size_t(i) * os, os), i += 2;
-  if (rest == 3 || rest == 1) code_rows<S, B, 1>(v, n, dim, w + size_t(i) * ws, ws, out + size_t(i) * os, os);
+  constexpr int NU = S::N == 16 ? 2 : 1;  // 4 vectors of outputs per query row
+  for_tiles<S::kQtAccum>(nq, [&]<int QT>(int i) {
+    const float* wi = w + size_t(i) * ws;
+    float* oi = out + size_t(i) * os;
+    int u = 0;
+    for (; u + NU <= dim / 32; u += NU) code_tile<S, B, QT, NU>(v, n, u, wi, ws, oi, os);
+    for (; u < dim / 32; ++u) code_tile<S, B, QT, 1>(v, n, u, wi, ws, oi, os);
+  });
 }
 
 template <class S>
@@ -339,6 +422,7 @@ void fill(KvKernels& t) {
   t.rows_accum_f32 = rows_accum<S, float>;
   t.tkeys_scores_f16 = tkeys_scores<S>;
   t.lane_scores = lane_scores<S>;
+  t.kivi_key_scores = kivi_key_scores<S>;
   t.code_accum = code_accum<S>;
   t.exp_shift_sum = exp_shift_sum<S>;
   t.max_of = max_of<S>;

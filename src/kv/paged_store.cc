@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "kv/dense_rows.h"
+#include "kv/kv_kernels.h"
 #include "util/error.h"
 #include "util/fp16.h"
 
@@ -233,7 +233,8 @@ void PagedKvStore::scores(int h, const float* q, int n_q, int q_stride, int s0, 
         opts_.key->dot(h, key_block(p, h), j0, j1, prep, out + off, out_stride);
       },
       [&](int idx, int n, int off) {
-        dense_dot(recent_.key_at(idx) + size_t(h) * D_, row_, n, D_, q, n_q, q_stride, out + off, out_stride);
+        best_kv_kernels().rows_scores_f16(recent_.key_at(idx) + size_t(h) * D_, row_, n, D_, q, n_q, q_stride, out + off,
+                                           out_stride);
       });
 }
 
@@ -262,7 +263,8 @@ void PagedKvStore::accumulate_stored(int h, const float* w, int n_q, int w_strid
         opts_.value->axpy(h, value_block(p, h), j0, j1, w + off, n_q, w_stride, out, out_stride);
       },
       [&](int idx, int n, int off) {
-        dense_axpy(recent_.value_at(idx) + size_t(h) * D_, row_, n, D_, w + off, n_q, w_stride, out, out_stride);
+        best_kv_kernels().rows_accum_f16(recent_.value_at(idx) + size_t(h) * D_, row_, n, D_, w + off, n_q, w_stride, out,
+                                          out_stride);
       });
 }
 

@@ -42,7 +42,7 @@ class CqCodec : public BlockCodec {
       }
   }
   size_t block_bytes() const override { return size_t(tokens_) * row_bytes_; }
-  std::vector<size_t> row_planes() const override { return {row_bytes_}; }
+  std::vector<RowPlane> row_planes() const override { return {{row_bytes_, 1}}; }
 
   void encode(int h, const float* x, int x_stride, int j0, int n, uint8_t* blk) const override {
     for (int j = j0; j < n; ++j) {

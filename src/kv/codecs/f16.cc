@@ -3,7 +3,7 @@
 #include <cstring>
 
 #include "kv/block_codec.h"
-#include "kv/dense_rows.h"
+#include "kv/kv_kernels.h"
 #include "util/fp16.h"
 
 namespace leanlm {
@@ -14,7 +14,7 @@ class F16Codec : public BlockCodec {
  public:
   using BlockCodec::BlockCodec;
   size_t block_bytes() const override { return size_t(tokens_) * dim_ * 2; }
-  std::vector<size_t> row_planes() const override { return {size_t(dim_) * 2}; }
+  std::vector<RowPlane> row_planes() const override { return {{size_t(dim_) * 2, 1}}; }
 
   void encode(int, const float* x, int x_stride, int j0, int n, uint8_t* blk) const override {
     for (int j = j0; j < n; ++j)
@@ -29,11 +29,11 @@ class F16Codec : public BlockCodec {
       for (int c = 0; c < dim_; ++c) x[size_t(j - j0) * dim_ + c] = fp16_to_f32_ref(row(blk, j)[c]);
   }
   void dot(int, const uint8_t* blk, int j0, int j1, const QueryPrep& p, float* out, int out_stride) const override {
-    dense_dot(row(blk, j0), dim_, j1 - j0, dim_, p.q, p.n_q, p.q_stride, out, out_stride);
+    best_kv_kernels().rows_scores_f16(row(blk, j0), dim_, j1 - j0, dim_, p.q, p.n_q, p.q_stride, out, out_stride);
   }
   void axpy(int, const uint8_t* blk, int j0, int j1, const float* w, int n_q, int w_stride, float* out,
             int out_stride) const override {
-    dense_axpy(row(blk, j0), dim_, j1 - j0, dim_, w, n_q, w_stride, out, out_stride);
+    best_kv_kernels().rows_accum_f16(row(blk, j0), dim_, j1 - j0, dim_, w, n_q, w_stride, out, out_stride);
   }
 
  private:
