@@ -90,6 +90,43 @@ struct Avx2 {
       f[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 6));
     }
   }
+  static I dot_i16(I acc, I a, I b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
+  // 8 floats rounded to nearest even, saturated to int16.
+  static void store_i16(int16_t* p, F v) {
+    const __m256i i = _mm256_cvtps_epi32(v);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1)));
+  }
+  // Codes of one value unit (32 channels) of tokens a and b -> x[k] channels 8k .. 8k + 7, each lane
+  // (code_a, code_b) as int16.
+  template <int B>
+  static void pair_unit(const uint8_t* a, const uint8_t* b, I* x) {
+    // Two vectors of 16 words (channels c .. c + 15 of a and of b) -> pairs for c .. c + 7, c + 8 .. c + 15.
+    auto mix = [](__m256i A, __m256i Bv, I* out) {
+      const __m256i lo = _mm256_unpacklo_epi16(A, Bv), hi = _mm256_unpackhi_epi16(A, Bv);
+      out[0] = _mm256_permute2x128_si256(lo, hi, 0x20);
+      out[1] = _mm256_permute2x128_si256(lo, hi, 0x31);
+    };
+    auto load16 = [](const uint8_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); };
+    if constexpr (B == 8) {
+      mix(_mm256_cvtepi8_epi16(load16(a)), _mm256_cvtepi8_epi16(load16(b)), x);
+      mix(_mm256_cvtepi8_epi16(load16(a + 16)), _mm256_cvtepi8_epi16(load16(b + 16)), x + 2);
+    } else if constexpr (B == 4) {
+      const __m256i A = _mm256_cvtepu8_epi16(load16(a)), Bv = _mm256_cvtepu8_epi16(load16(b));
+      const __m256i m = _mm256_set1_epi16(15);
+      mix(_mm256_and_si256(A, m), _mm256_and_si256(Bv, m), x);
+      mix(_mm256_srli_epi16(A, 4), _mm256_srli_epi16(Bv, 4), x + 2);
+    } else {
+      // Elements 8k + i sit in bits 2k of byte i: words [a's 8 bytes | b's 8 bytes], one field each.
+      const __m128i ab = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(a)));
+      const __m128i bb = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b)));
+      const __m128i m = _mm_set1_epi16(3);
+      auto field = [&](__m128i v, int k) { return _mm_and_si128(_mm_srl_epi16(v, _mm_cvtsi32_si128(2 * k)), m); };
+      for (int k = 0; k < 4; ++k) {
+        const __m128i fa = field(ab, k), fb = field(bb, k);
+        x[k] = _mm256_set_m128i(_mm_unpackhi_epi16(fa, fb), _mm_unpacklo_epi16(fa, fb));
+      }
+    }
+  }
   // exp(x): x = k ln2 + r, |r| <= ln2/2, degree-6 polynomial (relative error ~2e-7); below -87: 0.
   static F exp(F x) {
     const __m256 lo = _mm256_set1_ps(-87.3f), hi = _mm256_set1_ps(88.3f);

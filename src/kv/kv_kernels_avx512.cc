@@ -78,6 +78,52 @@ struct Avx512 {
       f[1] = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srlv_epi32(b, s23), m));
     }
   }
+  static I dot_i16(I acc, I a, I b) { return _mm512_dpwssd_epi32(acc, a, b); }
+  // 16 floats rounded to nearest even, saturated to int16.
+  static void store_i16(int16_t* p, F v) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(v)));
+  }
+  // Codes of one value unit (32 channels) of tokens a and b -> x[0] channels 0-15, x[1] 16-31, each
+  // lane (code_a, code_b) as int16.
+  template <int B>
+  static void pair_unit(const uint8_t* a, const uint8_t* b, I* x) {
+    // Word permutations: kMix interleaves two 16-word sources (a from the first, b from the second);
+    // kHalves interleaves the two 256-bit halves of one vector.
+    alignas(64) static const uint16_t kMixLo[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+                                                    8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+    alignas(64) static const uint16_t kMixHi[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+                                                    24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+    alignas(64) static const uint16_t kHalves[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                                     8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    auto idx = [](const uint16_t* t) { return _mm512_load_si512(t); };
+    if constexpr (B == 8) {
+      const __m512i A = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)));
+      const __m512i Bv = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)));
+      x[0] = _mm512_permutex2var_epi16(A, idx(kMixLo), Bv);
+      x[1] = _mm512_permutex2var_epi16(A, idx(kMixHi), Bv);
+    } else if constexpr (B == 4) {
+      const __m256i ab = _mm256_inserti128_si256(
+          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a))),
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), 1);
+      const __m512i w = _mm512_cvtepu8_epi16(ab);  // words 0-15: a's bytes, 16-31: b's
+      x[0] = _mm512_permutexvar_epi16(idx(kHalves), _mm512_and_si512(w, _mm512_set1_epi16(15)));
+      x[1] = _mm512_permutexvar_epi16(idx(kHalves), _mm512_srli_epi16(w, 4));
+    } else {
+      const __m128i ab = _mm_unpacklo_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(a)),
+                                            _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b)));
+      const __m512i w = _mm512_broadcast_i64x4(_mm256_cvtepu8_epi16(ab));  // [a's 8 bytes, b's 8 bytes] twice
+      // Elements 8k + i sit in bits 2k of byte i: the halves take fields (0, 1), then (2, 3).
+      const __m512i s01 = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
+                                           0x0002000200020002, 0, 0, 0, 0);
+      const __m512i s23 = _mm512_add_epi16(s01, _mm512_set1_epi16(4));
+      const __m512i m = _mm512_set1_epi16(3);
+      // Words: [a f_k (8), b f_k (8), a f_k+1 (8), b f_k+1 (8)] -> pairs for channels 8k .. 8k + 15.
+      alignas(64) static const uint16_t kQuarter[32] = {0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
+                                                        16, 24, 17, 25, 18, 26, 19, 27, 20, 28, 21, 29, 22, 30, 23, 31};
+      x[0] = _mm512_permutexvar_epi16(idx(kQuarter), _mm512_and_si512(_mm512_srlv_epi16(w, s01), m));
+      x[1] = _mm512_permutexvar_epi16(idx(kQuarter), _mm512_and_si512(_mm512_srlv_epi16(w, s23), m));
+    }
+  }
   static F exp(F x) {
     const __m512 lo = _mm512_set1_ps(-87.3f), hi = _mm512_set1_ps(88.3f);
     x = _mm512_max_ps(_mm512_min_ps(x, hi), lo);

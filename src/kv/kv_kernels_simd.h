@@ -6,7 +6,8 @@
 //   srli<n>, addi, subi, cvt, abs, store_i8 (round to int8, saturating); M (a lane mask),
 //   nonzero, mask_or, bits (bit l: lane l), keep (zero outside the mask); dot_u8 / dot_s8 (acc += 4-way byte dot products: unsigned codes /
 //   int8 codes times int8 query bytes) with kS8Zero, the offset dot_s8 adds to every code;
-//   unit<B> (32 codes of a value unit -> 32 / N float vectors); exp; kQtRows, kQtAccum (query rows
+//   pair_unit<B> (the 32 codes of a value unit of two tokens -> 32 / N vectors of int16 pairs, one
+//   per channel, channels in order), dot_i16 (acc += 2-way int16 dot products), store_i16; exp; kQtRows, kQtAccum (query rows
 //   per register tile).
 // Every function here has a plain reference in kv_kernels_scalar.cc with the same contract.
 #pragma once
@@ -312,71 +313,124 @@ void kivi_key_scores(const LaneKeys& k, const uint16_t* scale, const uint16_t* m
 }
 
 // ---- code rows: values accumulated on their codes ------------------------------------------------
+//
+// Per query row and scale group, the coefficients cf_j = w_j * scale_jg of the call's tokens are
+// rounded to int16 with one step per (row, group), dq = max_j |cf_j| / 32767. Tokens go in pairs
+// (j0, j0 + 1), (j0 + 2, j0 + 3), ... (an odd count pairs the last with a row of zeros): the two
+// int16 coefficients of a pair are one int32, and S::pair_unit interleaves the pair's codes per
+// channel, so that 2-way int16 dot products (vpdpwssd, vpmaddwd) add both tokens to each channel at
+// once, exactly. The sum of weight * (min - zero * scale) is kept in float per (row, group) and
+// added at the end. The result differs from the float computation only by the coefficients'
+// rounding: at most dq / 2 per token and code unit.
 
-// QT query rows, units [u0, u0 + NU) of 32 channels. Per chunk of N tokens, each row's weights
-// times the units' group scales (one vector product) become the coefficients of the codes, and
-// weight times (min - zero * scale) is summed per unit (added once at the end); then each live
-// token's codes are unpacked once and multiplied into every row's outputs.
-template <class S, int B, int QT, int NU>
-inline void code_tile(const CodeRows& v, int n, int u0, const float* w, int ws, float* out, int os) {
+constexpr int kMaxCallTokens = 256;  // tokens per code_accum call (one block of at most 256)
+
+// What a tile of QT rows needs for its tokens: pair coefficients, steps and bias per (row, group),
+// and which pairs any row weighs at all.
+template <int QT>
+struct PairCoefs {
+  alignas(64) int16_t cq[QT][8][kMaxCallTokens + 64];  // [row][group][token], int32 per pair
+  float dq[QT][8];
+  float bias[QT][8];
+  uint64_t live[kMaxCallTokens / 128 + 1];  // bit p: pair p has a nonzero weight
+};
+
+template <class S, int QT>
+inline void pair_coefs(const CodeRows& v, int n, int ng, const float* w, int ws, PairCoefs<QT>& pc) {
   using F = typename S::F;
-  constexpr int VPU = 32 / S::N;  // vectors per unit
-  constexpr int kUnitBytes = 32 * B / 8;
-  F acc[QT][NU * VPU], bias[QT][NU];
-  for (int t = 0; t < QT; ++t) {
-    for (int x = 0; x < NU * VPU; ++x) acc[t][x] = S::zero();
-    for (int uu = 0; uu < NU; ++uu) bias[t][uu] = S::zero();
-  }
-  alignas(64) float cf[QT][NU][S::N];
-  for (int jc = 0; jc < n; jc += S::N) {
-    const int m = std::min(S::N, n - jc);
-    F wv[QT];
-    for (int t = 0; t < QT; ++t) wv[t] = load_part<S>(w + size_t(t) * ws + jc, m);
-    const typename S::M live = nonzero_lanes<S, QT>(wv);
-    for (int uu = 0; uu < NU; ++uu) {
+  const int ne = (n + 1) / 2 * 2;
+  for (auto& l : pc.live) l = 0;
+  for (int g = 0; g < ng; ++g) {
+    alignas(64) float cf[QT][kMaxCallTokens + 16];
+    F amax[QT], bias[QT];
+    for (int t = 0; t < QT; ++t) amax[t] = bias[t] = S::zero();
+    for (int k = 0; k < ne; k += S::N) {
+      const int m = std::max(0, std::min(S::N, n - k));
+      F wv[QT];
+      for (int t = 0; t < QT; ++t) wv[t] = load_part<S>(w + size_t(t) * ws + k, m);
+      const typename S::M live = nonzero_lanes<S, QT>(wv);
       // Lanes of slots that no row weighs are cleared: an empty slot's scale may be any bits.
-      const size_t g = size_t(u0 + uu) * 32 / v.group;
-      const F sg = S::keep(load_h_part<S>(v.scale + g * v.scale_stride + jc, m), live);
-      F mg = v.min ? S::keep(load_h_part<S>(v.min + g * v.scale_stride + jc, m), live) : S::zero();
+      const F sg = S::keep(load_h_part<S>(v.scale + g * v.scale_stride + k, m), live);
+      F mg = v.min ? S::keep(load_h_part<S>(v.min + g * v.scale_stride + k, m), live) : S::zero();
       if (v.zero) mg = S::fmadd(sg, S::set1(-float(v.zero)), mg);
       for (int t = 0; t < QT; ++t) {
-        S::storeu(cf[t][uu], S::mul(wv[t], sg));
-        bias[t][uu] = S::fmadd(wv[t], mg, bias[t][uu]);
+        const F c = S::mul(wv[t], sg);
+        S::storeu(cf[t] + k, c);
+        amax[t] = S::max(amax[t], S::abs(c));
+        bias[t] = S::fmadd(wv[t], mg, bias[t]);
       }
+      const unsigned bits = S::bits(live);
+      for (int l = 0; l < S::N; l += 2)
+        if (bits >> l & 3) pc.live[(k + l) / 128] |= uint64_t(1) << ((k + l) / 2 % 64);
     }
-    for (unsigned bits = S::bits(live); bits; bits &= bits - 1) {
-      const int l = __builtin_ctz(bits);
-      const uint8_t* row = v.codes + size_t(jc + l) * v.stride + size_t(u0) * kUnitBytes;
+    for (int t = 0; t < QT; ++t) {
+      const float am = S::hmax(amax[t]);
+      pc.dq[t][g] = am / 32767.f;
+      pc.bias[t][g] = S::hsum(bias[t]);
+      const F inv = S::set1(am > 0.f ? 32767.f / am : 0.f);
+      for (int k = 0; k < ne; k += S::N) S::store_i16(pc.cq[t][g] + k, S::mul(S::loadu(cf[t] + k), inv));
+    }
+  }
+}
+
+// QT query rows, units [u0, u0 + NU) of 32 channels, over the call's token pairs.
+template <class S, int B, int QT, int NU>
+inline void code_tile(const CodeRows& v, int n, int u0, const PairCoefs<QT>& pc, float* out, int os) {
+  using I = typename S::I;
+  using F = typename S::F;
+  constexpr int VPU = 32 / S::N;  // vectors of channel pairs per unit
+  constexpr int kUnitBytes = 32 * B / 8;
+  alignas(64) static const uint8_t zeros[256 * B / 8] = {};
+  I acc[QT][NU * VPU];
+  for (int t = 0; t < QT; ++t)
+    for (int x = 0; x < NU * VPU; ++x) acc[t][x] = S::set1i(0);
+  int g[NU];
+  for (int uu = 0; uu < NU; ++uu) g[uu] = (u0 + uu) * 32 / v.group;
+  const int pairs = (n + 1) / 2;
+  for (int wi = 0; wi * 64 < pairs; ++wi)
+    for (uint64_t live = pc.live[wi]; live; live &= live - 1) {
+      const int p = wi * 64 + __builtin_ctzll(live);
+      const uint8_t* ra = v.codes + size_t(2 * p) * v.stride + size_t(u0) * kUnitBytes;
+      const uint8_t* rb = 2 * p + 1 < n ? ra + v.stride : zeros;
       for (int uu = 0; uu < NU; ++uu) {
-        F x[VPU];
-        S::template unit<B>(row + size_t(uu) * kUnitBytes, x);
+        I x[VPU];
+        S::template pair_unit<B>(ra + uu * kUnitBytes, rb + (rb == zeros ? 0 : uu * kUnitBytes), x);
         for (int t = 0; t < QT; ++t) {
-          const F c = S::set1(cf[t][uu][l]);
-          for (int e = 0; e < VPU; ++e) acc[t][uu * VPU + e] = S::fmadd(c, x[e], acc[t][uu * VPU + e]);
+          int32_t c32;
+          std::memcpy(&c32, pc.cq[t][g[uu]] + 2 * p, 4);
+          const I c = S::set1i(c32);
+          for (int e = 0; e < VPU; ++e) acc[t][uu * VPU + e] = S::dot_i16(acc[t][uu * VPU + e], x[e], c);
         }
       }
     }
-  }
   for (int t = 0; t < QT; ++t)
     for (int uu = 0; uu < NU; ++uu) {
-      const F b = S::set1(S::hsum(bias[t][uu]));
+      const F d = S::set1(pc.dq[t][g[uu]]), b = S::set1(pc.bias[t][g[uu]]);
       for (int e = 0; e < VPU; ++e) {
         float* o = out + size_t(t) * os + size_t(u0 + uu) * 32 + e * S::N;
-        S::storeu(o, S::add(S::loadu(o), S::add(acc[t][uu * VPU + e], b)));
+        S::storeu(o, S::add(S::loadu(o), S::fmadd(S::cvt(acc[t][uu * VPU + e]), d, b)));
       }
     }
 }
 
 template <class S, int B>
 void code_accum_bits(const CodeRows& v, int n, int dim, const float* w, int nq, int ws, float* out, int os) {
-  constexpr int NU = S::N == 16 ? 2 : 1;  // 4 vectors of outputs per query row
-  for_tiles<S::kQtAccum>(nq, [&]<int QT>(int i) {
-    const float* wi = w + size_t(i) * ws;
-    float* oi = out + size_t(i) * os;
-    int u = 0;
-    for (; u + NU <= dim / 32; u += NU) code_tile<S, B, QT, NU>(v, n, u, wi, ws, oi, os);
-    for (; u < dim / 32; ++u) code_tile<S, B, QT, 1>(v, n, u, wi, ws, oi, os);
-  });
+  constexpr int NU = S::N == 16 ? 2 : 1;  // 4 vectors of channel pairs per query row
+  const int ng = dim / v.group;
+  for (int j = 0; j < n; j += kMaxCallTokens) {  // longer runs than a block go in pieces
+    const int m = std::min(kMaxCallTokens, n - j);
+    CodeRows vj = v;
+    vj.codes += size_t(j) * v.stride, vj.scale += j;
+    if (vj.min) vj.min += j;
+    for_tiles<S::kQtAccum>(nq, [&]<int QT>(int i) {
+      PairCoefs<QT> pc;
+      pair_coefs<S, QT>(vj, m, ng, w + size_t(i) * ws + j, ws, pc);
+      float* oi = out + size_t(i) * os;
+      int u = 0;
+      for (; u + NU <= dim / 32; u += NU) code_tile<S, B, QT, NU>(vj, m, u, pc, oi, os);
+      for (; u < dim / 32; ++u) code_tile<S, B, QT, 1>(vj, m, u, pc, oi, os);
+    });
+  }
 }
 
 template <class S>
