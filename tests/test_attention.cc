@@ -158,8 +158,12 @@ TEST(Attention, CompressedStoreWithHolesLowTierAndThink) {
       attn.run(threads, {H, KVH, D, 0}, toks, q.data(), out.data());
       std::vector<double> want;
       reference(*kv, toks, H, KVH, D, q.data(), want);
+      // Compressed values accumulate with int16 coefficients, one step per block and row: at most
+      // 32 tokens * (block's largest weight * 2 max |v|) / 65534 per block, and the blocks' largest
+      // weights sum to at most 1. Values here are normal, |v| < 6.
+      const double value_slack = 32.0 * 2 * 6 / 65534;
       for (size_t i = 0; i < out.size(); ++i)
-        ASSERT_NEAR(out[i], want[i], 1e-4 * (1 + std::fabs(want[i]))) << "pass " << pass << " element " << i;
+        ASSERT_NEAR(out[i], want[i], value_slack + 1e-4 * (1 + std::fabs(want[i]))) << "pass " << pass << " element " << i;
       kv->after_pass();
       pos += n;
     }

@@ -11,6 +11,8 @@
 //   per register tile).
 // Every function here has a plain reference in kv_kernels_scalar.cc with the same contract.
 #pragma once
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -359,9 +361,11 @@ inline void pair_coefs(const CodeRows& v, int n, int ng, const float* w, int ws,
         amax[t] = S::max(amax[t], S::abs(c));
         bias[t] = S::fmadd(wv[t], mg, bias[t]);
       }
-      const unsigned bits = S::bits(live);
-      for (int l = 0; l < S::N; l += 2)
-        if (bits >> l & 3) pc.live[(k + l) / 128] |= uint64_t(1) << ((k + l) / 2 % 64);
+      if (g == 0) {  // pair p is live when either of its tokens is
+        const unsigned bits = S::bits(live);
+        const uint64_t pairs = _pext_u32(bits | bits >> 1, 0x55555555u);
+        pc.live[k / 128] |= pairs << (k / 2 % 64);
+      }
     }
     for (int t = 0; t < QT; ++t) {
       const float am = S::hmax(amax[t]);
