@@ -153,7 +153,7 @@ def write_doc(a, raw):
         lines.append(f"\n**{name}** (weights {res['weights'] / 2**20:.0f} MiB per decode step, read bandwidth "
                      f"{bw:.1f} GB/s, leanlm kernels {res['isa']})\n")
         header = "| KV cache | " + " | ".join(f"tok/s @ {d / 1000:g}k (ceiling, share)" for d in m["depths"]) + \
-                 f" | vs llama.cpp f16 FA on @ {m["depths"][-1] / 1000:g}k | pp{PROMPT} tok/s |"
+                 f" | vs llama.cpp f16 FA on @ {m['depths'][-1] / 1000:g}k | pp{PROMPT} tok/s |"
         lines.append(header)
         lines.append("|---" * (len(m["depths"]) + 3) + "|")
         base = statistics.median(res["decode"]["llama.cpp f16 FA on"][str(m["depths"][-1])])
