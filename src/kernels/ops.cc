@@ -1,6 +1,7 @@
 #include "kernels/ops.h"
 #include "util/fp16.h"
-#include "kernels/simd_util.h"
+#include "kernels/simd_avx2.h"
+#include "quant/dot.h"
 
 #include <immintrin.h>
 
@@ -67,28 +68,27 @@ void silu(const float* x, float* y, int n) {
 
 namespace {
 
-
-// exp(x) for 8 floats: range reduction x = k ln2 + r, |r| <= ln2/2, degree-6 polynomial
-// (relative error ~2e-7); inputs below -87 flush to 0.
-inline __m256 exp8(__m256 x) {
-  const __m256 lo = _mm256_set1_ps(-87.3f), hi = _mm256_set1_ps(88.3f);
-  x = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
-  const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.3981999507e-3f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-  __m256 res = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-  return _mm256_and_ps(res, _mm256_cmp_ps(x, lo, _CMP_GT_OQ));
+// GELU through a table indexed by the fp16 bits of x, holding gelu(x) rounded to fp16; beyond
+// |x| >= 10 it is 0 or x. This is llama.cpp's evaluation; matching it keeps both engines' FFN
+// outputs equal to the last bit, where an exact GELU differs from it by fp16 rounding (~5e-4
+// relative) in every layer and adds up to visible logit differences.
+const float* gelu_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (uint32_t h = 0; h < 65536; ++h) {
+      const float x = fp16_to_f32(uint16_t(h));
+      float y;
+      ref::gelu_tanh(&x, &y, 1);
+      t[h] = std::isfinite(y) ? fp16_to_f32(f32_to_fp16(y)) : 0.f;
+    }
+    return t;
+  }();
+  return table.data();
 }
 
-}  // namespace
+namespace avx2 {
+
+void scale(float* x, float a, int n);
 
 void rms_norm(const float* x, const float* w, float* y, int n, float eps) {
   __m256 acc = _mm256_setzero_ps();
@@ -97,7 +97,7 @@ void rms_norm(const float* x, const float* w, float* y, int n, float eps) {
     const __m256 v = _mm256_loadu_ps(x + i);
     acc = _mm256_fmadd_ps(v, v, acc);
   }
-  float ss = hsum8(acc);
+  float ss = simd::hsum(acc);
   for (; i < n; ++i) ss += x[i] * x[i];
   const float inv = 1.f / std::sqrt(ss / n + eps);
   const __m256 vi = _mm256_set1_ps(inv);
@@ -108,6 +108,172 @@ void rms_norm(const float* x, const float* w, float* y, int n, float eps) {
   }
   for (; i < n; ++i) y[i] = x[i] * inv * (w ? w[i] : 1.f);
 }
+
+float exp_shift_sum(float* x, int n, float m) {
+  const __m256 vm = _mm256_set1_ps(m);
+  __m256 acc = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = simd::exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+    _mm256_storeu_ps(x + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float sum = simd::hsum(acc);
+  for (; i < n; ++i) sum += x[i] = std::exp(x[i] - m);
+  return sum;
+}
+
+void softmax(float* x, int n) {
+  __m256 vmx = _mm256_set1_ps(-INFINITY);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(x + i));
+  float mx = -INFINITY;
+  alignas(32) float t[8];
+  _mm256_store_ps(t, vmx);
+  for (float v : t) mx = std::fmax(mx, v);
+  for (; i < n; ++i) mx = std::fmax(mx, x[i]);
+  if (mx == -INFINITY) {
+    for (i = 0; i < n; ++i) x[i] = 0.f;
+    return;
+  }
+  const __m256 m = _mm256_set1_ps(mx);
+  __m256 acc = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) {
+    const __m256 e = simd::exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+    _mm256_storeu_ps(x + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float sum = simd::hsum(acc);
+  for (; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  avx2::scale(x, 1.f / sum, n);
+}
+
+void gelu_tanh(const float* x, float* y, int n) {
+  const float* table = gelu_table();
+  const __m256 lo = _mm256_set1_ps(-10.f), hi = _mm256_set1_ps(10.f);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256i idx = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    __m256 r = _mm256_i32gather_ps(table, idx, 4);
+    r = _mm256_blendv_ps(r, v, _mm256_cmp_ps(v, hi, _CMP_GE_OQ));
+    r = _mm256_andnot_ps(_mm256_cmp_ps(v, lo, _CMP_LE_OQ), r);
+    _mm256_storeu_ps(y + i, r);
+  }
+  for (; i < n; ++i)
+    y[i] = x[i] <= -10.f ? 0.f : (x[i] >= 10.f ? x[i] : table[f32_to_fp16(x[i])]);
+}
+
+void silu(const float* x, float* y, int n) {
+  const __m256 one = _mm256_set1_ps(1.f), neg = _mm256_set1_ps(-0.f);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 e = simd::exp(_mm256_xor_ps(v, neg));
+    _mm256_storeu_ps(y + i, _mm256_div_ps(v, _mm256_add_ps(one, e)));
+  }
+  ref::silu(x + i, y + i, n - i);
+}
+
+void geglu(const float* gate, const float* up, float* y, int n) {
+  avx2::gelu_tanh(gate, y, n);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(up + i)));
+  for (; i < n; ++i) y[i] *= up[i];
+}
+
+void swiglu(const float* gate, const float* up, float* y, int n) {
+  avx2::silu(gate, y, n);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(up + i)));
+  for (; i < n; ++i) y[i] *= up[i];
+}
+
+void axpy(float a, const float* x, float* y, int n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+void scale(float* x, float a, int n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(va, _mm256_loadu_ps(x + i)));
+  for (; i < n; ++i) x[i] *= a;
+}
+
+float dot_f32(const float* a, const float* b, int n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  float s = simd::hsum(_mm256_add_ps(acc0, acc1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+}  // namespace avx2
+
+namespace scalar {
+
+void gelu_tanh(const float* x, float* y, int n) {
+  const float* table = gelu_table();
+  for (int i = 0; i < n; ++i) y[i] = x[i] <= -10.f ? 0.f : (x[i] >= 10.f ? x[i] : table[f32_to_fp16(x[i])]);
+}
+void geglu(const float* gate, const float* up, float* y, int n) {
+  gelu_tanh(gate, y, n);
+  for (int i = 0; i < n; ++i) y[i] *= up[i];
+}
+void swiglu(const float* gate, const float* up, float* y, int n) {
+  ref::silu(gate, y, n);
+  for (int i = 0; i < n; ++i) y[i] *= up[i];
+}
+void axpy(float a, const float* x, float* y, int n) {
+  for (int i = 0; i < n; ++i) y[i] += a * x[i];
+}
+void scale(float* x, float a, int n) {
+  for (int i = 0; i < n; ++i) x[i] *= a;
+}
+float dot_f32(const float* a, const float* b, int n) {
+  float s = 0.f;
+  for (int i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+}  // namespace scalar
+
+// The element-wise operators of one ISA. Those have no AVX-512 variant (they are a small share of
+// a step): the AVX2 table serves AVX-512 machines too, as DotTable's lower entries do.
+struct OpsTable {
+  void (*rms_norm)(const float*, const float*, float*, int, float);
+  void (*softmax)(float*, int);
+  float (*exp_shift_sum)(float*, int, float);
+  void (*gelu_tanh)(const float*, float*, int);
+  void (*silu)(const float*, float*, int);
+  void (*geglu)(const float*, const float*, float*, int);
+  void (*swiglu)(const float*, const float*, float*, int);
+  void (*axpy)(float, const float*, float*, int);
+  void (*scale)(float*, float, int);
+  float (*dot_f32)(const float*, const float*, int);
+};
+
+const OpsTable& ops() {
+  static const OpsTable table = best_isa() == Isa::Scalar
+      ? OpsTable{ref::rms_norm, ref::softmax, ref::exp_shift_sum, scalar::gelu_tanh, ref::silu, scalar::geglu,
+                 scalar::swiglu, scalar::axpy, scalar::scale, scalar::dot_f32}
+      : OpsTable{avx2::rms_norm, avx2::softmax, avx2::exp_shift_sum, avx2::gelu_tanh, avx2::silu, avx2::geglu,
+                 avx2::swiglu, avx2::axpy, avx2::scale, avx2::dot_f32};
+  return table;
+}
+
+}  // namespace
 
 void rope_angles(int pos, int n_rot, float base, float freq_scale, const float* ff, float* cs) {
   for (int i = 0; i < n_rot / 2; ++i) {
@@ -136,146 +302,15 @@ void rope(float* x, int head_dim, int n_rot, int pos, float base, float freq_sca
   rope_apply(x, n_rot, style, cs.data());
 }
 
-float exp_shift_sum(float* x, int n, float m) {
-  const __m256 vm = _mm256_set1_ps(m);
-  __m256 acc = _mm256_setzero_ps();
-  int i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
-    _mm256_storeu_ps(x + i, e);
-    acc = _mm256_add_ps(acc, e);
-  }
-  float sum = hsum8(acc);
-  for (; i < n; ++i) sum += x[i] = std::exp(x[i] - m);
-  return sum;
-}
-
-float max_of(const float* x, int n) {
-  __m256 vmx = _mm256_set1_ps(-INFINITY);
-  int i = 0;
-  for (; i + 8 <= n; i += 8) vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(x + i));
-  alignas(32) float t[8];
-  _mm256_store_ps(t, vmx);
-  float mx = -INFINITY;
-  for (float v : t) mx = std::fmax(mx, v);
-  for (; i < n; ++i) mx = std::fmax(mx, x[i]);
-  return mx;
-}
-
-void softmax(float* x, int n) {
-  __m256 vmx = _mm256_set1_ps(-INFINITY);
-  int i = 0;
-  for (; i + 8 <= n; i += 8) vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(x + i));
-  float mx = -INFINITY;
-  alignas(32) float t[8];
-  _mm256_store_ps(t, vmx);
-  for (float v : t) mx = std::fmax(mx, v);
-  for (; i < n; ++i) mx = std::fmax(mx, x[i]);
-  if (mx == -INFINITY) {
-    for (i = 0; i < n; ++i) x[i] = 0.f;
-    return;
-  }
-  const __m256 m = _mm256_set1_ps(mx);
-  __m256 acc = _mm256_setzero_ps();
-  for (i = 0; i + 8 <= n; i += 8) {
-    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
-    _mm256_storeu_ps(x + i, e);
-    acc = _mm256_add_ps(acc, e);
-  }
-  float sum = hsum8(acc);
-  for (; i < n; ++i) {
-    x[i] = std::exp(x[i] - mx);
-    sum += x[i];
-  }
-  scale(x, 1.f / sum, n);
-}
-
-// GELU through a table indexed by the fp16 bits of x, holding gelu(x) rounded to fp16; beyond
-// |x| >= 10 it is 0 or x. This is llama.cpp's evaluation; matching it keeps both engines' FFN
-// outputs equal to the last bit, where an exact GELU differs from it by fp16 rounding (~5e-4
-// relative) in every layer and adds up to visible logit differences.
-namespace {
-const float* gelu_table() {
-  static const std::vector<float> table = [] {
-    std::vector<float> t(65536);
-    for (uint32_t h = 0; h < 65536; ++h) {
-      const float x = fp16_to_f32(uint16_t(h));
-      float y;
-      ref::gelu_tanh(&x, &y, 1);
-      t[h] = std::isfinite(y) ? fp16_to_f32(f32_to_fp16(y)) : 0.f;
-    }
-    return t;
-  }();
-  return table.data();
-}
-}  // namespace
-
-void gelu_tanh(const float* x, float* y, int n) {
-  const float* table = gelu_table();
-  const __m256 lo = _mm256_set1_ps(-10.f), hi = _mm256_set1_ps(10.f);
-  int i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
-    const __m256i idx = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-    __m256 r = _mm256_i32gather_ps(table, idx, 4);
-    r = _mm256_blendv_ps(r, v, _mm256_cmp_ps(v, hi, _CMP_GE_OQ));
-    r = _mm256_andnot_ps(_mm256_cmp_ps(v, lo, _CMP_LE_OQ), r);
-    _mm256_storeu_ps(y + i, r);
-  }
-  for (; i < n; ++i)
-    y[i] = x[i] <= -10.f ? 0.f : (x[i] >= 10.f ? x[i] : table[f32_to_fp16(x[i])]);
-}
-
-void silu(const float* x, float* y, int n) {
-  const __m256 one = _mm256_set1_ps(1.f), neg = _mm256_set1_ps(-0.f);
-  int i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
-    const __m256 e = exp8(_mm256_xor_ps(v, neg));
-    _mm256_storeu_ps(y + i, _mm256_div_ps(v, _mm256_add_ps(one, e)));
-  }
-  ref::silu(x + i, y + i, n - i);
-}
-
-void geglu(const float* gate, const float* up, float* y, int n) {
-  gelu_tanh(gate, y, n);
-  int i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(up + i)));
-  for (; i < n; ++i) y[i] *= up[i];
-}
-
-void swiglu(const float* gate, const float* up, float* y, int n) {
-  silu(gate, y, n);
-  int i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(up + i)));
-  for (; i < n; ++i) y[i] *= up[i];
-}
-
-void axpy(float a, const float* x, float* y, int n) {
-  const __m256 va = _mm256_set1_ps(a);
-  int i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-  for (; i < n; ++i) y[i] += a * x[i];
-}
-
-void scale(float* x, float a, int n) {
-  const __m256 va = _mm256_set1_ps(a);
-  int i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(va, _mm256_loadu_ps(x + i)));
-  for (; i < n; ++i) x[i] *= a;
-}
-
-float dot_f32(const float* a, const float* b, int n) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int i = 0;
-  for (; i + 16 <= n; i += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-  }
-  float s = hsum8(_mm256_add_ps(acc0, acc1));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
+void rms_norm(const float* x, const float* w, float* y, int n, float eps) { ops().rms_norm(x, w, y, n, eps); }
+void softmax(float* x, int n) { ops().softmax(x, n); }
+float exp_shift_sum(float* x, int n, float m) { return ops().exp_shift_sum(x, n, m); }
+void gelu_tanh(const float* x, float* y, int n) { ops().gelu_tanh(x, y, n); }
+void silu(const float* x, float* y, int n) { ops().silu(x, y, n); }
+void geglu(const float* gate, const float* up, float* y, int n) { ops().geglu(gate, up, y, n); }
+void swiglu(const float* gate, const float* up, float* y, int n) { ops().swiglu(gate, up, y, n); }
+void axpy(float a, const float* x, float* y, int n) { ops().axpy(a, x, y, n); }
+void scale(float* x, float a, int n) { ops().scale(x, a, n); }
+float dot_f32(const float* a, const float* b, int n) { return ops().dot_f32(a, b, n); }
 
 }  // namespace leanlm

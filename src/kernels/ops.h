@@ -1,7 +1,8 @@
 // Element-wise and row-wise operators of the transformer: norms, RoPE, softmax, activations.
 //
 // Each has a plain scalar reference in namespace ref (what tests compare against) and a fast
-// version (AVX2, the project's baseline) with the same signature.
+// version (AVX2, the project's baseline) with the same signature; the public functions take the
+// one of the ISA quant/dot.h's best_isa() chose (LEANLM_ISA=scalar runs the references).
 #pragma once
 #include <cstdint>
 
@@ -34,8 +35,6 @@ void rope_apply(float* x, int n_rot, RopeStyle style, const float* cs);
 void softmax(float* x, int n);
 // x[i] = exp(x[i] - m) (-inf gives 0); returns the sum. The pieces of a softmax computed in chunks.
 float exp_shift_sum(float* x, int n, float m);
-// The largest of x[0..n) (-inf for n == 0).
-float max_of(const float* x, int n);
 void gelu_tanh(const float* x, float* y, int n);
 void silu(const float* x, float* y, int n);
 // y[i] = act(gate[i]) * up[i]

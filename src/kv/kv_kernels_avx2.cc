@@ -1,6 +1,7 @@
 // The KV kernels for AVX2 (8 float lanes; byte dot products through maddubs).
 #include <immintrin.h>
 
+#include "kernels/simd_avx2.h"
 #include "kv/kv_kernels_simd.h"
 
 namespace leanlm {
@@ -26,20 +27,9 @@ struct Avx2 {
   static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
   static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
   static F max(F a, F b) { return _mm256_max_ps(a, b); }
-  static float hsum(F v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-  }
-  static float hmax(F v) {
-    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
-  }
-  static void sum4(F a, F b, F c, F d, float* out) {
-    const __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
-    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
-  }
+  static float hsum(F v) { return simd::hsum(v); }
+  static float hmax(F v) { return simd::hmax(v); }
+  static void sum4(F a, F b, F c, F d, float* out) { simd::sum4(a, b, c, d, out); }
   static I loadi(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
   static I set1i(int32_t x) { return _mm256_set1_epi32(x); }
   static I andi(I a, I b) { return _mm256_and_si256(a, b); }
@@ -127,23 +117,7 @@ struct Avx2 {
       }
     }
   }
-  // exp(x): x = k ln2 + r, |r| <= ln2/2, degree-6 polynomial (relative error ~2e-7); below -87: 0.
-  static F exp(F x) {
-    const __m256 lo = _mm256_set1_ps(-87.3f), hi = _mm256_set1_ps(88.3f);
-    x = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
-    const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.3981999507e-3f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), _mm256_cmp_ps(x, lo, _CMP_GT_OQ));
-  }
+  static F exp(F x) { return simd::exp(x); }
 };
 
 }  // namespace

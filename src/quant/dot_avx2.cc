@@ -5,6 +5,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "kernels/simd_avx2.h"
 #include "quant/dot.h"
 #include "util/fp16.h"
 

@@ -20,12 +20,8 @@
 //     scale of the super-block's first 32-block only;
 //   - the legacy formats fold four blocks into one float multiply-add.
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+using simd::hsum;
+using simd::hsum_epi32;
 
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 inline uint16_t load_u16(const uint8_t* p) {
@@ -66,13 +62,6 @@ inline int sum32(const ActRow& x, int b) { return int(x.sum16[2 * b]) + int(x.su
 // Signed x signed via |w| and sign transfer.
 inline __m256i dot_s8s8(__m256i w, __m256i x) {
   return dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-}
-
-inline int hsum_epi32(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-  return _mm_cvtsi128_si32(s);
 }
 
 // ---- legacy 32-element formats --------------------------------------------------------------
