@@ -96,12 +96,13 @@ TEST_P(KvKernelTest, TransposedKeys) {
 // Random lane blocks of each width, with per-token scales and offsets (q8_0, q4_0) or without
 // (KIVI keys: plain codes, scales folded into the query, q . min as the bias).
 TEST_P(KvKernelTest, LaneKeyScores) {
-  constexpr int T = 32;
   std::mt19937 rng(5);
+  for (int T : {32, 256})
   for (int bits : {2, 4, 8})
     for (bool scaled : {true, false})
-      for (int dim : {32, 64, 128})
+      for (int dim : {32, 64, 128, 256})
         for (int nq : {1, 3, 4, 6}) {
+          if (T == 256 && dim < 128) continue;
           std::vector<uint8_t> lanes(size_t(dim) * bits / 8 * T);
           std::vector<uint8_t> codes(dim);
           for (int j = 0; j < T; ++j) {
@@ -119,8 +120,8 @@ TEST_P(KvKernelTest, LaneKeyScores) {
           QuantQueries q;
           quantize_queries(x.data(), nq, dim, dim, scaled ? nullptr : mul.data(), q);
           if (!scaled) q.bias = randn(nq, 29);
-          for (auto [j0, j1] : {std::pair{0, T}, {3, 30}, {17, 18}}) {
-            const int os = 36;
+          for (auto [j0, j1] : {std::pair{0, T}, {3, 30}, {17, 18}, {T - 21, T}}) {
+            const int os = T + 4;
             std::vector<float> a(size_t(nq) * os, -1.f), b(a);
             fast_.lane_scores(k, j0, j1, dim, q, a.data(), os);
             ref_.lane_scores(k, j0, j1, dim, q, b.data(), os);
@@ -159,9 +160,10 @@ TEST_P(KvKernelTest, CodeRowAccum) {
   for (int bits : {2, 4, 8})
     for (int group : {32, 64})
       for (bool with_min : {false, true})
-        for (int dim : {64, 128})
-          for (int n : {1, 5, 32})
+        for (int dim : {64, 96, 128, 256})
+          for (int n : {1, 5, 32, 255, 256, 300})  // 300: more than one call's 256 tokens
             for (int nq : {1, 3, 4, 5}) {
+              if (dim % group != 0 || (n > 32 && nq > 3)) continue;
               const size_t stride = size_t(dim) * bits / 8 + 8;
               std::vector<uint8_t> codes(stride * n);
               for (auto& c : codes) c = uint8_t(rng());

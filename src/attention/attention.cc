@@ -247,9 +247,11 @@ void Attention::run(ThreadPool& pool, const AttnShape& sh, const std::vector<Att
     const AttentionObserver* obs = tokens[t.first].observer;
     any_weights |= obs && obs->wants_weights();
   }
-  // A few tasks that do not divide evenly between the threads (a decode step of 3 KV heads on 2
-  // threads) are split too, so that every thread gets the same share of slots.
-  if (int(tasks.size()) < 4 * nth && !any_weights) {
+  // A few single-token tasks that do not divide evenly between the threads (a decode step of 3 KV
+  // heads on 2 threads) are split too, so that every thread gets the same share of slots.
+  bool single_tokens = true;
+  for (const Task& t : tasks) single_tokens &= t.count == 1;
+  if ((int(tasks.size()) < nth || (single_tokens && int(tasks.size()) < 4 * nth)) && !any_weights) {
     int max_slots = 0;
     for (const Task& t : tasks) max_slots = std::max(max_slots, tokens[t.first].kv->n_slots());
     const int want = nth / std::gcd(int(tasks.size()), nth);

@@ -141,6 +141,8 @@ std::unique_ptr<BlockCodec> make_block_codec(const CodecSpec& spec, KvSide side,
                                              const Codebook* codebook,
                                              const std::vector<std::vector<int>>* kept_channels) {
   if (dim % 32 != 0) fail(strfmt("KV codec %s: head size %d is not a multiple of 32", spec.name().c_str(), dim));
+  // The codecs' and kernels' per-row buffers hold up to 256 channels (every supported model's head).
+  if (dim > 256) fail(strfmt("KV codec %s: head size %d is above 256; use --kv-codec f16", spec.name().c_str(), dim));
   for (const FamilyRow& f : kFamilies)
     if (f.kind == spec.kind) return f.make(spec, side, n_kv_head, dim, codebook, kept_channels);
   fail("internal error: " + spec.name() + " is not a block codec");

@@ -36,7 +36,7 @@ class DenseKvStore : public KvStore {
   static constexpr int kBlock = 32;
 
   DenseKvStore(const KvShape& s, BlockPool& pool) : s_(s), pool_(pool), D_(s.head_dim) {
-    if (s.head_dim % 32 != 0) fail("KV cache: head size must be a multiple of 32");
+    if (s.head_dim % 16 != 0) fail("KV cache: head size must be a multiple of 16");
     if (s.window > 0) {
       ring_ = s.window + std::max(1, s.max_batch);
       if (s.max_ctx > 0) ring_ = std::min(ring_, s.max_ctx);

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "util/sysinfo.h"
+
 namespace leanlm {
 
 namespace {
@@ -14,7 +16,9 @@ struct Tables {
     t[1] = t[0];
     fill_kv_avx2(t[1]);
     t[2] = t[1];
-    fill_kv_avx512(t[2]);
+    // Code compiled for AVX-512 runs only where the CPU has it: even filling a table there may
+    // use AVX-512 instructions.
+    if (avx512_capable()) fill_kv_avx512(t[2]);
   }
 };
 }  // namespace

@@ -59,27 +59,7 @@ struct Avx2 {
     return _mm256_add_epi32(
         acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a)), _mm256_set1_epi16(1)));
   }
-  template <int B>
-  static void unit(const uint8_t* p, F* f) {
-    auto bytes8 = [](const uint8_t* q) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)); };
-    if constexpr (B == 8) {
-      for (int k = 0; k < 4; ++k) f[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes8(p + 8 * k)));
-    } else if constexpr (B == 4) {
-      const __m256i lo = _mm256_cvtepu8_epi32(bytes8(p)), hi = _mm256_cvtepu8_epi32(bytes8(p + 8));
-      const __m256i m = _mm256_set1_epi32(15);
-      f[0] = _mm256_cvtepi32_ps(_mm256_and_si256(lo, m));
-      f[1] = _mm256_cvtepi32_ps(_mm256_and_si256(hi, m));
-      f[2] = _mm256_cvtepi32_ps(_mm256_srli_epi32(lo, 4));
-      f[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(hi, 4));
-    } else {
-      const __m256i b = _mm256_cvtepu8_epi32(bytes8(p));
-      const __m256i m = _mm256_set1_epi32(3);
-      f[0] = _mm256_cvtepi32_ps(_mm256_and_si256(b, m));
-      f[1] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(b, 2), m));
-      f[2] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(b, 4), m));
-      f[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 6));
-    }
-  }
+
   static I dot_i16(I acc, I a, I b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
   // 8 floats rounded to nearest even, saturated to int16.
   static void store_i16(int16_t* p, F v) {

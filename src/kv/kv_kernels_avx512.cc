@@ -57,27 +57,7 @@ struct Avx512 {
   }
   static I dot_u8(I acc, I a, I b) { return _mm512_dpbusd_epi32(acc, a, b); }
   static I dot_s8(I acc, I a, I b) { return _mm512_dpbusd_epi32(acc, _mm512_xor_si512(a, _mm512_set1_epi8(char(0x80))), b); }
-  template <int B>
-  static void unit(const uint8_t* p, F* f) {
-    auto bytes16 = [](const uint8_t* q) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(q)); };
-    if constexpr (B == 8) {
-      f[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes16(p)));
-      f[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes16(p + 16)));
-    } else if constexpr (B == 4) {
-      const __m512i b = _mm512_cvtepu8_epi32(bytes16(p));
-      f[0] = _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(15)));
-      f[1] = _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4));
-    } else {
-      // Bytes 0-7 twice; lane l of the first vector shifts by 0 (elements 0-7) or 2 (8-15), of the
-      // second by 4 (16-23) or 6 (24-31).
-      const __m512i b = _mm512_broadcast_i64x4(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-      const __m512i m = _mm512_set1_epi32(3);
-      const __m512i s01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
-      const __m512i s23 = _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6);
-      f[0] = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srlv_epi32(b, s01), m));
-      f[1] = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srlv_epi32(b, s23), m));
-    }
-  }
+
   static I dot_i16(I acc, I a, I b) { return _mm512_dpwssd_epi32(acc, a, b); }
   // 16 floats rounded to nearest even, saturated to int16.
   static void store_i16(int16_t* p, F v) {

@@ -371,7 +371,7 @@ inline void pair_coefs(const CodeRows& v, int n, int ng, const float* w, int ws,
       const float am = S::hmax(amax[t]);
       pc.dq[t][g] = am / 32767.f;
       pc.bias[t][g] = S::hsum(bias[t]);
-      const F inv = S::set1(am > 0.f ? 32767.f / am : 0.f);
+      const F inv = S::set1(am > 1e-30f ? 32767.f / am : 0.f);  // no infinite step for tiny weights
       for (int k = 0; k < ne; k += S::N) S::store_i16(pc.cq[t][g] + k, S::mul(S::loadu(cf[t] + k), inv));
     }
   }

@@ -17,6 +17,11 @@ const char* isa_name(Isa isa) {
   return "?";
 }
 
+bool avx512_capable() {
+  const auto& f = cpu_features();
+  return f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni;
+}
+
 namespace {
 struct Tables {
   DotTable t[3];
@@ -25,7 +30,9 @@ struct Tables {
     t[1] = t[0];
     fill_avx2_table(t[1]);
     t[2] = t[1];
-    fill_avx512_table(t[2]);
+    // Code compiled for AVX-512 runs only where the CPU has it: even filling a table there may
+    // use AVX-512 instructions.
+    if (avx512_capable()) fill_avx512_table(t[2]);
   }
 };
 const Tables& tables() {
@@ -41,7 +48,7 @@ Isa best_isa() {
     const auto& f = cpu_features();
     Isa best = Isa::Scalar;
     if (f.avx2 && f.fma && f.f16c) best = Isa::Avx2;
-    if (best == Isa::Avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni) best = Isa::Avx512;
+    if (best == Isa::Avx2 && avx512_capable()) best = Isa::Avx512;
     if (const char* env = std::getenv("LEANLM_ISA"); env && *env) {
       Isa want = best;
       if (!std::strcmp(env, "scalar")) want = Isa::Scalar;

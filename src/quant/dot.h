@@ -26,6 +26,8 @@ struct DotTable {
 
 // Tables per ISA; an entry an ISA does not specialise falls back to the one below it.
 const DotTable& dot_table(Isa isa);
+// Whether this CPU runs the AVX-512 kernels (AVX-512 F/BW/VL and VNNI).
+bool avx512_capable();
 // The best ISA this CPU supports (LEANLM_ISA=scalar|avx2|avx512 overrides, for testing).
 Isa best_isa();
 const DotTable& best_dot_table();
