@@ -50,13 +50,6 @@ constexpr GgmlType kTypes[] = {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, G
 using bench::bandwidth_gbs;
 using bench::pool;
 
-// The bandwidth the of_bw counters divide by (best of three passes over 512 MiB, measured once).
-void BM_ReadBandwidth(benchmark::State& state) {
-  const int threads = int(state.range(0));
-  for (auto _ : state) benchmark::DoNotOptimize(bandwidth_gbs(threads));
-  state.counters["GB/s"] = bandwidth_gbs(threads);
-}
-
 void BM_Gemv(benchmark::State& state, GgmlType type, Shape shape, Isa isa, int threads) {
   const size_t rb = row_bytes(type, shape.n_in);
   const size_t mat_bytes = rb * size_t(shape.n_out);
@@ -107,11 +100,7 @@ void BM_Gemv(benchmark::State& state, GgmlType type, Shape shape, Isa isa, int t
 }
 
 void register_all() {
-  for (int threads : {1, 2})
-    benchmark::RegisterBenchmark(("BM_ReadBandwidth/threads:" + std::to_string(threads)).c_str(), BM_ReadBandwidth)
-        ->Arg(threads)
-        ->Iterations(1)
-        ->Unit(benchmark::kMillisecond);
+  for (int threads : {1, 2}) bench::register_bandwidth(threads);
   std::vector<Isa> isas{Isa::Avx2};
   if (best_isa() == Isa::Avx512) isas.push_back(Isa::Avx512);
   for (GgmlType type : kTypes)
@@ -133,11 +122,4 @@ void register_all() {
 }  // namespace
 }  // namespace leanlm
 
-int main(int argc, char** argv) {
-  leanlm::register_all();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return leanlm::bench::run(argc, argv, leanlm::register_all); }

@@ -28,11 +28,6 @@ namespace {
 
 constexpr int kQueries = 4;
 
-void BM_ReadBandwidth(benchmark::State& state) {
-  for (auto _ : state) benchmark::DoNotOptimize(bench::bandwidth_gbs(1));
-  state.counters["GB/s"] = bench::bandwidth_gbs(1);
-}
-
 struct Filled {
   BlockPool pool;
   std::unique_ptr<KvStore> store;
@@ -91,7 +86,7 @@ void BM_Kv(benchmark::State& state, std::string codec, int dim, int slots, bool 
 }
 
 void register_all() {
-  benchmark::RegisterBenchmark("BM_ReadBandwidth/threads:1", BM_ReadBandwidth)->Iterations(1)->Unit(benchmark::kMillisecond);
+  bench::register_bandwidth(1);
   for (const char* codec : {"f16", "q8_0", "q4_0", "kivi4", "kivi2"})
     for (int dim : {64, 256})
       for (int slots : {1024, 4096, 8192, 32768})
@@ -108,11 +103,4 @@ void register_all() {
 }  // namespace
 }  // namespace leanlm
 
-int main(int argc, char** argv) {
-  leanlm::register_all();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return leanlm::bench::run(argc, argv, leanlm::register_all); }

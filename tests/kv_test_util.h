@@ -31,6 +31,14 @@ inline std::vector<float> random_rows(int n, int d, uint32_t seed, float outlier
   return x;
 }
 
+// Keys scored in the integer domain (q8_0, q4_0) see the query rounded to int8 with the step
+// max |q| / 127: a score moves by at most half a step times sum |k|. The slack tests allow for it.
+inline double int8_query_slack(const float* q, const float* k, int n) {
+  double qmax = 0, kabs = 0;
+  for (int c = 0; c < n; ++c) qmax = std::max(qmax, double(std::fabs(q[c]))), kabs += std::fabs(k[c]);
+  return 0.5 * qmax / 127 * kabs * 1.02;
+}
+
 inline Codebook random_codebook(int n_kv_head, int dim, int channels, int bits, uint32_t seed) {
   Codebook b;
   b.channels = channels, b.bits = bits;
@@ -96,17 +104,13 @@ struct StoreHarness {
         probe->encode(h, k.data(), D, 0, 1, blk.data());
         probe->decode_ref(h, blk.data(), 0, 1, dec.data());
         for (int i = 0; i < 3; ++i) {
-          double exact = 0, coded = 0, qmax = 0, kabs = 0;
+          double exact = 0, coded = 0;
           for (int c = 0; c < D; ++c) {
             exact += double(q[size_t(i) * D + c]) * fp16_to_f32(f32_to_fp16(k[c]));
             coded += double(q[size_t(i) * D + c]) * dec[c];
-            qmax = std::max(qmax, double(std::fabs(q[size_t(i) * D + c])));
-            kabs += std::fabs(dec[c]);
           }
-          // Integer-scored keys (q8_0, q4_0) round the query to int8: a score moves by at most
-          // half a query step times sum |k|.
           const bool int8_query = spec.kind == CodecSpec::Kind::Q8_0 || spec.kind == CodecSpec::Kind::Q4_0;
-          const double slack = int8_query ? 0.5 * qmax / 127 * kabs * 1.02 : 0.0;
+          const double slack = int8_query ? int8_query_slack(&q[size_t(i) * D], dec.data(), D) : 0.0;
           const float got = s[size_t(i) * n + slot];
           // The slot holds the token either encoded or still in the fp16 window.
           const bool ok = std::fabs(got - coded) < slack + tol * (1 + std::fabs(coded)) ||

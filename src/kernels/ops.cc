@@ -109,20 +109,6 @@ void rms_norm(const float* x, const float* w, float* y, int n, float eps) {
   for (; i < n; ++i) y[i] = x[i] * inv * (w ? w[i] : 1.f);
 }
 
-float exp_shift_sum(float* x, int n, float m) {
-  const __m256 vm = _mm256_set1_ps(m);
-  __m256 acc = _mm256_setzero_ps();
-  int i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 e = simd::exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
-    _mm256_storeu_ps(x + i, e);
-    acc = _mm256_add_ps(acc, e);
-  }
-  float sum = simd::hsum(acc);
-  for (; i < n; ++i) sum += x[i] = std::exp(x[i] - m);
-  return sum;
-}
-
 void softmax(float* x, int n) {
   __m256 vmx = _mm256_set1_ps(-INFINITY);
   int i = 0;
@@ -254,7 +240,6 @@ float dot_f32(const float* a, const float* b, int n) {
 struct OpsTable {
   void (*rms_norm)(const float*, const float*, float*, int, float);
   void (*softmax)(float*, int);
-  float (*exp_shift_sum)(float*, int, float);
   void (*gelu_tanh)(const float*, float*, int);
   void (*silu)(const float*, float*, int);
   void (*geglu)(const float*, const float*, float*, int);
@@ -266,9 +251,9 @@ struct OpsTable {
 
 const OpsTable& ops() {
   static const OpsTable table = best_isa() == Isa::Scalar
-      ? OpsTable{ref::rms_norm, ref::softmax, ref::exp_shift_sum, scalar::gelu_tanh, ref::silu, scalar::geglu,
+      ? OpsTable{ref::rms_norm, ref::softmax, scalar::gelu_tanh, ref::silu, scalar::geglu,
                  scalar::swiglu, scalar::axpy, scalar::scale, scalar::dot_f32}
-      : OpsTable{avx2::rms_norm, avx2::softmax, avx2::exp_shift_sum, avx2::gelu_tanh, avx2::silu, avx2::geglu,
+      : OpsTable{avx2::rms_norm, avx2::softmax, avx2::gelu_tanh, avx2::silu, avx2::geglu,
                  avx2::swiglu, avx2::axpy, avx2::scale, avx2::dot_f32};
   return table;
 }
@@ -304,7 +289,6 @@ void rope(float* x, int head_dim, int n_rot, int pos, float base, float freq_sca
 
 void rms_norm(const float* x, const float* w, float* y, int n, float eps) { ops().rms_norm(x, w, y, n, eps); }
 void softmax(float* x, int n) { ops().softmax(x, n); }
-float exp_shift_sum(float* x, int n, float m) { return ops().exp_shift_sum(x, n, m); }
 void gelu_tanh(const float* x, float* y, int n) { ops().gelu_tanh(x, y, n); }
 void silu(const float* x, float* y, int n) { ops().silu(x, y, n); }
 void geglu(const float* gate, const float* up, float* y, int n) { ops().geglu(gate, up, y, n); }

@@ -15,6 +15,8 @@ void rms_norm(const float* x, const float* w, float* y, int n, float eps);
 void rope(float* x, int head_dim, int n_rot, int pos, float base, float freq_scale, const float* freq_factors,
           RopeStyle style);
 void softmax(float* x, int n);  // in place
+// x[i] = exp(x[i] - m) (-inf gives 0); returns the sum: a softmax computed in chunks (the KV kernels'
+// reference, kv/kv_kernels.h).
 float exp_shift_sum(float* x, int n, float m);
 void gelu_tanh(const float* x, float* y, int n);
 void silu(const float* x, float* y, int n);
@@ -33,8 +35,6 @@ void rope(float* x, int head_dim, int n_rot, int pos, float base, float freq_sca
 void rope_angles(int pos, int n_rot, float base, float freq_scale, const float* freq_factors, float* cs);
 void rope_apply(float* x, int n_rot, RopeStyle style, const float* cs);
 void softmax(float* x, int n);
-// x[i] = exp(x[i] - m) (-inf gives 0); returns the sum. The pieces of a softmax computed in chunks.
-float exp_shift_sum(float* x, int n, float m);
 void gelu_tanh(const float* x, float* y, int n);
 void silu(const float* x, float* y, int n);
 // y[i] = act(gate[i]) * up[i]

@@ -4,28 +4,11 @@
 #include <algorithm>
 #include <cmath>
 
-#include "util/sysinfo.h"
-
 namespace leanlm {
 
-namespace {
-struct Tables {
-  KvKernels t[3];
-  Tables() {
-    fill_kv_scalar(t[0]);
-    t[1] = t[0];
-    fill_kv_avx2(t[1]);
-    t[2] = t[1];
-    // Code compiled for AVX-512 runs only where the CPU has it: even filling a table there may
-    // use AVX-512 instructions.
-    if (avx512_capable()) fill_kv_avx512(t[2]);
-  }
-};
-}  // namespace
-
 const KvKernels& kv_kernels(Isa isa) {
-  static const Tables tables;
-  return tables.t[int(isa)];
+  static const IsaTables<KvKernels> tables(fill_kv_scalar, fill_kv_avx2, fill_kv_avx512);
+  return tables[isa];
 }
 
 void quantize_queries(const float* x, int n, int stride, int dim, const float* mul, QuantQueries& out) {

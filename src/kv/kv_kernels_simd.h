@@ -57,20 +57,13 @@ inline typename S::M nonzero_lanes(const typename S::F (&w)[QT]) {
   return m;
 }
 
-// n <= N floats from p, zero-padded.
-template <class S>
-inline typename S::F load_part(const float* p, int n) {
-  if (n == S::N) return S::loadu(p);
-  alignas(64) float t[S::N] = {};
+// n <= N elements (float or fp16) from p as floats, zero-padded.
+template <class S, typename T>
+inline typename S::F load_part(const T* p, int n) {
+  if (n == S::N) return S::load(p);
+  alignas(64) T t[S::N] = {};
   for (int l = 0; l < n; ++l) t[l] = p[l];
-  return S::loadu(t);
-}
-template <class S>
-inline typename S::F load_h_part(const uint16_t* p, int n) {
-  if (n == S::N) return S::load_h(p);
-  alignas(64) uint16_t t[S::N] = {};
-  for (int l = 0; l < n; ++l) t[l] = p[l];
-  return S::load_h(t);
+  return S::load(t);
 }
 
 // ---- token-major rows --------------------------------------------------------------------------
@@ -352,8 +345,8 @@ inline void pair_coefs(const CodeRows& v, int n, int ng, const float* w, int ws,
       for (int t = 0; t < QT; ++t) wv[t] = load_part<S>(w + size_t(t) * ws + k, m);
       const typename S::M live = nonzero_lanes<S, QT>(wv);
       // Lanes of slots that no row weighs are cleared: an empty slot's scale may be any bits.
-      const F sg = S::keep(load_h_part<S>(v.scale + g * v.scale_stride + k, m), live);
-      F mg = v.min ? S::keep(load_h_part<S>(v.min + g * v.scale_stride + k, m), live) : S::zero();
+      const F sg = S::keep(load_part<S>(v.scale + g * v.scale_stride + k, m), live);
+      F mg = v.min ? S::keep(load_part<S>(v.min + g * v.scale_stride + k, m), live) : S::zero();
       if (v.zero) mg = S::fmadd(sg, S::set1(-float(v.zero)), mg);
       for (int t = 0; t < QT; ++t) {
         const F c = S::mul(wv[t], sg);

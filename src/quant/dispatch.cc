@@ -22,26 +22,10 @@ bool avx512_capable() {
   return f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni;
 }
 
-namespace {
-struct Tables {
-  DotTable t[3];
-  Tables() {
-    fill_scalar_table(t[0]);
-    t[1] = t[0];
-    fill_avx2_table(t[1]);
-    t[2] = t[1];
-    // Code compiled for AVX-512 runs only where the CPU has it: even filling a table there may
-    // use AVX-512 instructions.
-    if (avx512_capable()) fill_avx512_table(t[2]);
-  }
-};
-const Tables& tables() {
-  static const Tables tb;
-  return tb;
+const DotTable& dot_table(Isa isa) {
+  static const IsaTables<DotTable> tables(fill_scalar_table, fill_avx2_table, fill_avx512_table);
+  return tables[isa];
 }
-}  // namespace
-
-const DotTable& dot_table(Isa isa) { return tables().t[int(isa)]; }
 
 Isa best_isa() {
   static const Isa isa = [] {

@@ -37,6 +37,22 @@ inline bool uses_int8_acts(GgmlType t) {
   return !(t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16);
 }
 
+// A kernel table per ISA, each starting as a copy of the one below and overwriting what its ISA
+// specialises (the weight dots here, the KV kernels in kv/kv_kernels.cc). Code compiled for AVX-512
+// runs only where the CPU has it: even filling a table there may use AVX-512 instructions.
+template <typename Table>
+struct IsaTables {
+  Table t[3];
+  IsaTables(void (*scalar)(Table&), void (*avx2)(Table&), void (*avx512)(Table&)) {
+    scalar(t[0]);
+    t[1] = t[0];
+    avx2(t[1]);
+    t[2] = t[1];
+    if (avx512_capable()) avx512(t[2]);
+  }
+  const Table& operator[](Isa isa) const { return t[int(isa)]; }
+};
+
 // Per-ISA registration (defined in dot_scalar.cc, dot_avx2.cc, dot_avx512.cc).
 void fill_scalar_table(DotTable& t);
 void fill_avx2_table(DotTable& t);
