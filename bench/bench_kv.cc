@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bench_util.h"
+#include "kv/block_codec.h"
 #include "kv/block_pool.h"
 #include "kv/kv_cache.h"
 #include "kv/kv_config.h"
@@ -31,6 +32,7 @@ constexpr int kQueries = 4;
 struct Filled {
   BlockPool pool;
   std::unique_ptr<KvStore> store;
+  Codebook book;  // CQ only
   int heads = 0;
   double bytes_per_side = 0;  // per head, keys or values (each side is read by one kernel)
 };
@@ -45,9 +47,14 @@ std::unique_ptr<Filled> fill(const std::string& codec, int dim, int slots) {
   const double guess = dense ? per_token_head : dim * 1.2;
   f->heads = std::max(1, int((256.0 * (1 << 20)) / (guess * slots)));
   KvShape shape{f->heads, dim, 0, 1, slots};
-  f->store = make_kv_store(cfg, shape, f->pool, nullptr, nullptr);
   std::mt19937 rng(1);
   std::normal_distribution<float> nd(0.f, 1.f);
+  if (cfg.codec.kind == CodecSpec::Kind::CQ) {  // random centroids: speed does not depend on them
+    f->book.channels = cfg.codec.cq_channels, f->book.bits = cfg.codec.bits;
+    f->book.centroids.resize(size_t(f->heads) * dim * (1 << cfg.codec.bits));
+    for (auto& x : f->book.centroids) x = nd(rng);
+  }
+  f->store = make_kv_store(cfg, shape, f->pool, &f->book, &f->book);
   std::vector<float> k(size_t(f->heads) * dim), v(k.size());
   for (int p = 0; p < slots; ++p) {
     for (auto& x : k) x = nd(rng);
@@ -87,7 +94,7 @@ void BM_Kv(benchmark::State& state, std::string codec, int dim, int slots, bool 
 
 void register_all() {
   bench::register_bandwidth(1);
-  for (const char* codec : {"f16", "q8_0", "q4_0", "kivi4", "kivi2"})
+  for (const char* codec : {"f16", "q8_0", "q4_0", "kivi4", "kivi2", "cq-2c8b", "cq-4c8b"})
     for (int dim : {64, 256})
       for (int slots : {1024, 4096, 8192, 32768})
         for (bool scores : {true, false}) {

@@ -200,6 +200,58 @@ TEST_P(KvKernelTest, CodeRowAccum) {
             }
 }
 
+std::vector<uint8_t> random_bytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> b(n);
+  for (auto& v : b) v = uint8_t(rng());
+  return b;
+}
+
+// Codebook keys: lookups added in the same order on every ISA, so the scores agree bit for bit.
+TEST_P(KvKernelTest, LookupTableScores) {
+  for (int T : {32, 64})
+    for (int ng : {8, 16, 32, 128})
+      for (int nq : {1, 3, 5, 9})
+        for (auto [j0, j1] : {std::pair{0, T}, {5, 21}, {0, 1}, {T - 3, T}, {17, T - 1}}) {
+          const auto codes = random_bytes(size_t(ng) * T, T + ng);
+          const auto lut = randn(size_t(nq) * ng * 256, nq + ng);
+          const int os = j1 - j0 + 3;
+          std::vector<float> a(size_t(nq) * os, -1.f), b(a);
+          fast_.lut_scores(codes.data(), T, j0, j1, ng, lut.data(), nq, a.data(), os);
+          ref_.lut_scores(codes.data(), T, j0, j1, ng, lut.data(), nq, b.data(), os);
+          ASSERT_EQ(a, b) << "T " << T << " ng " << ng << " nq " << nq << " [" << j0 << ", " << j1 << ")";
+        }
+  for (int C : {1, 2, 4, 8})
+    for (int dim : {32, 64, 256}) {
+      const int ng = dim / C, nq = 3, qs = dim + 8;
+      const auto cen_t = randn(size_t(dim) * 256, C + dim);
+      const auto q = randn(size_t(nq) * qs, dim);
+      std::vector<float> a(size_t(nq) * ng * 256), b(a);
+      fast_.lut_build(cen_t.data(), ng, C, q.data(), nq, qs, a.data());
+      ref_.lut_build(cen_t.data(), ng, C, q.data(), nq, qs, b.data());
+      expect_close(a, b, 1e-5f, "lookup tables");
+    }
+}
+
+TEST_P(KvKernelTest, CentroidAccum) {
+  for (int C : {1, 2, 4, 8})
+    for (int dim : {32, 64, 256})
+      for (int n : {1, 7, 32, 33})
+        for (int nq : {1, 3, 5, 9}) {
+          const int ng = dim / C;
+          const size_t stride = ng + 3;
+          const auto codes = random_bytes(stride * n, C * n + dim);
+          const auto cen = randn(size_t(dim) * 256, dim + C);
+          const int ws = n + 2, os = dim + 4;
+          auto w = randn(size_t(nq) * ws, nq + n);
+          for (size_t i = 0; i < w.size(); i += 3) w[i] = 0.f;  // masked slots
+          std::vector<float> o1 = randn(size_t(nq) * os, 5), o2 = o1;
+          fast_.centroid_accum(codes.data(), stride, n, dim, C, cen.data(), w.data(), nq, ws, o1.data(), os);
+          ref_.centroid_accum(codes.data(), stride, n, dim, C, cen.data(), w.data(), nq, ws, o2.data(), os);
+          expect_close(o1, o2, 1e-5f, "centroid accum C " + std::to_string(C));
+        }
+}
+
 TEST_P(KvKernelTest, SoftmaxPieces) {
   for (int n : {1, 7, 16, 33, 2048}) {
     auto x = randn(n, n, 4.f), y = x;

@@ -14,7 +14,7 @@ std::unique_ptr<BlockCodec> make_f16_codec(int dim, int tokens);
 std::unique_ptr<BlockCodec> make_q8_0_codec(KvSide side, int dim, int tokens);
 std::unique_ptr<BlockCodec> make_q4_0_codec(KvSide side, int dim, int tokens);
 std::unique_ptr<BlockCodec> make_kivi_codec(KvSide side, int bits, int dim, int tokens);
-std::unique_ptr<BlockCodec> make_cq_codec(const Codebook& book, int n_kv_head, int dim, int tokens,
+std::unique_ptr<BlockCodec> make_cq_codec(const Codebook& book, KvSide side, int n_kv_head, int dim, int tokens,
                                           const std::vector<std::vector<int>>* groups);
 
 namespace {
@@ -106,10 +106,10 @@ std::unique_ptr<BlockCodec> make_kivi(const CodecSpec& s, KvSide side, int, int 
     fail(strfmt("%s: head size %d is not a multiple of the group size %d", s.name().c_str(), dim, s.group));
   return make_kivi_codec(side, s.bits, dim, s.group);
 }
-std::unique_ptr<BlockCodec> make_cq(const CodecSpec& s, KvSide, int n_kv_head, int dim, const Codebook* book,
+std::unique_ptr<BlockCodec> make_cq(const CodecSpec& s, KvSide side, int n_kv_head, int dim, const Codebook* book,
                                     const std::vector<std::vector<int>>* kept_channels) {
   if (!book) fail(s.name() + " needs codebooks: run `leanlm calibrate` and pass --kv-codebooks FILE");
-  if (!kept_channels) return make_cq_codec(*book, n_kv_head, dim, s.group, nullptr);
+  if (!kept_channels) return make_cq_codec(*book, side, n_kv_head, dim, s.group, nullptr);
   // ThinK keeps whole codebook groups: map the stored groups to the codebook's.
   const int c = book->channels;
   std::vector<std::vector<int>> groups(n_kv_head);
@@ -121,7 +121,7 @@ std::unique_ptr<BlockCodec> make_cq(const CodecSpec& s, KvSide, int n_kv_head, i
       groups[h].push_back(ch[i] / c);
     }
   }
-  return make_cq_codec(*book, n_kv_head, dim, s.group, &groups);
+  return make_cq_codec(*book, side, n_kv_head, dim, s.group, &groups);
 }
 
 // One row per codec family (kv_config.cc names the codecs of each family).

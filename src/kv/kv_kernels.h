@@ -14,6 +14,9 @@
 //               the integer domain against int8-quantized queries (VNNI dot products on AVX-512)
 //   code rows   per-token integer codes of values (q8_0, q4_0, KIVI), accumulated with the softmax
 //               weight folded into each group's scale
+//   codebook    8-bit codes of centroids (CQ: groups of C channels, 256 centroids per group); keys
+//               scored through per-query lookup tables (gathers), values accumulated by gathering
+//               each token's centroids
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -96,6 +99,19 @@ struct KvKernels {
                           const float* q, int nq, int qs, float* out, int os);
   // out[i * os + c] += sum_j w[i * ws + j] * x_jc for value rows j in [0, n).
   void (*code_accum)(const CodeRows& v, int n, int dim, const float* w, int nq, int ws, float* out, int os);
+  // Codebook keys, codes group-major in a block ([ng][T] bytes, T a multiple of 16):
+  // out[i * os + (j - j0)] = sum_g lut[(i * ng + g) * 256 + codes[g * T + j]], summed in order of g
+  // (so every ISA gives the same bits).
+  void (*lut_scores)(const uint8_t* codes, int T, int j0, int j1, int ng, const float* lut, int nq, float* out,
+                     int os);
+  // The lookup tables of nq query rows: lut[(i * ng + g) * 256 + k] = sum_e q[i * qs + g * C + e] *
+  // cen_t[(g * C + e) * 256 + k], with cen_t the codebook transposed ([ng][C][256]).
+  void (*lut_build)(const float* cen_t, int ng, int C, const float* q, int nq, int qs, float* lut);
+  // Codebook values, token-major rows (row j: dim / C codes at codes + j * stride), C in {1, 2, 4, 8}:
+  // out[i * os + c] += sum_j w[i * ws + j] * cen[(c / C * 256 + code_j[c / C]) * C + c % C] for rows
+  // j in [0, n), cen the codebook [dim / C][256][C]; rows no query row weighs are not read.
+  void (*centroid_accum)(const uint8_t* codes, size_t stride, int n, int dim, int C, const float* cen, const float* w,
+                         int nq, int ws, float* out, int os);
   // The pieces of attention's online softmax: x[i] = exp(x[i] - m), returning the sum; the maximum.
   float (*exp_shift_sum)(float* x, int n, float m);
   float (*max_of)(const float* x, int n);

@@ -35,6 +35,12 @@ struct Avx2 {
   static I andi(I a, I b) { return _mm256_and_si256(a, b); }
   template <int n>
   static I srli(I a) { return _mm256_srli_epi32(a, n); }
+  template <int n>
+  static I slli(I a) { return _mm256_slli_epi32(a, n); }
+  // N bytes from p, zero-extended to 32-bit lanes; the low N bytes of b, the same way.
+  static I load_u8(const uint8_t* p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
+  static I widen_u8(__m128i b) { return _mm256_cvtepu8_epi32(b); }
+  static F gather(const float* base, I idx) { return _mm256_i32gather_ps(base, idx, 4); }
   static I addi(I a, I b) { return _mm256_add_epi32(a, b); }
   static I subi(I a, I b) { return _mm256_sub_epi32(a, b); }
   static F cvt(I a) { return _mm256_cvtepi32_ps(a); }

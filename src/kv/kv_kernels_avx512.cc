@@ -43,6 +43,12 @@ struct Avx512 {
   static I andi(I a, I b) { return _mm512_and_si512(a, b); }
   template <int n>
   static I srli(I a) { return _mm512_srli_epi32(a, n); }
+  template <int n>
+  static I slli(I a) { return _mm512_slli_epi32(a, n); }
+  // N bytes from p, zero-extended to 32-bit lanes; the low N bytes of b, the same way.
+  static I load_u8(const uint8_t* p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static I widen_u8(__m128i b) { return _mm512_cvtepu8_epi32(b); }
+  static F gather(const float* base, I idx) { return _mm512_i32gather_ps(idx, base, 4); }
   static I addi(I a, I b) { return _mm512_add_epi32(a, b); }
   static I subi(I a, I b) { return _mm512_sub_epi32(a, b); }
   static F cvt(I a) { return _mm512_cvtepi32_ps(a); }

@@ -101,6 +101,36 @@ void code_accum(const CodeRows& v, int n, int dim, const float* w, int nq, int w
     }
 }
 
+void lut_scores(const uint8_t* codes, int T, int j0, int j1, int ng, const float* lut, int nq, float* out, int os) {
+  for (int i = 0; i < nq; ++i)
+    for (int j = j0; j < j1; ++j) {
+      float s = 0.f;
+      for (int g = 0; g < ng; ++g) s += lut[(size_t(i) * ng + g) * 256 + codes[size_t(g) * T + j]];
+      out[size_t(i) * os + (j - j0)] = s;
+    }
+}
+
+void lut_build(const float* cen_t, int ng, int C, const float* q, int nq, int qs, float* lut) {
+  for (int i = 0; i < nq; ++i)
+    for (int g = 0; g < ng; ++g)
+      for (int k = 0; k < 256; ++k) {
+        float s = 0.f;
+        for (int e = 0; e < C; ++e) s += q[size_t(i) * qs + g * C + e] * cen_t[(size_t(g) * C + e) * 256 + k];
+        lut[(size_t(i) * ng + g) * 256 + k] = s;
+      }
+}
+
+void centroid_accum(const uint8_t* codes, size_t stride, int n, int dim, int C, const float* cen, const float* w,
+                    int nq, int ws, float* out, int os) {
+  for (int i = 0; i < nq; ++i)
+    for (int j = 0; j < n; ++j) {
+      const float wj = w[size_t(i) * ws + j];
+      if (wj == 0.f) continue;
+      const uint8_t* row = codes + size_t(j) * stride;
+      for (int c = 0; c < dim; ++c) out[size_t(i) * os + c] += wj * cen[(size_t(c / C) * 256 + row[c / C]) * C + c % C];
+    }
+}
+
 float max_ref(const float* x, int n) {
   float m = -INFINITY;
   for (int i = 0; i < n; ++i) m = std::fmax(m, x[i]);
@@ -118,6 +148,9 @@ void fill_kv_scalar(KvKernels& t) {
   t.lane_scores = lane_scores;
   t.kivi_key_scores = kivi_key_scores;
   t.code_accum = code_accum;
+  t.lut_scores = lut_scores;
+  t.lut_build = lut_build;
+  t.centroid_accum = centroid_accum;
   t.exp_shift_sum = ref::exp_shift_sum;
   t.max_of = max_ref;
 }

@@ -3,12 +3,14 @@
 // unit compiled with its ISA's flags. S provides:
 //   N; F (float vector), I (int vector); zero, set1, loadu, load_h (N fp16), storeu, fmadd, add,
 //   mul, max, hmax, hsum, sum4 (four horizontal sums); loadi (N lanes of 4 bytes), set1i, andi,
-//   srli<n>, addi, subi, cvt, abs, store_i8 (round to int8, saturating); M (a lane mask),
-//   nonzero, mask_or, bits (bit l: lane l), keep (zero outside the mask); dot_u8 / dot_s8 (acc += 4-way byte dot products: unsigned codes /
-//   int8 codes times int8 query bytes) with kS8Zero, the offset dot_s8 adds to every code;
-//   pair_unit<B> (the 32 codes of a value unit of two tokens -> 32 / N vectors of int16 pairs, one
-//   per channel, channels in order), dot_i16 (acc += 2-way int16 dot products), store_i16; exp; kQtRows, kQtAccum (query rows
-//   per register tile).
+//   srli<n>, slli<n>, addi, subi, cvt, abs, store_i8 (round to int8, saturating); load_u8 (N bytes
+//   zero-extended to int lanes), widen_u8 (the same from a register), gather (N floats by int
+//   index); M (a lane mask), nonzero, mask_or, bits (bit l: lane l), keep (zero outside the mask);
+//   dot_u8 / dot_s8 (acc += 4-way byte dot products: unsigned codes / int8 codes times int8 query
+//   bytes) with kS8Zero, the offset dot_s8 adds to every code; pair_unit<B> (the 32 codes of a value
+//   unit of two tokens -> 32 / N vectors of int16 pairs, one per channel, channels in order),
+//   dot_i16 (acc += 2-way int16 dot products), store_i16; exp; kQtRows, kQtAccum (query rows per
+//   register tile).
 // Every function here has a plain reference in kv_kernels_scalar.cc with the same contract.
 #pragma once
 #include <immintrin.h>
@@ -105,8 +107,9 @@ void rows_scores(const T* rows, size_t stride, int n, int dim, const float* q, i
 
 // QT query rows, NV vectors of channels from c0: the outputs stay in registers while the rows
 // stream by; rows whose weights are all zero (masked slots) are skipped, N rows per mask test.
-template <class S, int QT, int NV, typename T>
-inline void rows_accum_tile(const T* rows, size_t stride, int n, int c0, const float* w, int ws, float* out, int os) {
+// load(j, x) puts row j's NV vectors of channels from c0 into x.
+template <class S, int QT, int NV, typename Load>
+inline void accum_tile(int n, int c0, const float* w, int ws, float* out, int os, Load&& load) {
   using F = typename S::F;
   F acc[QT][NV];
   for (int t = 0; t < QT; ++t)
@@ -117,9 +120,8 @@ inline void rows_accum_tile(const T* rows, size_t stride, int n, int c0, const f
     for (int t = 0; t < QT; ++t) wv[t] = load_part<S>(w + size_t(t) * ws + jc, m);
     for (unsigned live = S::bits(nonzero_lanes<S, QT>(wv)); live; live &= live - 1) {
       const int j = jc + __builtin_ctz(live);
-      const T* r = rows + size_t(j) * stride + c0;
       F x[NV];
-      for (int v = 0; v < NV; ++v) x[v] = S::load(r + v * S::N);
+      load(j, x);
       for (int t = 0; t < QT; ++t) {
         const F b = S::set1(w[size_t(t) * ws + j]);
         for (int v = 0; v < NV; ++v) acc[t][v] = S::fmadd(b, x[v], acc[t][v]);
@@ -128,6 +130,14 @@ inline void rows_accum_tile(const T* rows, size_t stride, int n, int c0, const f
   }
   for (int t = 0; t < QT; ++t)
     for (int v = 0; v < NV; ++v) S::storeu(out + size_t(t) * os + c0 + v * S::N, acc[t][v]);
+}
+
+template <class S, int QT, int NV, typename T>
+inline void rows_accum_tile(const T* rows, size_t stride, int n, int c0, const float* w, int ws, float* out, int os) {
+  accum_tile<S, QT, NV>(n, c0, w, ws, out, os, [&](int j, typename S::F* x) {
+    const T* r = rows + size_t(j) * stride + c0;
+    for (int v = 0; v < NV; ++v) x[v] = S::load(r + v * S::N);
+  });
 }
 
 template <class S, typename T>
@@ -437,6 +447,111 @@ void code_accum(const CodeRows& v, int n, int dim, const float* w, int nq, int w
   else code_accum_bits<S, 8>(v, n, dim, w, nq, ws, out, os);
 }
 
+// ---- codebook codes (CQ) --------------------------------------------------------------------------
+
+// N tokens from jb against QT query rows' tables: one gather per group and row, added in order of g.
+template <class S, int QT>
+inline void lut_tile(const uint8_t* codes, int T, int jb, int j0, int j1, int ng, const float* lut, float* out,
+                     int os) {
+  using F = typename S::F;
+  F a[QT];
+  for (int t = 0; t < QT; ++t) a[t] = S::zero();
+  for (int g = 0; g < ng; ++g) {
+    const typename S::I idx = S::load_u8(codes + size_t(g) * T + jb);
+    for (int t = 0; t < QT; ++t) a[t] = S::add(a[t], S::gather(lut + (size_t(t) * ng + g) * 256, idx));
+  }
+  const int lo = std::max(j0, jb), hi = std::min(j1, jb + S::N);
+  for (int t = 0; t < QT; ++t) store_lanes<S>(out + size_t(t) * os + (lo - j0), a[t], lo - jb, hi - jb);
+}
+
+template <class S>
+void lut_scores(const uint8_t* codes, int T, int j0, int j1, int ng, const float* lut, int nq, float* out, int os) {
+  for (int jb = j0 / S::N * S::N; jb < j1; jb += S::N)
+    for_tiles<4>(nq, [&]<int QT>(int i) {
+      lut_tile<S, QT>(codes, T, jb, j0, j1, ng, lut + size_t(i) * ng * 256, out + size_t(i) * os, os);
+    });
+}
+
+template <class S>
+void lut_build(const float* cen_t, int ng, int C, const float* q, int nq, int qs, float* lut) {
+  using F = typename S::F;
+  constexpr int V = 256 / S::N;  // vectors per table
+  for (int g = 0; g < ng; ++g)
+    for (int i = 0; i < nq; ++i) {
+      const float* qg = q + size_t(i) * qs + g * C;
+      float* o = lut + (size_t(i) * ng + g) * 256;
+      for (int v0 = 0; v0 < V; v0 += 4) {
+        F a[4];
+        for (int v = 0; v < 4; ++v) a[v] = S::zero();
+        for (int e = 0; e < C; ++e) {
+          const F x = S::set1(qg[e]);
+          const float* ct = cen_t + (size_t(g) * C + e) * 256 + v0 * S::N;
+          for (int v = 0; v < 4; ++v) a[v] = S::fmadd(x, S::loadu(ct + v * S::N), a[v]);
+        }
+        for (int v = 0; v < 4; ++v) S::storeu(o + (v0 + v) * S::N, a[v]);
+      }
+    }
+}
+
+// Gather indices of N channels of one token from its codes p (channel l: group l / C of p):
+// (l / C) * 256 * C + code * C + l % C, relative to the first group's table.
+template <class S, int C>
+inline typename S::I centroid_index(const uint8_t* p) {
+  constexpr int nb = S::N / C;  // code bytes per vector
+  __m128i b;
+  if constexpr (nb == 16) {
+    b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  } else {
+    uint64_t x = 0;
+    std::memcpy(&x, p, nb);
+    b = _mm_cvtsi64_si128(int64_t(x));
+  }
+  if constexpr (C > 1) {
+    alignas(16) static const uint8_t kSpread[16] = {0 / C,  1 / C,  2 / C,  3 / C,  4 / C,  5 / C,  6 / C,  7 / C,
+                                                    8 / C,  9 / C,  10 / C, 11 / C, 12 / C, 13 / C, 14 / C, 15 / C};
+    b = _mm_shuffle_epi8(b, _mm_load_si128(reinterpret_cast<const __m128i*>(kSpread)));
+  }
+  // Lane l reads group l / C's table (256 * C floats further per group), element l % C.
+  alignas(64) static const int32_t kLane[16] = {
+      0 / C * 256 * C + 0 % C,   1 / C * 256 * C + 1 % C,   2 / C * 256 * C + 2 % C,   3 / C * 256 * C + 3 % C,
+      4 / C * 256 * C + 4 % C,   5 / C * 256 * C + 5 % C,   6 / C * 256 * C + 6 % C,   7 / C * 256 * C + 7 % C,
+      8 / C * 256 * C + 8 % C,   9 / C * 256 * C + 9 % C,   10 / C * 256 * C + 10 % C, 11 / C * 256 * C + 11 % C,
+      12 / C * 256 * C + 12 % C, 13 / C * 256 * C + 13 % C, 14 / C * 256 * C + 14 % C, 15 / C * 256 * C + 15 % C};
+  return S::addi(S::template slli<__builtin_ctz(C)>(S::widen_u8(b)), S::loadi(kLane));
+}
+
+template <class S, int C>
+void centroid_accum_c(const uint8_t* codes, size_t stride, int n, int dim, const float* cen, const float* w, int nq,
+                      int ws, float* out, int os) {
+  auto tile = [&]<int QT, int NV>(int c0, const float* wi, float* oi) {
+    accum_tile<S, QT, NV>(n, c0, wi, ws, oi, os, [&](int j, typename S::F* x) {
+      const uint8_t* r = codes + size_t(j) * stride;
+      for (int v = 0; v < NV; ++v) {
+        const int c = c0 + v * S::N;  // a multiple of N, so of C: its group's table starts at cen + c * 256
+        x[v] = S::gather(cen + size_t(c) * 256, centroid_index<S, C>(r + c / C));
+      }
+    });
+  };
+  for_tiles<S::kQtAccum>(nq, [&]<int QT>(int i) {
+    const float* wi = w + size_t(i) * ws;
+    float* oi = out + size_t(i) * os;
+    int c = 0;
+    for (; c + 4 * S::N <= dim; c += 4 * S::N) tile.template operator()<QT, 4>(c, wi, oi);
+    for (; c < dim; c += S::N) tile.template operator()<QT, 1>(c, wi, oi);
+  });
+}
+
+template <class S>
+void centroid_accum(const uint8_t* codes, size_t stride, int n, int dim, int C, const float* cen, const float* w,
+                    int nq, int ws, float* out, int os) {
+  switch (C) {
+    case 1: return centroid_accum_c<S, 1>(codes, stride, n, dim, cen, w, nq, ws, out, os);
+    case 2: return centroid_accum_c<S, 2>(codes, stride, n, dim, cen, w, nq, ws, out, os);
+    case 4: return centroid_accum_c<S, 4>(codes, stride, n, dim, cen, w, nq, ws, out, os);
+    default: return centroid_accum_c<S, 8>(codes, stride, n, dim, cen, w, nq, ws, out, os);
+  }
+}
+
 // ---- softmax pieces ------------------------------------------------------------------------------
 
 template <class S>
@@ -475,6 +590,9 @@ void fill(KvKernels& t) {
   t.lane_scores = lane_scores<S>;
   t.kivi_key_scores = kivi_key_scores<S>;
   t.code_accum = code_accum<S>;
+  t.lut_scores = lut_scores<S>;
+  t.lut_build = lut_build<S>;
+  t.centroid_accum = centroid_accum<S>;
   t.exp_shift_sum = exp_shift_sum<S>;
   t.max_of = max_of<S>;
 }

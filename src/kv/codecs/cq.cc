@@ -3,12 +3,17 @@
 // c-vector is stored as the b-bit index of its nearest centroid. Bits per channel: b / c.
 // Codebooks come from `leanlm calibrate` (k-means on real activations), per layer, side and group.
 //
-// Block layout: per token, D/c codes of b bits packed little-endian into ceil(D/c * b / 8) bytes.
+// Block layout: with 8-bit codes (every configuration but cq-8c10b) keys are group-major, the codes
+// of group g for the block's T tokens at g * T (one vector load holds consecutive tokens' codes of a
+// group), and values token-major, the D/c codes of token j at j * D/c. Wider codes are packed
+// little-endian per token, ceil(D/c * b / 8) bytes, on both sides.
 //
 // Scores go through lookup tables: for a query q, T[g][k] = q_g . centroid[g][k] is built once per
 // call (prepare), and q . x_j = sum_g T[g][code_jg] costs D/c lookups per token instead of D
-// multiply-adds. Tables are built only for small query sets (decode); a prompt block's many queries
-// use the generic decode-into-a-tile path instead.
+// multiply-adds (kv_kernels.h: lut_scores, gathers of 16 or 8 tokens at once). Tables are built
+// only for small query sets (decode); a prompt block's many queries use the generic
+// decode-into-a-tile path instead. Values are accumulated by gathering each token's centroids
+// (kv_kernels.h: centroid_accum).
 #include <algorithm>
 #include <cfloat>
 #include <cstring>
@@ -20,52 +25,94 @@ namespace leanlm {
 
 namespace {
 
-// Queries per call up to which lookup tables pay off.
+// Queries per call up to which lookup tables (keys) and gathers per row (values) pay off.
 constexpr int kMaxLutQueries = 8;
 
 class CqCodec : public BlockCodec {
  public:
   // groups (ThinK): per KV head, the codebook group of each stored group (null: all, in order).
-  CqCodec(const Codebook& book, int n_kv_head, int dim, int tokens, const std::vector<std::vector<int>>* groups)
-      : BlockCodec(dim, tokens), book_(book), c_(book.channels), k_(1 << book.bits), ng_(dim / book.channels),
-        row_bytes_((size_t(ng_) * book.bits + 7) / 8) {
+  CqCodec(const Codebook& book, KvSide side, int n_kv_head, int dim, int tokens,
+          const std::vector<std::vector<int>>* groups)
+      : BlockCodec(dim, tokens), key_(side == KvSide::Key), bits_(book.bits), c_(book.channels), k_(1 << book.bits),
+        ng_(dim / book.channels), row_bytes_((size_t(ng_) * book.bits + 7) / 8) {
     if (dim % c_ != 0) fail(strfmt("CQ: head size %d is not a multiple of %d channels", dim, c_));
-    book_ng_ = groups ? int(book.centroids.size() / (size_t(n_kv_head) * k_ * c_)) : ng_;
-    if (book.centroids.size() != size_t(n_kv_head) * book_ng_ * k_ * c_)
+    const int book_ng = groups ? int(book.centroids.size() / (size_t(n_kv_head) * k_ * c_)) : ng_;
+    if (book.centroids.size() != size_t(n_kv_head) * book_ng * k_ * c_)
       fail("CQ codebook has the wrong size for this model (recalibrate)");
-    gmap_.resize(size_t(n_kv_head) * ng_);
+    // The stored groups' codebooks, in stored order: [n_kv_head][ng][K][c], and transposed for
+    // building lookup tables, [n_kv_head][ng][c][K].
+    const size_t per_group = size_t(k_) * c_;
+    cen_.resize(size_t(n_kv_head) * ng_ * per_group);
+    cen_t_.resize(cen_.size());
+    norm_.resize(size_t(n_kv_head) * ng_ * k_);
     for (int h = 0; h < n_kv_head; ++h)
       for (int g = 0; g < ng_; ++g) {
         const int src = groups ? (*groups)[h][g] : g;
-        if (src < 0 || src >= book_ng_) fail("internal error: CQ group map out of range");
-        gmap_[size_t(h) * ng_ + g] = src;
+        if (src < 0 || src >= book_ng) fail("internal error: CQ group map out of range");
+        const float* from = book.centroids.data() + (size_t(h) * book_ng + src) * per_group;
+        float* to = cen_.data() + (size_t(h) * ng_ + g) * per_group;
+        float* to_t = cen_t_.data() + (size_t(h) * ng_ + g) * per_group;
+        std::copy(from, from + per_group, to);
+        for (int k = 0; k < k_; ++k) {
+          float nk = 0.f;
+          for (int e = 0; e < c_; ++e) {
+            to_t[size_t(e) * k_ + k] = from[size_t(k) * c_ + e];
+            nk += from[size_t(k) * c_ + e] * from[size_t(k) * c_ + e];
+          }
+          norm_[(size_t(h) * ng_ + g) * k_ + k] = nk;
+        }
       }
   }
   size_t block_bytes() const override { return size_t(tokens_) * row_bytes_; }
-  std::vector<RowPlane> row_planes() const override { return {{row_bytes_, 1}}; }
+  std::vector<RowPlane> row_planes() const override {
+    if (bytes_codes() && key_) return {{1, ng_}};
+    return {{row_bytes_, 1}};
+  }
 
   void encode(int h, const float* x, int x_stride, int j0, int n, uint8_t* blk) const override {
+    thread_local AlignedVec<float> dots;
     for (int j = j0; j < n; ++j) {
       const float* r = x + size_t(j - j0) * x_stride;
-      uint8_t* row = blk + size_t(j) * row_bytes_;
-      std::memset(row, 0, row_bytes_);
-      for (int g = 0; g < ng_; ++g) put_code(row, g, nearest(h, g, r + g * c_));
+      if (!bytes_codes()) {
+        std::memset(blk + size_t(j) * row_bytes_, 0, row_bytes_);
+        for (int g = 0; g < ng_; ++g) put_code(blk, j, g, nearest(h, g, r + g * c_));
+        continue;
+      }
+      // |x - c|^2 = |x|^2 - 2 x.c + |c|^2: the nearest centroid minimises |c|^2 - 2 x.c, and x.c for
+      // every centroid of every group is one lookup-table build with x as the query.
+      dots.resize(size_t(ng_) * k_);
+      best_kv_kernels().lut_build(cen_t_.data() + size_t(h) * ng_ * k_ * c_, ng_, c_, r, 1, dim_, dots.data());
+      for (int g = 0; g < ng_; ++g) {
+        float* d = dots.data() + size_t(g) * k_;  // -> 2 x.c - |c|^2, largest for the nearest
+        const float* nrm = norm_.data() + (size_t(h) * ng_ + g) * k_;
+        for (int k = 0; k < k_; ++k) d[k] = 2.f * d[k] - nrm[k];
+        const float m = best_kv_kernels().max_of(d, k_);
+        int best = 0;
+        while (best < k_ - 1 && d[best] != m) ++best;
+        put_code(blk, j, g, best);
+      }
     }
   }
 
   void decode(int h, const uint8_t* blk, int j0, int j1, float* x) const override {
-    for (int j = j0; j < j1; ++j) {
-      const uint8_t* row = blk + size_t(j) * row_bytes_;
-      for (int g = 0; g < ng_; ++g)
-        std::memcpy(x + size_t(j - j0) * dim_ + g * c_, centroid(h, g, get_code(row, g)), size_t(c_) * 4);
-    }
+    for (int j = j0; j < j1; ++j)
+      for (int g = 0; g < ng_; ++g) {
+        const float* cen = centroid(h, g, get_code(blk, j, g));
+        float* to = x + size_t(j - j0) * dim_ + g * c_;
+        for (int e = 0; e < c_; ++e) to[e] = cen[e];
+      }
   }
 
   void prepare(int h, const float* q, int n_q, int q_stride, QueryPrep& p) const override {
     BlockCodec::prepare(h, q, n_q, q_stride, p);
     p.table.clear();
-    if (n_q > kMaxLutQueries) return;
+    if (!key_ || n_q > kMaxLutQueries) return;
     p.table.resize(size_t(n_q) * ng_ * k_);
+    if (bytes_codes()) {
+      best_kv_kernels().lut_build(cen_t_.data() + size_t(h) * ng_ * k_ * c_, ng_, c_, q, n_q, q_stride,
+                                  p.table.data());
+      return;
+    }
     for (int i = 0; i < n_q; ++i)
       for (int g = 0; g < ng_; ++g) {
         const float* qg = q + size_t(i) * q_stride + g * c_;
@@ -81,10 +128,10 @@ class CqCodec : public BlockCodec {
 
   void dot(int h, const uint8_t* blk, int j0, int j1, const QueryPrep& p, float* out, int out_stride) const override {
     if (p.table.empty()) return BlockCodec::dot(h, blk, j0, j1, p, out, out_stride);
+    if (bytes_codes()) return best_kv_kernels().lut_scores(blk, tokens_, j0, j1, ng_, p.table.data(), p.n_q, out, out_stride);
     for (int j = j0; j < j1; ++j) {
-      const uint8_t* row = blk + size_t(j) * row_bytes_;
       int codes[256];
-      for (int g = 0; g < ng_; ++g) codes[g] = get_code(row, g);
+      for (int g = 0; g < ng_; ++g) codes[g] = get_code(blk, j, g);
       for (int i = 0; i < p.n_q; ++i) {
         const float* t = p.table.data() + size_t(i) * ng_ * k_;
         float s = 0;
@@ -94,10 +141,18 @@ class CqCodec : public BlockCodec {
     }
   }
 
- private:
-  const float* centroid(int h, int g, int k) const {
-    return book_.centroids.data() + ((size_t(h) * book_ng_ + gmap_[size_t(h) * ng_ + g]) * k_ + k) * c_;
+  void axpy(int h, const uint8_t* blk, int j0, int j1, const float* w, int n_q, int w_stride, float* out,
+            int out_stride) const override {
+    // Many query rows (a prompt block) decode each token once into a tile instead of gathering it per row.
+    if (key_ || !bytes_codes() || n_q > kMaxLutQueries) return BlockCodec::axpy(h, blk, j0, j1, w, n_q, w_stride, out, out_stride);
+    best_kv_kernels().centroid_accum(blk + size_t(j0) * row_bytes_, row_bytes_, j1 - j0, dim_, c_,
+                                     cen_.data() + size_t(h) * ng_ * k_ * c_, w, n_q, w_stride, out, out_stride);
   }
+
+ private:
+  // One byte per code: the layouts the SIMD kernels read.
+  bool bytes_codes() const { return bits_ == 8; }
+  const float* centroid(int h, int g, int k) const { return cen_.data() + ((size_t(h) * ng_ + g) * k_ + k) * c_; }
   int nearest(int h, int g, const float* x) const {
     int best = 0;
     float bd = FLT_MAX;
@@ -109,31 +164,39 @@ class CqCodec : public BlockCodec {
     }
     return best;
   }
-  // Code g occupies bits [g * b, (g + 1) * b) of the row, little-endian.
-  void put_code(uint8_t* row, int g, int code) const {
-    const size_t bit = size_t(g) * book_.bits;
-    for (int b = 0; b < book_.bits; ++b)
+  // Byte codes: keys at g * T + j, values at j * ng + g. Wider codes: code g of token j occupies
+  // bits [g * b, (g + 1) * b) of the token's row, little-endian.
+  void put_code(uint8_t* blk, int j, int g, int code) const {
+    if (bytes_codes()) {
+      blk[key_ ? size_t(g) * tokens_ + j : size_t(j) * ng_ + g] = uint8_t(code);
+      return;
+    }
+    uint8_t* row = blk + size_t(j) * row_bytes_;
+    const size_t bit = size_t(g) * bits_;
+    for (int b = 0; b < bits_; ++b)
       if (code >> b & 1) row[(bit + b) / 8] |= uint8_t(1 << ((bit + b) % 8));
   }
-  int get_code(const uint8_t* row, int g) const {
-    if (book_.bits == 8) return row[g];
-    const size_t bit = size_t(g) * book_.bits;
+  int get_code(const uint8_t* blk, int j, int g) const {
+    if (bytes_codes()) return blk[key_ ? size_t(g) * tokens_ + j : size_t(j) * ng_ + g];
+    const uint8_t* row = blk + size_t(j) * row_bytes_;
+    const size_t bit = size_t(g) * bits_;
     uint32_t w = 0;
     std::memcpy(&w, row + bit / 8, std::min<size_t>(4, row_bytes_ - bit / 8));
     return int((w >> (bit % 8)) & uint32_t(k_ - 1));
   }
 
-  const Codebook& book_;
-  int c_, k_, ng_, book_ng_;
+  bool key_;
+  int bits_, c_, k_, ng_;
   size_t row_bytes_;
-  std::vector<int> gmap_;  // [n_kv_head][ng_]: codebook group of each stored group
+  AlignedVec<float> cen_, cen_t_;  // [n_kv_head][ng][K][c], [n_kv_head][ng][c][K]
+  std::vector<float> norm_;        // [n_kv_head][ng][K]: |centroid|^2
 };
 
 }  // namespace
 
-std::unique_ptr<BlockCodec> make_cq_codec(const Codebook& book, int n_kv_head, int dim, int tokens,
+std::unique_ptr<BlockCodec> make_cq_codec(const Codebook& book, KvSide side, int n_kv_head, int dim, int tokens,
                                           const std::vector<std::vector<int>>* groups) {
-  return std::make_unique<CqCodec>(book, n_kv_head, dim, tokens, groups);
+  return std::make_unique<CqCodec>(book, side, n_kv_head, dim, tokens, groups);
 }
 
 }  // namespace leanlm
