@@ -32,6 +32,7 @@ class Engine {
   const Tokenizer& tokenizer() const { return model_->tokenizer(); }
   Forward& forward() { return *forward_; }
   ThreadPool& pool() { return *pool_; }
+  BlockPool& kv_pool() { return *kv_pool_; }  // the one KV budget every sequence draws from
   const EngineOptions& options() const { return opts_; }
   int n_vocab() const { return model_->config().n_vocab; }
 

@@ -17,6 +17,8 @@ void require_cpu_baseline();
 int64_t peak_rss_bytes();
 int64_t current_rss_bytes();
 int physical_cores();
+// MemAvailable of /proc/meminfo (bytes), or 0 when unknown.
+int64_t available_memory_bytes();
 double now_seconds();
 
 }  // namespace leanlm

@@ -46,5 +46,6 @@ void add_chat(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_calibrate(CLI::App& app);
 void add_pull(CLI::App& app);  // pull and list
+void add_serve(CLI::App& app);
 
 }  // namespace leanlm::cli

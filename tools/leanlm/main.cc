@@ -120,6 +120,7 @@ int main(int argc, char** argv) {
   add_eval(app);
   add_calibrate(app);
   add_pull(app);
+  add_serve(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

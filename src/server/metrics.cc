@@ -1,0 +1,89 @@
+#include "server/metrics.h"
+
+#include <cstdio>
+
+#include "util/error.h"
+
+namespace leanlm {
+
+Histogram::Histogram(std::vector<double> upper_bounds) : bounds_(std::move(upper_bounds)), counts_(bounds_.size() + 1) {}
+
+void Histogram::observe(double x) {
+  std::lock_guard<std::mutex> lk(mu_);
+  size_t i = 0;
+  while (i < bounds_.size() && x > bounds_[i]) ++i;
+  ++counts_[i];
+  sum_ += x;
+  ++n_;
+}
+
+void Histogram::render(std::string& out, const std::string& name, const std::string& help) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  out += "# HELP " + name + " " + help + "\n# TYPE " + name + " histogram\n";
+  unsigned long long cum = 0;
+  for (size_t i = 0; i < bounds_.size(); ++i) {
+    cum += counts_[i];
+    out += strfmt("%s_bucket{le=\"%g\"} %llu\n", name.c_str(), bounds_[i], cum);
+  }
+  cum += counts_.back();
+  out += strfmt("%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name.c_str(), cum, name.c_str(), sum_,
+                name.c_str(), n_);
+}
+
+ServerMetrics::ServerMetrics()
+    : ttft_({0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}),
+      itl_({0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1, 2.5}),
+      e2e_({0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}) {}
+
+void ServerMetrics::count_http(int status) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (status < 300) ++http_2xx_;
+  else if (status == 429) ++http_429_;
+  else if (status < 500) ++http_4xx_;
+  else ++http_5xx_;
+}
+
+namespace {
+
+void metric(std::string& out, const char* name, const char* type, const char* help, double v) {
+  out += strfmt("# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
+}
+
+}  // namespace
+
+std::string ServerMetrics::render(const SchedulerStats& st) const {
+  std::string out;
+  metric(out, "leanlm:requests_running", "gauge", "Sequences in the running batch.", st.running);
+  metric(out, "leanlm:requests_waiting", "gauge", "Requests queued for memory or a batch slot.", st.waiting);
+  metric(out, "leanlm:prompt_tokens_total", "counter", "Prompt tokens computed (recomputation included).",
+         double(st.prompt_tokens));
+  metric(out, "leanlm:generation_tokens_total", "counter", "Tokens generated.", double(st.generated_tokens));
+  metric(out, "leanlm:requests_finished_total", "counter", "Requests that ended with stop or length.",
+         double(st.requests_done));
+  metric(out, "leanlm:requests_failed_total", "counter", "Requests that ended with an error.", double(st.requests_failed));
+  metric(out, "leanlm:requests_cancelled_total", "counter", "Requests cancelled (client gone or shutdown).",
+         double(st.cancelled));
+  metric(out, "leanlm:preemptions_total", "counter", "Sequences preempted for KV memory (recomputed later).",
+         double(st.preemptions));
+  metric(out, "leanlm:engine_steps_total", "counter", "Forward passes of the engine loop.", double(st.steps));
+  metric(out, "leanlm:kv_cache_bytes", "gauge", "KV cache bytes in use (every byte charged to the pool).",
+         double(st.kv_bytes));
+  metric(out, "leanlm:kv_cache_budget_bytes", "gauge", "KV cache byte budget (0: no limit).", double(st.kv_budget));
+  out += "# HELP leanlm:kv_cache_bytes_by_codec KV bytes of the running sequences, by codec.\n"
+         "# TYPE leanlm:kv_cache_bytes_by_codec gauge\n";
+  for (const auto& [codec, bytes] : st.kv_bytes_by_codec)
+    out += strfmt("leanlm:kv_cache_bytes_by_codec{codec=\"%s\"} %zu\n", codec.c_str(), bytes);
+  ttft_.render(out, "leanlm:time_to_first_token_seconds", "Time from arrival to the first generated token.");
+  itl_.render(out, "leanlm:inter_token_latency_seconds", "Time between consecutive tokens of a request.");
+  e2e_.render(out, "leanlm:e2e_request_latency_seconds", "Time from arrival to the end of a request.");
+  std::lock_guard<std::mutex> lk(mu_);
+  out += "# HELP leanlm:http_responses_total HTTP responses of the API endpoints by status class.\n"
+         "# TYPE leanlm:http_responses_total counter\n";
+  out += strfmt("leanlm:http_responses_total{status=\"2xx\"} %llu\n", http_2xx_);
+  out += strfmt("leanlm:http_responses_total{status=\"4xx\"} %llu\n", http_4xx_);
+  out += strfmt("leanlm:http_responses_total{status=\"429\"} %llu\n", http_429_);
+  out += strfmt("leanlm:http_responses_total{status=\"5xx\"} %llu\n", http_5xx_);
+  return out;
+}
+
+}  // namespace leanlm

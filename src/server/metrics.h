@@ -1,0 +1,42 @@
+// /metrics in Prometheus' text format: the scheduler's counters and gauges, and latency histograms
+// fed by the engine loop (time to first token, time between tokens, whole requests).
+#pragma once
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "server/scheduler.h"
+
+namespace leanlm {
+
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> upper_bounds);
+  void observe(double x);
+  // "# HELP", "# TYPE" and the _bucket / _sum / _count lines of `name`.
+  void render(std::string& out, const std::string& name, const std::string& help) const;
+
+ private:
+  std::vector<double> bounds_;
+  std::vector<unsigned long long> counts_;  // per bucket (not cumulative)
+  double sum_ = 0;
+  unsigned long long n_ = 0;
+  mutable std::mutex mu_;
+};
+
+class ServerMetrics : public SchedulerObserver {
+ public:
+  ServerMetrics();
+  void first_token(double s) override { ttft_.observe(s); }
+  void inter_token(double s) override { itl_.observe(s); }
+  void finished(double s, FinishReason) override { e2e_.observe(s); }
+  void count_http(int status);  // responses by status class (rejections of the queue included)
+  std::string render(const SchedulerStats& st) const;
+
+ private:
+  Histogram ttft_, itl_, e2e_;
+  mutable std::mutex mu_;
+  unsigned long long http_2xx_ = 0, http_4xx_ = 0, http_429_ = 0, http_5xx_ = 0;
+};
+
+}  // namespace leanlm

@@ -1,0 +1,64 @@
+// The OpenAI API's JSON, both ways: request bodies of /v1/chat/completions and /v1/completions
+// validated and turned into a scheduler Request, and the results turned into OpenAI's response and
+// streaming-chunk shapes. No I/O here, so every rule is unit-testable.
+#pragma once
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+
+#include "server/scheduler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace leanlm {
+
+// A client error, answered as {"error": {"message", "type", "param", "code"}} with `status`.
+struct ApiError {
+  int status = 400;
+  std::string message, type = "invalid_request_error", param, code;
+};
+nlohmann::json error_body(const ApiError& e);
+
+// What the server allows requests to ask for.
+struct ApiLimits {
+  std::string model_id;            // the name /v1/models lists; requests must name it (or omit it)
+  int max_ctx = 4096;              // positions per sequence
+  int max_tokens = 4096;           // the most tokens one request may generate
+  int max_prompt_tokens = 0;       // 0: up to the context
+  KvConfig default_kv;             // the server's --kv-* flags
+  std::set<std::string> kv_codecs; // codecs a request may choose ("kv" extension); empty: only the default
+  bool allow_evict = true;         // whether requests may choose an eviction policy and budget
+};
+
+struct ParsedRequest {
+  std::shared_ptr<Request> req;
+  bool chat = true;
+  bool stream = false;
+  bool include_usage = false;
+  bool logprobs = false;           // chat: logprobs: true; completions: logprobs: N
+  std::string model;
+};
+
+// Throw ApiError on a malformed or out-of-range request.
+ParsedRequest parse_chat_request(const nlohmann::json& body, const ApiLimits& lim, const Tokenizer& tok,
+                                 ChatFormat fmt);
+ParsedRequest parse_completion_request(const nlohmann::json& body, const ApiLimits& lim, const Tokenizer& tok);
+
+// Response shapes. `id` like "chatcmpl-..."; `created` seconds since the epoch.
+struct ResponseMeta {
+  std::string id, model;
+  long long created = 0;
+};
+nlohmann::json logprobs_json(const std::vector<TokenLogprob>& toks, const Tokenizer& tok, bool chat,
+                             size_t text_offset0 = 0);
+nlohmann::json usage_json(int prompt_tokens, int completion_tokens);
+nlohmann::json final_response(const ParsedRequest& p, const ResponseMeta& m, const std::string& text,
+                              const std::vector<TokenLogprob>& toks, FinishReason reason, int prompt_tokens,
+                              int completion_tokens, const Tokenizer& tok);
+// One streaming chunk: text delta (chat: delta.content; completions: text), optional finish reason.
+nlohmann::json stream_chunk(const ParsedRequest& p, const ResponseMeta& m, const std::string& text,
+                            const std::vector<TokenLogprob>& toks, FinishReason reason, bool first,
+                            const Tokenizer& tok);
+nlohmann::json usage_chunk(const ParsedRequest& p, const ResponseMeta& m, int prompt_tokens, int completion_tokens);
+
+}  // namespace leanlm

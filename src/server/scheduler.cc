@@ -1,0 +1,390 @@
+#include "server/scheduler.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <unordered_map>
+
+#include "server/text_stream.h"
+#include "util/error.h"
+
+namespace leanlm {
+
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::Stop: return "stop";
+    case FinishReason::Length: return "length";
+    case FinishReason::Cancelled: return "cancelled";
+    case FinishReason::Error: return "error";
+    default: return "";
+  }
+}
+
+bool Request::next(GenerationEvent& ev, double timeout_s) {
+  std::unique_lock<std::mutex> lk(mu);
+  if (!cv.wait_for(lk, std::chrono::duration<double>(timeout_s), [&] { return !events.empty(); })) return false;
+  ev = std::move(events.front());
+  events.pop_front();
+  return true;
+}
+
+struct Scheduler::Slot {
+  std::shared_ptr<Request> req;
+  std::unique_ptr<SequenceState> seq;  // null while waiting for memory
+  std::vector<int> tokens;             // prompt, then every generated token: what the cache must hold
+  int n_prompt = 0;
+  std::unique_ptr<Sampler> sampler;
+  TextStream text;
+  std::unordered_map<int, int> counts;  // generated token -> occurrences (penalties)
+  double t_submit = 0, t_last = 0;
+  uint64_t order = 0;                   // admission order: the newest is preempted first
+  int fed() const { return seq ? seq->n_past : 0; }
+  int generated() const { return int(tokens.size()) - n_prompt; }
+};
+
+Scheduler::Scheduler(Engine& engine, const SchedulerOptions& o, SchedulerObserver* observer)
+    : engine_(engine), o_(o), observer_(observer) {
+  if (o_.step_tokens < 1 || o_.max_running < 1 || o_.max_waiting < 0 || o_.max_ctx < 2)
+    fail("scheduler: step tokens, running sequences and context must be positive");
+  o_.step_tokens = std::min(o_.step_tokens, engine_.forward().max_batch());
+  o_.max_running = std::min(o_.max_running, o_.step_tokens);
+  stats_.kv_budget = engine_.options().kv_mem;
+}
+
+Scheduler::~Scheduler() = default;
+
+bool Scheduler::submit(const std::shared_ptr<Request>& r) {
+  if (r->prompt.empty()) fail("the prompt is empty");
+  if (int(r->prompt.size()) + 1 > o_.max_ctx)
+    fail(strfmt("the prompt has %zu tokens; this server's context is %d tokens (prompt plus generated)",
+                r->prompt.size(), o_.max_ctx));
+  std::lock_guard<std::mutex> lk(mu_);
+  if (stopping_) return false;
+  if (int(queue_.size() + waiting_.size()) >= o_.max_waiting) return false;
+  queue_.push_back(r);
+  cv_.notify_one();
+  return true;
+}
+
+void Scheduler::stop(bool drain) {
+  std::lock_guard<std::mutex> lk(mu_);
+  stopping_ = true;
+  draining_ = drain;
+  if (!drain) {
+    for (auto& r : queue_) r->cancel();
+    for (auto& s : waiting_) s->req->cancel();
+    for (auto& s : running_) s->req->cancel();
+  }
+  cv_.notify_one();
+}
+
+SchedulerStats Scheduler::stats() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  SchedulerStats s = stats_;
+  s.waiting = int(queue_.size() + waiting_.size());
+  return s;
+}
+
+void Scheduler::emit(Slot& s, GenerationEvent ev) {
+  Request& r = *s.req;
+  std::lock_guard<std::mutex> lk(r.mu);
+  r.completion_tokens = std::max(0, s.generated());
+  if (ev.final) r.done = true;
+  r.events.push_back(std::move(ev));
+  r.cv.notify_all();
+}
+
+void Scheduler::finish(Slot& s, FinishReason reason, const std::string& error) {
+  GenerationEvent ev;
+  ev.final = true;
+  ev.reason = reason;
+  ev.error = error;
+  if (reason != FinishReason::Cancelled && reason != FinishReason::Error) ev.text = s.text.flush();
+  emit(s, std::move(ev));
+  s.seq.reset();  // its KV pages go back to the pool now
+  if (observer_) observer_->finished(now_s() - s.t_submit, reason);
+  std::lock_guard<std::mutex> lk(mu_);
+  if (reason == FinishReason::Stop || reason == FinishReason::Length) ++stats_.requests_done;
+  else if (reason == FinishReason::Cancelled) ++stats_.cancelled;
+  else ++stats_.requests_failed;
+}
+
+void Scheduler::preempt(Slot& s) {
+  s.seq.reset();  // recomputed from s.tokens when memory allows
+  std::lock_guard<std::mutex> lk(mu_);
+  ++stats_.preemptions;
+}
+
+// Takes new requests from the queue and gives waiting ones a sequence while memory allows, in order.
+void Scheduler::admit() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    while (!queue_.empty()) {
+      auto s = std::make_unique<Slot>();
+      s->req = std::move(queue_.front());
+      queue_.pop_front();
+      s->tokens = s->req->prompt;
+      s->n_prompt = int(s->tokens.size());
+      s->sampler = std::make_unique<Sampler>(s->req->params.sampler);
+      s->text = TextStream(s->req->params.stop);
+      s->t_submit = s->t_last = now_s();
+      {
+        std::lock_guard<std::mutex> rk(s->req->mu);
+        s->req->prompt_tokens = s->n_prompt;
+      }
+      waiting_.push_back(std::move(s));
+    }
+  }
+  static uint64_t next_order = 0;
+  BlockPool& pool = engine_.kv_pool();
+  while (!waiting_.empty() && int(running_.size()) < o_.max_running) {
+    Slot& s = *waiting_.front();
+    if (!s.seq) {
+      try {
+        s.seq = engine_.new_sequence(s.req->kv, o_.max_ctx);
+      } catch (const Error& e) {
+        if (running_.empty()) {  // nothing will free memory for it: it can never run
+          auto dead = std::move(waiting_.front());
+          waiting_.pop_front();
+          finish(*dead, FinishReason::Error, e.what());
+          continue;
+        }
+        break;
+      }
+    }
+    const size_t need = s.seq->kv_bytes_to_append(int(s.tokens.size()));
+    const size_t budget = pool.budget();
+    if (budget && pool.in_use() + need > budget) {
+      if (running_.empty()) {
+        // Alone on an empty pool and still too big: the budget can never hold this prompt.
+        auto dead = std::move(waiting_.front());
+        waiting_.pop_front();
+        dead->seq.reset();
+        finish(*dead, FinishReason::Error,
+               strfmt("the prompt needs %.1f MiB of KV cache; the server's budget is %.1f MiB", need / 1048576.0,
+                      budget / 1048576.0));
+        continue;
+      }
+      s.seq.reset();  // wait without holding memory
+      break;
+    }
+    s.order = next_order++;
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+}
+
+bool Scheduler::fits(const std::vector<std::pair<Slot*, int>>& plan) const {
+  const BlockPool& pool = engine_.kv_pool();
+  if (!pool.budget()) return true;
+  size_t need = 0;
+  for (const auto& [s, n] : plan) need += s->seq->kv_bytes_to_append(n);
+  return pool.in_use() + need <= pool.budget();
+}
+
+void Scheduler::sample_next(Slot& s, const float* logits) {
+  const int V = engine_.n_vocab();
+  const GenerationParams& p = s.req->params;
+  const float* l = logits;
+  if ((p.presence_penalty != 0.f || p.frequency_penalty != 0.f) && !s.counts.empty()) {
+    logits_.assign(logits, logits + V);
+    for (const auto& [tok, n] : s.counts) logits_[tok] -= p.presence_penalty + p.frequency_penalty * float(n);
+    l = logits_.data();
+  }
+  const int tok = s.sampler->sample(l, V, s.tokens);
+  GenerationEvent ev;
+  TokenLogprob lp;
+  lp.token = tok;
+  if (p.top_logprobs >= 0) {  // log-softmax of the model's distribution (before sampling settings)
+    float m = -INFINITY;
+    for (int i = 0; i < V; ++i) m = std::max(m, logits[i]);
+    double z = 0;
+    for (int i = 0; i < V; ++i) z += std::exp(double(logits[i] - m));
+    const float lz = m + float(std::log(z));
+    lp.logprob = logits[tok] - lz;
+    if (p.top_logprobs > 0) {
+      std::vector<int> idx(V);
+      for (int i = 0; i < V; ++i) idx[i] = i;
+      const int k = std::min(p.top_logprobs, V);
+      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int a, int b) { return logits[a] > logits[b]; });
+      for (int i = 0; i < k; ++i) lp.top.push_back({idx[i], logits[idx[i]] - lz});
+    }
+  }
+  ev.tokens.push_back(std::move(lp));
+  s.tokens.push_back(tok);
+  ++s.counts[tok];
+  const double t = now_s();
+  if (observer_) {
+    if (s.generated() == 1) observer_->first_token(t - s.t_submit);
+    else observer_->inter_token(t - s.t_last);
+  }
+  s.t_last = t;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    ++stats_.generated_tokens;
+  }
+  const Tokenizer& tok_ = engine_.tokenizer();
+  if (tok_.is_eog(tok)) {
+    ev.text = s.text.flush();
+    ev.final = true;
+    ev.reason = FinishReason::Stop;
+  } else {
+    ev.text = s.text.push(tok_.token_to_piece(tok));
+    if (s.text.stopped()) {
+      ev.final = true, ev.reason = FinishReason::Stop;
+    } else if (s.generated() >= p.max_tokens || int(s.tokens.size()) >= o_.max_ctx) {
+      ev.text += s.text.flush();
+      ev.final = true, ev.reason = FinishReason::Length;
+    }
+  }
+  const bool final = ev.final;
+  const FinishReason reason = ev.reason;
+  emit(s, std::move(ev));
+  if (final) {
+    s.seq.reset();
+    if (observer_) observer_->finished(now_s() - s.t_submit, reason);
+    std::lock_guard<std::mutex> lk(mu_);
+    ++stats_.requests_done;
+  }
+}
+
+bool Scheduler::step() {
+  // Requests whose client went away leave first: their memory serves the others this step.
+  for (auto* list : {&running_}) {
+    for (auto& s : *list)
+      if (s && s->req->cancelled) finish(*s, FinishReason::Cancelled), s.reset();
+    list->erase(std::remove(list->begin(), list->end(), nullptr), list->end());
+  }
+  for (auto& s : waiting_)
+    if (s->req->cancelled) finish(*s, FinishReason::Cancelled), s.reset();
+  waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), nullptr), waiting_.end());
+
+  admit();
+  if (running_.empty()) return false;
+
+  // The plan: one token for every decoding sequence, then prompt chunks in admission order.
+  std::vector<std::pair<Slot*, int>> plan;
+  while (true) {
+    plan.clear();
+    int budget = o_.step_tokens;
+    for (auto& s : running_)
+      if (s->fed() == int(s->tokens.size()) - 1) plan.push_back({s.get(), 1}), --budget;
+    for (auto& s : running_) {
+      const int left = int(s->tokens.size()) - s->fed();
+      if (left > 1 && budget > 0) {
+        const int n = std::min(left, budget);
+        plan.push_back({s.get(), n});
+        budget -= n;
+      }
+    }
+    if (fits(plan)) break;
+    // Prompt chunks wait first; if decoding alone does not fit, the newest sequence gives way.
+    std::vector<std::pair<Slot*, int>> decode_only;
+    for (auto& e : plan)
+      if (e.second == 1 && e.first->fed() == int(e.first->tokens.size()) - 1) decode_only.push_back(e);
+    if (!decode_only.empty() && fits(decode_only)) {
+      plan = decode_only;
+      break;
+    }
+    auto newest = std::max_element(running_.begin(), running_.end(),
+                                   [](const auto& a, const auto& b) { return a->order < b->order; });
+    if (running_.size() == 1) {
+      // One sequence alone has filled the budget: it ends here, as at the end of its context.
+      finish(**newest, FinishReason::Length);
+      running_.clear();
+      return true;
+    }
+    preempt(**newest);
+    waiting_.push_front(std::move(*newest));
+    running_.erase(newest);
+  }
+
+  std::vector<BatchEntry> batch;
+  std::vector<Slot*> wants_logits;
+  for (auto& [s, n] : plan) {
+    const int start = s->fed();
+    for (int i = 0; i < n; ++i) {
+      const bool last = start + i + 1 == int(s->tokens.size());
+      batch.push_back({s->seq.get(), s->tokens[start + i], start + i, last});
+      if (last) wants_logits.push_back(s);
+    }
+  }
+  const float* logits = engine_.forward().run(batch);
+  int prompt_fed = 0;
+  for (auto& [s, n] : plan)
+    if (s->fed() - n < s->n_prompt) prompt_fed += std::min(n, s->n_prompt - (s->fed() - n));
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stats_.prompt_tokens += prompt_fed;
+    ++stats_.steps;
+  }
+  const int V = engine_.n_vocab();
+  for (size_t i = 0; i < wants_logits.size(); ++i) sample_next(*wants_logits[i], logits + i * size_t(V));
+  running_.erase(std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return !s->seq; }),
+                 running_.end());
+
+  // A snapshot for /metrics (the stores are only read here, on the loop thread).
+  std::map<std::string, size_t> by_codec;
+  size_t total = 0;
+  for (auto& s : running_) {
+    const size_t b = s->seq->kv_bytes();
+    by_codec[s->req->kv_label] += b;
+    total += b;
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  stats_.running = int(running_.size());
+  stats_.kv_bytes = engine_.kv_pool().in_use();
+  stats_.kv_bytes_by_codec.assign(by_codec.begin(), by_codec.end());
+  (void)total;
+  return true;
+}
+
+void Scheduler::run() {
+  while (true) {
+    bool worked = false;
+    try {
+      worked = step();
+    } catch (const Error& e) {
+      // A failure inside a step (it should not happen: memory is checked first) fails the running
+      // requests, not the server.
+      for (auto& s : running_) finish(*s, FinishReason::Error, e.what());
+      running_.clear();
+    }
+    std::unique_lock<std::mutex> lk(mu_);
+    const bool idle = queue_.empty() && waiting_.empty() && running_.empty();
+    if (stopping_ && (idle || !draining_)) {
+      if (!draining_ && !(queue_.empty() && waiting_.empty() && running_.empty())) {
+        // cancel everything left (the requests already carry `cancelled`)
+        lk.unlock();
+        for (auto& s : running_) finish(*s, FinishReason::Cancelled);
+        running_.clear();
+        for (auto& s : waiting_) finish(*s, FinishReason::Cancelled);
+        waiting_.clear();
+        lk.lock();
+        for (auto& r : queue_) {
+          std::lock_guard<std::mutex> rk(r->mu);
+          GenerationEvent ev;
+          ev.final = true, ev.reason = FinishReason::Cancelled;
+          r->done = true;
+          r->events.push_back(ev);
+          r->cv.notify_all();
+        }
+        queue_.clear();
+      }
+      stats_.running = 0;
+      return;
+    }
+    if (!worked) cv_.wait_for(lk, std::chrono::milliseconds(50), [&] { return !queue_.empty() || stopping_; });
+  }
+}
+
+}  // namespace leanlm

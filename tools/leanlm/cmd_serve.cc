@@ -1,0 +1,102 @@
+// leanlm serve: the OpenAI-compatible server (src/server/). SIGTERM and SIGINT stop it gracefully:
+// no new work, in-flight requests finish (or are cancelled after --shutdown-grace), exit 0.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "common.h"
+#include "server/http_server.h"
+#include "util/sysinfo.h"
+
+namespace leanlm::cli {
+
+namespace {
+
+struct ServeFlags {
+  EngineFlags eng;
+  ServerOptions srv;
+  std::string kv_allow;
+};
+
+int serve(ServeFlags& f) {
+  ServerOptions o = f.srv;
+  o.engine = f.eng.resolve(false);
+  if (o.model_id.empty()) o.model_id = std::filesystem::path(o.engine.model_path).stem().string();
+  if (o.engine.kv_mem == 0) {
+    // Default budget: half of the memory available now (weights are mapped, not counted).
+    const double avail = double(available_memory_bytes());
+    if (avail > 0) o.engine.kv_mem = size_t(avail * 0.5);
+  }
+  for (const auto& c : split_list(f.kv_allow)) {
+    const CodecSpec spec = parse_codec(c);  // a clear error for a bad name
+    if (spec.needs_codebooks() && o.engine.kv.codebooks.empty())
+      fail("--kv-allow " + c + " needs --kv-codebooks (CQ codebooks)");
+    o.kv_codecs.insert(spec.name());
+  }
+  if (o.sched.step_tokens > o.engine.batch) o.engine.batch = o.sched.step_tokens;
+
+  // Signals go to one thread that asks the server to stop (a handler may not take locks).
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);  // a client that left must not kill the server
+  HttpServer server(o);
+  std::thread waiter([&] {
+    int sig = 0;
+    if (sigwait(&set, &sig) == 0 && sig != 0) {
+      std::fprintf(stderr, "leanlm serve: %s, stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      server.stop();
+    }
+  });
+  const int rc = server.run();
+  pthread_kill(waiter.native_handle(), SIGTERM);  // wake the waiter if no signal came
+  waiter.join();
+  return rc;
+}
+
+}  // namespace
+
+void add_serve(CLI::App& app) {
+  auto f = std::make_shared<ServeFlags>();
+  CLI::App* c = app.add_subcommand("serve", "OpenAI-compatible HTTP server with continuous batching");
+  f->eng.add(c, 4096);
+  c->add_option("--host", f->srv.host, "address to listen on")->capture_default_str();
+  c->add_option("--port", f->srv.port, "port (0: any free port)")->capture_default_str()->check(CLI::Range(0, 65535));
+  c->add_option("--api-key", f->srv.api_key, "require 'Authorization: Bearer KEY' on the API endpoints");
+  c->add_option("--model-id", f->srv.model_id, "model name clients use (default: the file's base name)");
+  c->add_option("--kv-allow", f->kv_allow,
+                "KV codecs a request may choose with its \"kv\" field, comma-separated (the --kv-codec default is "
+                "always allowed)");
+  c->add_option("--step-tokens", f->srv.sched.step_tokens, "most tokens per forward pass (decode plus prompt chunks)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
+  c->add_option("--max-running", f->srv.sched.max_running, "most sequences in the batch at once")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  c->add_option("--max-waiting", f->srv.sched.max_waiting, "queued requests beyond which new ones get 429")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 20));
+  c->add_option("--max-tokens", f->srv.max_tokens, "most tokens one request may generate (0: the context size)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 24));
+  c->add_option("--max-connections", f->srv.max_connections, "API requests in flight at once; more get 429")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  c->add_option("--max-body", f->srv.max_body_bytes, "largest request body in bytes")->capture_default_str();
+  c->add_option("--shutdown-grace", f->srv.shutdown_grace_s,
+                "seconds in-flight requests get to finish after SIGTERM")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 3600.0));
+  c->add_option("--ready-file", f->srv.ready_file, "write the bound port to this file once the model is loaded");
+  c->callback([f] {
+    const int rc = serve(*f);
+    if (rc != 0) std::exit(rc);
+  });
+}
+
+}  // namespace leanlm::cli
