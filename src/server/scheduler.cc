@@ -144,7 +144,6 @@ void Scheduler::admit() {
       waiting_.push_back(std::move(s));
     }
   }
-  static uint64_t next_order = 0;
   BlockPool& pool = engine_.kv_pool();
   while (!waiting_.empty() && int(running_.size()) < o_.max_running) {
     Slot& s = *waiting_.front();
@@ -177,7 +176,7 @@ void Scheduler::admit() {
       s.seq.reset();  // wait without holding memory
       break;
     }
-    s.order = next_order++;
+    s.order = next_order_++;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }

@@ -129,6 +129,7 @@ class Scheduler {
   bool stopping_ = false, draining_ = false;
   SchedulerStats stats_;
   std::vector<float> logits_;  // one row, penalised
+  uint64_t next_order_ = 0;
 };
 
 }  // namespace leanlm

@@ -24,7 +24,12 @@ struct ServeFlags {
 int serve(ServeFlags& f) {
   ServerOptions o = f.srv;
   o.engine = f.eng.resolve(false);
-  if (o.model_id.empty()) o.model_id = std::filesystem::path(o.engine.model_path).stem().string();
+  if (o.model_id.empty()) {  // a short name as given (-m smollm2-135m), else the file's base name
+    const std::string& m = f.eng.model;
+    o.model_id = !m.empty() && m.find('/') == std::string::npos && m.find(".gguf") == std::string::npos
+                     ? m
+                     : std::filesystem::path(o.engine.model_path).stem().string();
+  }
   if (o.engine.kv_mem == 0) {
     // Default budget: half of the memory available now (weights are mapped, not counted).
     const double avail = double(available_memory_bytes());
