@@ -331,20 +331,18 @@ bool Scheduler::step() {
   running_.erase(std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return !s->seq; }),
                  running_.end());
 
-  // A snapshot for /metrics (the stores are only read here, on the loop thread).
+  return true;
+}
+
+// A snapshot for /metrics (the stores are only read on the loop thread).
+void Scheduler::snapshot() {
   std::map<std::string, size_t> by_codec;
-  size_t total = 0;
-  for (auto& s : running_) {
-    const size_t b = s->seq->kv_bytes();
-    by_codec[s->req->kv_label] += b;
-    total += b;
-  }
+  for (auto& s : running_)
+    if (s->seq) by_codec[s->req->kv_label] += s->seq->kv_bytes();
   std::lock_guard<std::mutex> lk(mu_);
   stats_.running = int(running_.size());
   stats_.kv_bytes = engine_.kv_pool().in_use();
   stats_.kv_bytes_by_codec.assign(by_codec.begin(), by_codec.end());
-  (void)total;
-  return true;
 }
 
 void Scheduler::run() {
@@ -352,6 +350,7 @@ void Scheduler::run() {
     bool worked = false;
     try {
       worked = step();
+      snapshot();
     } catch (const Error& e) {
       // A failure inside a step (it should not happen: memory is checked first) fails the running
       // requests, not the server.

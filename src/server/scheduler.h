@@ -111,6 +111,7 @@ class Scheduler {
  private:
   struct Slot;  // a request being served: its sequence, sampler, text stream, progress
   bool step();  // one forward pass; false when idle
+  void snapshot();
   void admit();
   bool fits(const std::vector<std::pair<Slot*, int>>& plan) const;
   void preempt(Slot& s);

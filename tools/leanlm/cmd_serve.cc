@@ -35,7 +35,7 @@ int serve(ServeFlags& f) {
     const double avail = double(available_memory_bytes());
     if (avail > 0) o.engine.kv_mem = size_t(avail * 0.5);
   }
-  for (const auto& c : split_list(f.kv_allow)) {
+  for (const auto& c : f.kv_allow.empty() ? std::vector<std::string>{} : split_list(f.kv_allow)) {
     const CodecSpec spec = parse_codec(c);  // a clear error for a bad name
     if (spec.needs_codebooks() && o.engine.kv.codebooks.empty())
       fail("--kv-allow " + c + " needs --kv-codebooks (CQ codebooks)");

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""`leanlm serve` as a real process on loopback, driven by the official openai client and plain HTTP.
+
+Usage: test_server_api.py LEANLM_BINARY SOURCE_DIR
+Checks the OpenAI endpoints (chat, streaming, completions, logprobs, models), errors (400, 401, 404,
+413, 429), per-request KV codecs, /tokenize, /metrics, cancellation of a stream whose client left,
+and a graceful SIGTERM. Exits non-zero on the first failure.
+"""
+import http.client as httpclient
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import openai
+from openai import OpenAI
+
+LEANLM, SRC = sys.argv[1], sys.argv[2]
+MODEL = os.path.join(SRC, "models", "smollm2-135m-instruct-q4_1.gguf")
+MODEL_ID = "smollm2"
+
+
+def start(*extra):
+    tmp = tempfile.mkdtemp()
+    ready = os.path.join(tmp, "ready")
+    args = [LEANLM, "serve", "-m", MODEL, "--model-id", MODEL_ID, "--port", "0", "-c", "1024",
+            "--ready-file", ready, *extra]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not os.path.exists(ready):
+        if proc.poll() is not None:
+            raise SystemExit("server exited early:\n" + proc.stderr.read())
+        if time.time() > deadline:
+            proc.kill()
+            raise SystemExit("server not ready after 120 s")
+        time.sleep(0.05)
+    with open(ready) as f:
+        port = int(f.read())
+    return proc, port
+
+
+def http(port, method, path, body=None, headers=None, raw=None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def metric(port, name):
+    _, text = http(port, "GET", "/metrics")
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"metric {name} missing")
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    print("ok:", what)
+
+
+def main_server_checks(port):
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+    msgs = [{"role": "user", "content": "Name three colors."}]
+
+    models = client.models.list()
+    check([m.id for m in models.data] == [MODEL_ID], "models.list names the served model")
+
+    r = client.chat.completions.create(model=MODEL_ID, messages=msgs, max_tokens=24, temperature=0)
+    text = r.choices[0].message.content
+    check(r.object == "chat.completion" and len(text) > 0, "chat completion returns text")
+    check(r.choices[0].finish_reason in ("stop", "length"), "finish_reason is stop or length")
+    check(r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens and r.usage.completion_tokens > 0,
+          "usage adds up")
+
+    chunks = list(client.chat.completions.create(model=MODEL_ID, messages=msgs, max_tokens=24, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    check(streamed == text, "streamed chat equals the non-streamed text (greedy)")
+    check(chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == r.usage.completion_tokens,
+          "the last stream chunk carries usage")
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    check(finals == [r.choices[0].finish_reason], "exactly one chunk has the finish_reason")
+
+    c = client.completions.create(model=MODEL_ID, prompt="The capital of France is", max_tokens=6, temperature=0,
+                                  logprobs=2)
+    lp = c.choices[0].logprobs
+    check(len(lp.tokens) == c.usage.completion_tokens and len(lp.token_logprobs) == len(lp.tokens),
+          "completion logprobs: one entry per generated token")
+    check(all(len(t) <= 2 for t in lp.top_logprobs) and all(v <= 0 for v in lp.token_logprobs),
+          "completion top_logprobs has at most 2 entries, log-probabilities <= 0")
+    check("".join(lp.tokens) == c.choices[0].text, "the logprob tokens spell the text")
+
+    r2 = client.chat.completions.create(model=MODEL_ID, messages=msgs, max_tokens=5, temperature=0, logprobs=True,
+                                        top_logprobs=3)
+    check(len(r2.choices[0].logprobs.content) == r2.usage.completion_tokens, "chat logprobs: one entry per token")
+    check(all(len(t.top_logprobs) == 3 for t in r2.choices[0].logprobs.content), "chat top_logprobs has 3 entries")
+
+    r3 = client.chat.completions.create(model=MODEL_ID, messages=msgs, max_tokens=12, temperature=0,
+                                        extra_body={"kv": {"codec": "q8_0"}})
+    check(len(r3.choices[0].message.content) > 0, "a request may choose an allowed KV codec")
+    try:
+        client.chat.completions.create(model=MODEL_ID, messages=msgs, extra_body={"kv": {"codec": "kivi2"}})
+        check(False, "a codec the server does not allow is refused")
+    except openai.BadRequestError as e:
+        check(e.status_code == 400 and e.body["param"] == "kv.codec", "a codec the server does not allow is refused")
+    try:
+        client.chat.completions.create(model="gpt-4", messages=msgs)
+        check(False, "an unknown model is refused")
+    except openai.NotFoundError as e:
+        check(e.body["code"] == "model_not_found", "an unknown model gets 404 model_not_found")
+    try:
+        client.chat.completions.create(model=MODEL_ID, messages=msgs, temperature=5)
+        check(False, "temperature 5 is refused")
+    except openai.BadRequestError as e:
+        check(e.body["param"] == "temperature", "temperature out of range gets 400 naming the parameter")
+
+    status, body = http(port, "POST", "/v1/chat/completions", raw=b"{not json")
+    check(status == 400 and json.loads(body)["error"]["code"] == "invalid_json", "malformed JSON gets 400")
+    status, body = http(port, "POST", "/v1/completions", raw=json.dumps({"prompt": "x" * 200000}).encode())
+    check(status == 413 and "error" in json.loads(body), "a body above --max-body gets 413")
+    status, body = http(port, "POST", "/v1/completions", {"prompt": "word " * 3000})
+    check(status == 400 and json.loads(body)["error"]["code"] == "context_length_exceeded",
+          "a prompt longer than the context gets 400 context_length_exceeded")
+    status, body = http(port, "GET", "/v1/nothing")
+    check(status == 404 and "error" in json.loads(body), "an unknown path gets a JSON 404")
+
+    status, body = http(port, "POST", "/tokenize", {"content": "Hello world"})
+    toks = json.loads(body)["tokens"]
+    status2, body2 = http(port, "POST", "/detokenize", {"tokens": toks})
+    check(status == 200 and status2 == 200 and json.loads(body2)["content"].endswith("Hello world"),
+          "tokenize then detokenize gives the text back")
+
+    check(metric(port, "leanlm:time_to_first_token_seconds_count") >= 5, "/metrics counts time to first token")
+    check(metric(port, "leanlm:generation_tokens_total") > 0, "/metrics counts generated tokens")
+
+    # A streaming client that leaves mid-answer: its sequence is cancelled and its KV freed.
+    before = metric(port, "leanlm:requests_cancelled_total")
+    conn = httpclient.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", "/v1/completions", body=json.dumps(
+        {"model": MODEL_ID, "prompt": "Write a long story.", "max_tokens": 900, "stream": True,
+         "temperature": 0.8}), headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    check(resp.status == 200, "the long stream started")
+    resp.readline()
+    conn.sock.shutdown(2)
+    conn.close()
+    deadline = time.time() + 20
+    while time.time() < deadline and metric(port, "leanlm:requests_cancelled_total") == before:
+        time.sleep(0.1)
+    check(metric(port, "leanlm:requests_cancelled_total") == before + 1, "a client that left cancels its request")
+    deadline = time.time() + 5
+    while time.time() < deadline and metric(port, "leanlm:kv_cache_bytes") != 0:
+        time.sleep(0.05)
+    check(metric(port, "leanlm:kv_cache_bytes") == 0, "the cancelled request's KV bytes are freed")
+
+
+def limits_server_checks(port):
+    status, _ = http(port, "GET", "/health")
+    check(status == 200, "/health is open without the key")
+    bad = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0)
+    try:
+        bad.models.list()
+        check(False, "a wrong API key is refused")
+    except openai.AuthenticationError as e:
+        check(e.status_code == 401, "a wrong API key gets 401")
+    good = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sekrit", max_retries=0)
+    # One running, one waiting: the third concurrent request is refused with 429 and Retry-After.
+    results = []
+
+    def long_request():
+        try:
+            good.completions.create(model=MODEL_ID, prompt="Count: 1, 2, 3,", max_tokens=200, temperature=0)
+            results.append("ok")
+        except Exception as e:  # noqa: BLE001 - the thread reports what happened
+            results.append(repr(e))
+
+    threads = [threading.Thread(target=long_request) for _ in range(2)]
+    for t in threads:
+        t.start()
+        time.sleep(0.3)
+    status, body = http(port, "POST", "/v1/completions", {"prompt": "hi", "max_tokens": 2},
+                        headers={"Authorization": "Bearer sekrit"})
+    check(status == 429 and json.loads(body)["error"]["type"] == "server_busy", "a full queue answers 429")
+    for t in threads:
+        t.join()
+    check(results == ["ok", "ok"], "the running and the queued request both finish")
+
+
+def sigterm_checks(proc, port):
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+    out = {}
+
+    def in_flight():
+        out["r"] = client.completions.create(model=MODEL_ID, prompt="Once upon a time", max_tokens=60, temperature=0)
+
+    t = threading.Thread(target=in_flight)
+    t.start()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    t.join(60)
+    check("r" in out and out["r"].usage.completion_tokens > 0, "a request in flight at SIGTERM still completes")
+    rc = proc.wait(60)
+    check(rc == 0, "SIGTERM exits 0")
+
+
+def main():
+    if not os.path.exists(MODEL):
+        raise SystemExit(f"{MODEL} missing: run scripts/setup.sh")
+    proc, port = start("--kv-allow", "q8_0", "--max-body", "100000")
+    try:
+        main_server_checks(port)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    proc, port = start("--api-key", "sekrit", "--max-running", "1", "--max-waiting", "1")
+    try:
+        limits_server_checks(port)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    proc, port = start()
+    sigterm_checks(proc, port)
+    print("all server API checks passed")
+
+
+if __name__ == "__main__":
+    main()
