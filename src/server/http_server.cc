@@ -62,7 +62,7 @@ struct HttpServer::Impl {
   ServerMetrics metrics;
   ApiLimits limits;
   ChatFormat chat_format = ChatFormat::ChatML;
-  std::atomic<bool> ready{false}, stopping{false};
+  std::atomic<bool> ready{false}, stopping{false}, forced{false};
   std::atomic<int> in_flight{0};
   long long created = std::time(nullptr);
   std::mutex stop_mu;
@@ -93,21 +93,26 @@ struct HttpServer::Impl {
   }
 
   void generate(const httplib::Request& req, httplib::Response& res, bool chat) {
-    InFlight guard(in_flight, o.max_connections);
+    // A stream keeps its count until its last chunk is written (the provider holds the guard).
+    auto guard = std::make_shared<InFlight>(in_flight, o.max_connections);
     try {
       if (!gate(res)) return;
-      if (!guard.ok()) throw ApiError{429, "too many requests in flight; retry shortly", "server_busy", "", "busy"};
+      if (!guard->ok()) throw ApiError{429, "too many requests in flight; retry shortly", "server_busy", "", "busy"};
       const json body = parse_body(req);
       ParsedRequest p = chat ? parse_chat_request(body, limits, engine->tokenizer(), chat_format)
                              : parse_completion_request(body, limits, engine->tokenizer());
+      SubmitResult sr;
       try {
-        if (!sched->submit(p.req))
-          throw ApiError{429, "the request queue is full; retry shortly", "server_busy", "", "queue_full"};
+        sr = sched->submit(p.req);
       } catch (const Error& e) {
         throw ApiError{400, e.what(), "invalid_request_error", "", "invalid_request"};
       }
+      if (sr == SubmitResult::QueueFull)
+        throw ApiError{429, "the request queue is full; retry shortly", "server_busy", "", "queue_full"};
+      if (sr == SubmitResult::Stopping)
+        throw ApiError{503, "the server is shutting down", "unavailable_error", "", "shutting_down"};
       ResponseMeta meta{random_id(chat ? "chatcmpl-" : "cmpl-"), p.model, std::time(nullptr)};
-      if (p.stream) stream(res, std::move(p), meta);
+      if (p.stream) stream(res, std::move(p), meta, guard);
       else wait_whole(res, p, meta);
     } catch (const ApiError& e) {
       metrics.count_http(e.status);
@@ -126,8 +131,8 @@ struct HttpServer::Impl {
       if (ev.final) break;
     }
     if (ev.reason == FinishReason::Error) {
-      metrics.count_http(400);
-      send_error(res, {400, ev.error, "invalid_request_error", "", "generation_failed"});
+      metrics.count_http(500);
+      send_error(res, {500, ev.error, "server_error", "", "generation_failed"});
       return;
     }
     if (ev.reason == FinishReason::Cancelled) {
@@ -146,7 +151,7 @@ struct HttpServer::Impl {
 
   // Server-sent events: one chunk per event, then the usage chunk if asked, then [DONE]. A write
   // that fails means the client left: the request is cancelled and its KV freed by the loop.
-  void stream(httplib::Response& res, ParsedRequest p, const ResponseMeta& meta) {
+  void stream(httplib::Response& res, ParsedRequest p, const ResponseMeta& meta, std::shared_ptr<InFlight> guard) {
     metrics.count_http(200);
     res.set_header("Cache-Control", "no-cache");
     auto pr = std::make_shared<ParsedRequest>(std::move(p));
@@ -154,7 +159,7 @@ struct HttpServer::Impl {
     const Tokenizer* tok = &engine->tokenizer();
     res.set_chunked_content_provider(
         "text/event-stream",
-        [pr, meta, first, tok](size_t, httplib::DataSink& sink) {
+        [pr, meta, first, tok, guard](size_t, httplib::DataSink& sink) {
           auto send = [&](const json& j) {
             const std::string s = "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
             return sink.write(s.data(), s.size());
@@ -171,9 +176,9 @@ struct HttpServer::Impl {
             return true;
           }
           if (ev.reason == FinishReason::Error || ev.reason == FinishReason::Cancelled) {
-            const ApiError e{ev.reason == FinishReason::Error ? 400 : 503,
+            const ApiError e{ev.reason == FinishReason::Error ? 500 : 503,
                              ev.reason == FinishReason::Error ? ev.error : "the request was cancelled",
-                             ev.reason == FinishReason::Error ? "invalid_request_error" : "unavailable_error", "",
+                             ev.reason == FinishReason::Error ? "server_error" : "unavailable_error", "",
                              ev.reason == FinishReason::Error ? "generation_failed" : "cancelled"};
             send(error_body(e));
             sink.write("data: [DONE]\n\n", 14);
@@ -205,7 +210,7 @@ struct HttpServer::Impl {
           }
           return true;
         },
-        [pr](bool success) {
+        [pr, guard](bool success) {
           if (!success) pr->req->cancel();  // connection closed before the end
         });
   }
@@ -248,7 +253,7 @@ struct HttpServer::Impl {
     });
     svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       SchedulerStats st;
-      if (sched) st = sched->stats();
+      if (ready) st = sched->stats();  // sched is set before ready, never after
       res.set_content(metrics.render(st), "text/plain; version=0.0.4");
     });
     svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
@@ -321,10 +326,11 @@ struct HttpServer::Impl {
 HttpServer::HttpServer(ServerOptions o) : impl_(std::make_unique<Impl>(std::move(o))) {}
 HttpServer::~HttpServer() = default;
 
-void HttpServer::stop() {
+void HttpServer::stop(bool force) {
   Impl& s = *impl_;
-  if (s.stopping.exchange(true)) return;
   std::lock_guard<std::mutex> lk(s.stop_mu);
+  s.stopping = true;
+  if (force) s.forced = true;
   s.stop_cv.notify_all();
 }
 
@@ -334,13 +340,20 @@ int HttpServer::run() {
   int port = s.o.port;
   if (port == 0) {
     port = s.svr.bind_to_any_port(s.o.host);
-    if (port < 0) fail("cannot bind " + s.o.host);
   } else if (!s.svr.bind_to_port(s.o.host, port)) {
-    fail(strfmt("cannot listen on %s:%d (in use, or not an address of this machine)", s.o.host.c_str(), port));
+    port = -1;
+  }
+  if (port < 0) {
+    std::fprintf(stderr, "leanlm serve: cannot listen on %s:%d (in use, or not an address of this machine)\n",
+                 s.o.host.c_str(), s.o.port);
+    return 1;
   }
   std::fprintf(stderr, "leanlm serve: listening on http://%s:%d (loading the model)\n", s.o.host.c_str(), port);
   std::thread listener([&] { s.svr.listen_after_bind(); });
+  // stop() only takes effect once the listener runs: wait for it before anything can fail.
+  while (!s.svr.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   int rc = 0;
+  std::thread watcher;
   try {
     s.load();
     s.ready = true;
@@ -352,27 +365,31 @@ int HttpServer::run() {
       std::ofstream(tmp) << port << "\n";
       std::filesystem::rename(tmp, s.o.ready_file);
     }
-    // The shutdown watcher: on stop(), drain; after the grace time, cancel what is left.
-    std::thread watcher([&] {
+    // The shutdown watcher: on stop(), drain; after the grace time (or a second stop), cancel the rest.
+    watcher = std::thread([&] {
       std::unique_lock<std::mutex> lk(s.stop_mu);
       s.stop_cv.wait(lk, [&] { return s.stopping.load(); });
       s.sched->stop(true);
-      if (!s.stop_cv.wait_for(lk, std::chrono::duration<double>(s.o.shutdown_grace_s), [&] { return !s.ready.load(); }))
+      if (!s.stop_cv.wait_for(lk, std::chrono::duration<double>(s.o.shutdown_grace_s),
+                              [&] { return !s.ready.load() || s.forced.load(); }))
+        s.sched->stop(false);
+      else if (s.forced)
         s.sched->stop(false);
     });
     s.sched->run();
-    {
-      std::lock_guard<std::mutex> lk(s.stop_mu);
-      s.ready = false;
-      s.stop_cv.notify_all();
-    }
-    watcher.join();
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {
     std::fprintf(stderr, "leanlm serve: %s\n", e.what());
     rc = 1;
   }
-  // Streams already answered their last event; give their handlers a moment to write it.
-  for (int i = 0; i < 200 && s.in_flight.load() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  {
+    std::lock_guard<std::mutex> lk(s.stop_mu);
+    s.stopping = true;
+    s.ready = false;
+    s.stop_cv.notify_all();
+  }
+  if (watcher.joinable()) watcher.join();
+  // Streams have their last event; give their handlers time to write it (they hold in_flight).
+  for (int i = 0; i < 1000 && s.in_flight.load() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   s.svr.stop();
   listener.join();
   std::fprintf(stderr, "leanlm serve: stopped\n");

@@ -35,8 +35,8 @@ class HttpServer {
   // Binds, loads the model, serves until stop(); returns the process exit code.
   int run();
   // Stops accepting work (503 for new requests and /health), lets in-flight requests finish within
-  // the grace time, then cancels the rest and returns from run(). Thread-safe.
-  void stop();
+  // the grace time (force: none), then cancels the rest and returns from run(). Thread-safe.
+  void stop(bool force = false);
 
  private:
   struct Impl;

@@ -62,17 +62,17 @@ Scheduler::Scheduler(Engine& engine, const SchedulerOptions& o, SchedulerObserve
 
 Scheduler::~Scheduler() = default;
 
-bool Scheduler::submit(const std::shared_ptr<Request>& r) {
+SubmitResult Scheduler::submit(const std::shared_ptr<Request>& r) {
   if (r->prompt.empty()) fail("the prompt is empty");
   if (int(r->prompt.size()) + 1 > o_.max_ctx)
     fail(strfmt("the prompt has %zu tokens; this server's context is %d tokens (prompt plus generated)",
                 r->prompt.size(), o_.max_ctx));
   std::lock_guard<std::mutex> lk(mu_);
-  if (stopping_) return false;
-  if (int(queue_.size() + waiting_.size()) >= o_.max_waiting) return false;
+  if (stopping_) return SubmitResult::Stopping;
+  if (int(queue_.size() + waiting_.size()) >= o_.max_waiting) return SubmitResult::QueueFull;
   queue_.push_back(r);
   cv_.notify_one();
-  return true;
+  return SubmitResult::Queued;
 }
 
 void Scheduler::stop(bool drain) {
@@ -98,7 +98,6 @@ void Scheduler::emit(Slot& s, GenerationEvent ev) {
   Request& r = *s.req;
   std::lock_guard<std::mutex> lk(r.mu);
   r.completion_tokens = std::max(0, s.generated());
-  if (ev.final) r.done = true;
   r.events.push_back(std::move(ev));
   r.cv.notify_all();
 }
@@ -132,6 +131,15 @@ void Scheduler::admit() {
       auto s = std::make_unique<Slot>();
       s->req = std::move(queue_.front());
       queue_.pop_front();
+      if (s->req->cancelled) {  // the client left while it was queued
+        GenerationEvent ev;
+        ev.final = true, ev.reason = FinishReason::Cancelled;
+        std::lock_guard<std::mutex> rk(s->req->mu);
+        s->req->events.push_back(ev);
+        s->req->cv.notify_all();
+        ++stats_.cancelled;
+        continue;
+      }
       s->tokens = s->req->prompt;
       s->n_prompt = int(s->tokens.size());
       s->sampler = std::make_unique<Sampler>(s->req->params.sampler);
@@ -164,10 +172,15 @@ void Scheduler::admit() {
     const size_t budget = pool.budget();
     if (budget && pool.in_use() + need > budget) {
       if (running_.empty()) {
-        // Alone on an empty pool and still too big: the budget can never hold this prompt.
+        // Alone on an empty pool and still too big: the budget can never hold these tokens. A
+        // preempted sequence that already answered ends as at the end of its context.
         auto dead = std::move(waiting_.front());
         waiting_.pop_front();
         dead->seq.reset();
+        if (dead->generated() > 0) {
+          finish(*dead, FinishReason::Length);
+          continue;
+        }
         finish(*dead, FinishReason::Error,
                strfmt("the prompt needs %.1f MiB of KV cache; the server's budget is %.1f MiB", need / 1048576.0,
                       budget / 1048576.0));
@@ -351,10 +364,11 @@ void Scheduler::run() {
     try {
       worked = step();
       snapshot();
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {
       // A failure inside a step (it should not happen: memory is checked first) fails the running
       // requests, not the server.
-      for (auto& s : running_) finish(*s, FinishReason::Error, e.what());
+      for (auto& s : running_)
+        if (s->seq) finish(*s, FinishReason::Error, e.what());  // those without one finished this step
       running_.clear();
     }
     std::unique_lock<std::mutex> lk(mu_);
@@ -372,7 +386,6 @@ void Scheduler::run() {
           std::lock_guard<std::mutex> rk(r->mu);
           GenerationEvent ev;
           ev.final = true, ev.reason = FinishReason::Cancelled;
-          r->done = true;
           r->events.push_back(ev);
           r->cv.notify_all();
         }

@@ -60,8 +60,7 @@ struct Request {
   std::mutex mu;
   std::condition_variable cv;
   std::deque<GenerationEvent> events;
-  bool done = false;
-  int prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
+  int prompt_tokens = 0, completion_tokens = 0;
   std::atomic<bool> cancelled{false};  // set by the reader (client gone); the loop frees the sequence
 
   // Waits for the next event (false on timeout).
@@ -93,14 +92,16 @@ struct SchedulerObserver {
   virtual void finished(double seconds_since_submit, FinishReason r) {}
 };
 
+enum class SubmitResult { Queued, QueueFull, Stopping };
+
 class Scheduler {
  public:
   Scheduler(Engine& engine, const SchedulerOptions& o, SchedulerObserver* observer = nullptr);
   ~Scheduler();
 
-  // Queues a request; false when the queue is full. Throws leanlm::Error for a request that can
-  // never run (prompt longer than the context, or more KV memory than the whole budget).
-  bool submit(const std::shared_ptr<Request>& r);
+  // Queues a request. Throws leanlm::Error for a prompt that can never run (empty, or longer than
+  // the context); one whose KV needs exceed the whole budget ends with an error event instead.
+  SubmitResult submit(const std::shared_ptr<Request>& r);
   // The engine loop; returns after stop() once nothing is left to do (or everything is cancelled).
   void run();
   // drain: finish what is running and queued; otherwise cancel it. Returns at once.

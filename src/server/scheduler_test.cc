@@ -19,6 +19,20 @@ std::string model_path() {
   return std::string(s ? s : ".") + "/models/smollm2-135m-instruct-q4_1.gguf";
 }
 
+// The engine loop on its own thread; a failed ASSERT returning early still stops and joins it.
+struct Loop {
+  Scheduler& s;
+  std::thread t;
+  explicit Loop(Scheduler& sched) : s(sched), t([&sched] { sched.run(); }) {}
+  ~Loop() {
+    if (t.joinable()) s.stop(false), t.join();
+  }
+  void finish() {  // let everything queued finish, then join
+    s.stop(true);
+    t.join();
+  }
+};
+
 class SchedulerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -84,12 +98,11 @@ TEST_F(SchedulerTest, BatchedRequestsGetTheTokensTheyGetAlone) {
   Scheduler sched(*engine, so);
   std::vector<std::shared_ptr<Request>> reqs;
   for (const auto& p : prompts_) reqs.push_back(request(*engine, p, 24));
-  for (auto& r : reqs) ASSERT_TRUE(sched.submit(r));
-  std::thread loop([&] { sched.run(); });
+  for (auto& r : reqs) ASSERT_EQ(sched.submit(r), SubmitResult::Queued);
+  Loop loop(sched);
   std::vector<std::vector<int>> got;
   for (auto& r : reqs) got.push_back(collect(*r));
-  sched.stop(true);
-  loop.join();
+  loop.finish();
   const SchedulerStats st = sched.stats();
   // Batching happened: fewer forward passes than tokens generated.
   EXPECT_LT(st.steps, st.generated_tokens);
@@ -123,16 +136,15 @@ TEST_F(SchedulerTest, TightBudgetQueuesAndPreemptsWithoutChangingOutputs) {
   Scheduler sched(*engine, so);
   std::vector<std::shared_ptr<Request>> reqs;
   for (const auto& p : prompts_) reqs.push_back(request(*engine, p, 32));
-  for (auto& r : reqs) ASSERT_TRUE(sched.submit(r));
-  std::thread loop([&] { sched.run(); });
+  for (auto& r : reqs) ASSERT_EQ(sched.submit(r), SubmitResult::Queued);
+  Loop loop(sched);
   std::vector<std::vector<int>> got;
   for (auto& r : reqs) {
     FinishReason why;
     got.push_back(collect(*r, &why));
     EXPECT_TRUE(why == FinishReason::Stop || why == FinishReason::Length);
   }
-  sched.stop(true);
-  loop.join();
+  loop.finish();
   EXPECT_LE(engine->kv_pool().peak(), engine->kv_pool().budget());
   EXPECT_EQ(engine->kv_pool().in_use(), 0u);
   // At most two sequences share a step here, so decode stays on the per-row kernels: exact.
@@ -148,10 +160,10 @@ TEST_F(SchedulerTest, CancelFreesTheSequenceAndFullQueueRefuses) {
   so.max_waiting = 2;
   Scheduler sched(*engine, so);
   auto a = request(*engine, prompts_[0], 400), b = request(*engine, prompts_[1], 4), c = request(*engine, prompts_[2], 4);
-  ASSERT_TRUE(sched.submit(a));
-  ASSERT_TRUE(sched.submit(b));
-  EXPECT_FALSE(sched.submit(c));  // two queued already
-  std::thread loop([&] { sched.run(); });
+  ASSERT_EQ(sched.submit(a), SubmitResult::Queued);
+  ASSERT_EQ(sched.submit(b), SubmitResult::Queued);
+  EXPECT_EQ(sched.submit(c), SubmitResult::QueueFull);  // two queued already
+  Loop loop(sched);
   GenerationEvent ev;
   ASSERT_TRUE(a->next(ev, 60));  // a is running
   a->cancel();
@@ -160,8 +172,7 @@ TEST_F(SchedulerTest, CancelFreesTheSequenceAndFullQueueRefuses) {
   EXPECT_EQ(why, FinishReason::Cancelled);
   collect(*b, &why);  // b ran after a left
   EXPECT_NE(why, FinishReason::Cancelled);
-  sched.stop(true);
-  loop.join();
+  loop.finish();
   EXPECT_EQ(sched.stats().cancelled, 1u);
   EXPECT_EQ(engine->kv_pool().in_use(), 0u);
   // A prompt longer than the context is refused at once.
@@ -176,8 +187,8 @@ TEST_F(SchedulerTest, StopStringsAndMaxTokensEndWithTheRightReason) {
   so.max_ctx = 512;
   Scheduler sched(*engine, so);
   auto free_run = request(*engine, prompts_[1], 40);
-  ASSERT_TRUE(sched.submit(free_run));
-  std::thread loop([&] { sched.run(); });
+  ASSERT_EQ(sched.submit(free_run), SubmitResult::Queued);
+  Loop loop(sched);
   std::string text;
   GenerationEvent ev;
   do {
@@ -190,14 +201,13 @@ TEST_F(SchedulerTest, StopStringsAndMaxTokensEndWithTheRightReason) {
   const std::string stop = text.substr(text.size() / 2, 5);
   auto stopped = request(*engine, prompts_[1], 40);
   stopped->params.stop = {stop};
-  ASSERT_TRUE(sched.submit(stopped));
+  ASSERT_EQ(sched.submit(stopped), SubmitResult::Queued);
   std::string text2;
   do {
     ASSERT_TRUE(stopped->next(ev, 60));
     text2 += ev.text;
   } while (!ev.final);
-  sched.stop(true);
-  loop.join();
+  loop.finish();
   EXPECT_EQ(ev.reason, FinishReason::Stop);
   EXPECT_EQ(text2, text.substr(0, text.find(stop)));
 }

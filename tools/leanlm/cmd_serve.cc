@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -51,15 +52,20 @@ int serve(ServeFlags& f) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a client that left must not kill the server
   HttpServer server(o);
+  std::atomic<bool> done{false};
   std::thread waiter([&] {
-    int sig = 0;
-    if (sigwait(&set, &sig) == 0 && sig != 0) {
-      std::fprintf(stderr, "leanlm serve: %s, stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-      server.stop();
+    // The first signal drains, a second one cancels what is still running.
+    for (int n = 0;; ++n) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0 || done) return;
+      std::fprintf(stderr, "leanlm serve: %s, %s\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                   n == 0 ? "stopping (again to cancel running requests)" : "cancelling running requests");
+      server.stop(n > 0);
     }
   });
   const int rc = server.run();
-  pthread_kill(waiter.native_handle(), SIGTERM);  // wake the waiter if no signal came
+  done = true;
+  pthread_kill(waiter.native_handle(), SIGTERM);  // wakes the waiter, which sees `done`
   waiter.join();
   return rc;
 }
