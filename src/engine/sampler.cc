@@ -39,24 +39,53 @@ int Sampler::sample(const float* logits, int n, const std::vector<int>& history)
 
   auto by_logit = [](const auto& a, const auto& b) { return a.first > b.first; };
   size_t keep = cand_.size();
+  bool top_p_done = false, min_p_done = false;
   if (o_.top_k > 0 && size_t(o_.top_k) < keep) {
     keep = o_.top_k;
     std::partial_sort(cand_.begin(), cand_.begin() + keep, cand_.end(), by_logit);
+    cand_.resize(keep);
   } else {
-    std::sort(cand_.begin(), cand_.end(), by_logit);
+    // No top-k: sorting the whole vocabulary would cost more than the rest of a small model's step.
+    // top-p needs the best candidates in order, sorted only as far as their mass (over the whole
+    // vocabulary) reaches top_p; min-p keeps logits within log(min_p) of the best.
+    const float mx = std::max_element(cand_.begin(), cand_.end(), [](const auto& a, const auto& b) {
+                       return a.first < b.first;
+                     })->first;
+    if (o_.top_p < 1.f) {
+      double total = 0;
+      for (const auto& c : cand_) total += std::exp(double(c.first - mx));
+      for (size_t k = std::min<size_t>(64, cand_.size());; k = std::min(cand_.size(), k * 4)) {
+        std::partial_sort(cand_.begin(), cand_.begin() + k, cand_.end(), by_logit);
+        double cum = 0;
+        size_t cut = 0;
+        while (cut < k && cum < o_.top_p * total) cum += std::exp(double(cand_[cut++].first - mx));
+        if (cum >= o_.top_p * total || k == cand_.size()) {
+          cand_.resize(std::max<size_t>(cut, 1));
+          break;
+        }
+      }
+      top_p_done = true;
+    }
+    if (o_.min_p > 0.f) {
+      const float floor = mx + std::log(o_.min_p);
+      cand_.erase(std::remove_if(cand_.begin(), cand_.end(), [&](const auto& c) { return c.first < floor; }),
+                  cand_.end());
+      min_p_done = true;
+    }
+    // Without top-p the order does not matter: the draw below is over whatever is left.
   }
-  cand_.resize(keep);
 
   // Probabilities at temperature 1 for top-p / min-p (as the filters are usually defined).
   auto probs = [&](float temp) {
     std::vector<double> p(cand_.size());
-    const float mx = cand_[0].first;
+    float mx = -INFINITY;
+    for (const auto& c : cand_) mx = std::max(mx, c.first);
     double sum = 0;
     for (size_t i = 0; i < cand_.size(); ++i) sum += p[i] = std::exp(double(cand_[i].first - mx) / temp);
     for (double& v : p) v /= sum;
     return p;
   };
-  if (o_.top_p < 1.f) {
+  if (o_.top_p < 1.f && !top_p_done) {
     auto p = probs(1.f);
     double cum = 0;
     size_t k = 0;
@@ -66,7 +95,7 @@ int Sampler::sample(const float* logits, int n, const std::vector<int>& history)
     }
     cand_.resize(std::max<size_t>(k, 1));
   }
-  if (o_.min_p > 0.f) {
+  if (o_.min_p > 0.f && !min_p_done) {  // the top-k candidates, sorted
     auto p = probs(1.f);
     size_t k = 1;
     while (k < p.size() && p[k] >= o_.min_p * p[0]) ++k;

@@ -28,7 +28,11 @@ struct MatmulScratch {
 };
 
 // Batches of at least this many tokens go through the GEMM (gemm.h) when the CPU has a fast one.
-constexpr int kMinGemmTokens = 4;
+// Below it, the per-row dot kernels over an L1-sized tile of rows win: the GEMM unpacks each weight
+// tile once per call, which a handful of tokens does not repay (leanlm serve, SmolLM2, 2 threads:
+// 4 decoding clients 146 tok/s with the GEMM from 4 tokens, 189-193 from 8 or 16; 16 clients
+// 387-409 from 4 or 8, 247 from 32).
+constexpr int kMinGemmTokens = 8;
 
 // y[t][r] = sum_i W[r][i] * x[t][i]   for t < n_tokens, r < W.n_out.
 // x: [n_tokens][x_stride] (first W.n_in used), y: [n_tokens][y_stride].
