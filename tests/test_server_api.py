@@ -147,6 +147,10 @@ def main_server_checks(port):
 
     check(metric(port, "leanlm:time_to_first_token_seconds_count") >= 5, "/metrics counts time to first token")
     check(metric(port, "leanlm:generation_tokens_total") > 0, "/metrics counts generated tokens")
+    _, text = http(port, "GET", "/metrics")
+    check(f'vllm:num_requests_running{{model_name="{MODEL_ID}"}} 0' in text and
+          f'vllm:request_success_total{{model_name="{MODEL_ID}",finished_reason="stop"}}' in text,
+          "/metrics also has the vLLM names routers read")
 
     # A streaming client that leaves mid-answer: its sequence is cancelled and its KV freed.
     before = metric(port, "leanlm:requests_cancelled_total")

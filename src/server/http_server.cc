@@ -68,7 +68,7 @@ struct HttpServer::Impl {
   std::mutex stop_mu;
   std::condition_variable stop_cv;
 
-  explicit Impl(ServerOptions opts) : o(std::move(opts)) {}
+  explicit Impl(ServerOptions opts) : o(std::move(opts)) { metrics.set_model_name(o.model_id); }
 
   // Common gate of the API endpoints: loaded, not shutting down.
   bool gate(httplib::Response& res) {

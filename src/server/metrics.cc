@@ -17,21 +17,25 @@ void Histogram::observe(double x) {
   ++n_;
 }
 
-void Histogram::render(std::string& out, const std::string& name, const std::string& help) const {
+void Histogram::render(std::string& out, const std::string& name, const std::string& help,
+                       const std::string& labels) const {
   std::lock_guard<std::mutex> lk(mu_);
   out += "# HELP " + name + " " + help + "\n# TYPE " + name + " histogram\n";
+  const std::string sep = labels.empty() ? "" : labels + ",";
+  const std::string own = labels.empty() ? "" : "{" + labels + "}";
   unsigned long long cum = 0;
   for (size_t i = 0; i < bounds_.size(); ++i) {
     cum += counts_[i];
-    out += strfmt("%s_bucket{le=\"%g\"} %llu\n", name.c_str(), bounds_[i], cum);
+    out += strfmt("%s_bucket{%sle=\"%g\"} %llu\n", name.c_str(), sep.c_str(), bounds_[i], cum);
   }
   cum += counts_.back();
-  out += strfmt("%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name.c_str(), cum, name.c_str(), sum_,
-                name.c_str(), n_);
+  out += strfmt("%s_bucket{%sle=\"+Inf\"} %llu\n%s_sum%s %.6f\n%s_count%s %llu\n", name.c_str(), sep.c_str(), cum,
+                name.c_str(), own.c_str(), sum_, name.c_str(), own.c_str(), n_);
 }
 
-ServerMetrics::ServerMetrics()
-    : ttft_({0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}),
+ServerMetrics::ServerMetrics(std::string model_name)
+    : model_(std::move(model_name)),
+      ttft_({0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}),
       itl_({0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1, 2.5}),
       e2e_({0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}) {}
 
@@ -83,6 +87,28 @@ std::string ServerMetrics::render(const SchedulerStats& st) const {
   out += strfmt("leanlm:http_responses_total{status=\"4xx\"} %llu\n", http_4xx_);
   out += strfmt("leanlm:http_responses_total{status=\"429\"} %llu\n", http_429_);
   out += strfmt("leanlm:http_responses_total{status=\"5xx\"} %llu\n", http_5xx_);
+
+  // The vLLM names (what vLLM-based routers and dashboards scrape).
+  const std::string lab = "model_name=\"" + model_ + "\"";
+  auto vllm = [&](const char* name, const char* type, const char* help, double v) {
+    out += strfmt("# HELP %s %s\n# TYPE %s %s\n%s{%s} %.17g\n", name, help, name, type, name, lab.c_str(), v);
+  };
+  vllm("vllm:num_requests_running", "gauge", "Requests in the running batch.", st.running);
+  vllm("vllm:num_requests_waiting", "gauge", "Requests waiting to run.", st.waiting);
+  vllm("vllm:kv_cache_usage_perc", "gauge", "KV cache usage, 0 to 1 of the byte budget.",
+       st.kv_budget ? double(st.kv_bytes) / double(st.kv_budget) : 0.0);
+  vllm("vllm:num_preemptions_total", "counter", "Preemptions for KV memory.", double(st.preemptions));
+  vllm("vllm:prompt_tokens_total", "counter", "Prompt tokens computed.", double(st.prompt_tokens));
+  vllm("vllm:generation_tokens_total", "counter", "Tokens generated.", double(st.generated_tokens));
+  out += "# HELP vllm:request_success_total Requests finished, by finish reason.\n"
+         "# TYPE vllm:request_success_total counter\n";
+  out += strfmt("vllm:request_success_total{%s,finished_reason=\"stop\"} %llu\n", lab.c_str(),
+                (unsigned long long)st.finished_stop);
+  out += strfmt("vllm:request_success_total{%s,finished_reason=\"length\"} %llu\n", lab.c_str(),
+                (unsigned long long)st.finished_length);
+  ttft_.render(out, "vllm:time_to_first_token_seconds", "Time to first token.", lab);
+  itl_.render(out, "vllm:inter_token_latency_seconds", "Time between tokens.", lab);
+  e2e_.render(out, "vllm:e2e_request_latency_seconds", "Request latency.", lab);
   return out;
 }
 

@@ -1,5 +1,7 @@
 // /metrics in Prometheus' text format: the scheduler's counters and gauges, and latency histograms
-// fed by the engine loop (time to first token, time between tokens, whole requests).
+// fed by the engine loop (time to first token, time between tokens, whole requests). The same
+// figures also go out under the vLLM names that routers and dashboards read (vllm:*, labelled
+// with model_name).
 #pragma once
 #include <mutex>
 #include <string>
@@ -13,8 +15,10 @@ class Histogram {
  public:
   explicit Histogram(std::vector<double> upper_bounds);
   void observe(double x);
-  // "# HELP", "# TYPE" and the _bucket / _sum / _count lines of `name`.
-  void render(std::string& out, const std::string& name, const std::string& help) const;
+  // "# HELP", "# TYPE" and the _bucket / _sum / _count lines of `name`, with `labels` (like
+  // model_name="x") on every line.
+  void render(std::string& out, const std::string& name, const std::string& help,
+              const std::string& labels = "") const;
 
  private:
   std::vector<double> bounds_;
@@ -26,7 +30,9 @@ class Histogram {
 
 class ServerMetrics : public SchedulerObserver {
  public:
-  ServerMetrics();
+  // model_name: the label of the vLLM-compatible series.
+  explicit ServerMetrics(std::string model_name = "");
+  void set_model_name(std::string m) { model_ = std::move(m); }
   void first_token(double s) override { ttft_.observe(s); }
   void inter_token(double s) override { itl_.observe(s); }
   void finished(double s, FinishReason) override { e2e_.observe(s); }
@@ -35,6 +41,7 @@ class ServerMetrics : public SchedulerObserver {
 
  private:
   Histogram ttft_, itl_, e2e_;
+  std::string model_;
   mutable std::mutex mu_;
   unsigned long long http_2xx_ = 0, http_4xx_ = 0, http_429_ = 0, http_5xx_ = 0;
 };

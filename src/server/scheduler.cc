@@ -112,7 +112,7 @@ void Scheduler::finish(Slot& s, FinishReason reason, const std::string& error) {
   s.seq.reset();  // its KV pages go back to the pool now
   if (observer_) observer_->finished(now_s() - s.t_submit, reason);
   std::lock_guard<std::mutex> lk(mu_);
-  if (reason == FinishReason::Stop || reason == FinishReason::Length) ++stats_.requests_done;
+  if (reason == FinishReason::Stop || reason == FinishReason::Length) count_done(reason);
   else if (reason == FinishReason::Cancelled) ++stats_.cancelled;
   else ++stats_.requests_failed;
 }
@@ -265,8 +265,13 @@ void Scheduler::sample_next(Slot& s, const float* logits) {
     s.seq.reset();
     if (observer_) observer_->finished(now_s() - s.t_submit, reason);
     std::lock_guard<std::mutex> lk(mu_);
-    ++stats_.requests_done;
+    count_done(reason);
   }
+}
+
+void Scheduler::count_done(FinishReason r) {  // under mu_
+  ++stats_.requests_done;
+  ++(r == FinishReason::Stop ? stats_.finished_stop : stats_.finished_length);
 }
 
 bool Scheduler::step() {

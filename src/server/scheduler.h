@@ -79,6 +79,7 @@ struct SchedulerOptions {
 struct SchedulerStats {
   int running = 0, waiting = 0;
   uint64_t prompt_tokens = 0, generated_tokens = 0, requests_done = 0, requests_failed = 0;
+  uint64_t finished_stop = 0, finished_length = 0;  // requests_done by finish reason
   uint64_t preemptions = 0, cancelled = 0, steps = 0;
   size_t kv_bytes = 0, kv_budget = 0;
   std::vector<std::pair<std::string, size_t>> kv_bytes_by_codec;
@@ -118,6 +119,7 @@ class Scheduler {
   void preempt(Slot& s);
   void finish(Slot& s, FinishReason r, const std::string& error = {});
   void emit(Slot& s, GenerationEvent ev);
+  void count_done(FinishReason r);
   void sample_next(Slot& s, const float* logits);
 
   Engine& engine_;
