@@ -57,22 +57,29 @@ void metric(std::string& out, const char* name, const char* type, const char* he
 
 std::string ServerMetrics::render(const SchedulerStats& st) const {
   std::string out;
-  metric(out, "leanlm:requests_running", "gauge", "Sequences in the running batch.", st.running);
-  metric(out, "leanlm:requests_waiting", "gauge", "Requests queued for memory or a batch slot.", st.waiting);
-  metric(out, "leanlm:prompt_tokens_total", "counter", "Prompt tokens computed (recomputation included).",
-         double(st.prompt_tokens));
-  metric(out, "leanlm:generation_tokens_total", "counter", "Tokens generated.", double(st.generated_tokens));
-  metric(out, "leanlm:requests_finished_total", "counter", "Requests that ended with stop or length.",
-         double(st.requests_done));
-  metric(out, "leanlm:requests_failed_total", "counter", "Requests that ended with an error.", double(st.requests_failed));
-  metric(out, "leanlm:requests_cancelled_total", "counter", "Requests cancelled (client gone or shutdown).",
-         double(st.cancelled));
-  metric(out, "leanlm:preemptions_total", "counter", "Sequences preempted for KV memory (recomputed later).",
-         double(st.preemptions));
-  metric(out, "leanlm:engine_steps_total", "counter", "Forward passes of the engine loop.", double(st.steps));
-  metric(out, "leanlm:kv_cache_bytes", "gauge", "KV cache bytes in use (every byte charged to the pool).",
-         double(st.kv_bytes));
-  metric(out, "leanlm:kv_cache_budget_bytes", "gauge", "KV cache byte budget (0: no limit).", double(st.kv_budget));
+  struct Row {
+    const char *name, *type, *help;
+    double value;
+  };
+  const Row rows[] = {
+      {"leanlm:requests_running", "gauge", "Sequences in the running batch.", double(st.running)},
+      {"leanlm:requests_waiting", "gauge", "Requests queued for memory or a batch slot.", double(st.waiting)},
+      {"leanlm:prompt_tokens_total", "counter", "Prompt tokens computed (recomputation included).",
+       double(st.prompt_tokens)},
+      {"leanlm:generation_tokens_total", "counter", "Tokens generated.", double(st.generated_tokens)},
+      {"leanlm:requests_finished_total", "counter", "Requests that ended with stop or length.",
+       double(st.requests_done)},
+      {"leanlm:requests_failed_total", "counter", "Requests that ended with an error.", double(st.requests_failed)},
+      {"leanlm:requests_cancelled_total", "counter", "Requests cancelled (client gone or shutdown).",
+       double(st.cancelled)},
+      {"leanlm:preemptions_total", "counter", "Sequences preempted for KV memory (recomputed later).",
+       double(st.preemptions)},
+      {"leanlm:engine_steps_total", "counter", "Forward passes of the engine loop.", double(st.steps)},
+      {"leanlm:kv_cache_bytes", "gauge", "KV cache bytes in use (every byte charged to the pool).",
+       double(st.kv_bytes)},
+      {"leanlm:kv_cache_budget_bytes", "gauge", "KV cache byte budget (0: no limit).", double(st.kv_budget)},
+  };
+  for (const Row& r : rows) metric(out, r.name, r.type, r.help, r.value);
   out += "# HELP leanlm:kv_cache_bytes_by_codec KV bytes of the running sequences, by codec.\n"
          "# TYPE leanlm:kv_cache_bytes_by_codec gauge\n";
   for (const auto& [codec, bytes] : st.kv_bytes_by_codec)

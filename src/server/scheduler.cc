@@ -47,6 +47,7 @@ struct Scheduler::Slot {
   std::unordered_map<int, int> counts;  // generated token -> occurrences (penalties)
   double t_submit = 0, t_last = 0;
   uint64_t order = 0;                   // admission order: the newest is preempted first
+  size_t wait_bytes = 0;                // KV bytes it needed when it last did not fit
   int fed() const { return seq ? seq->n_past : 0; }
   int generated() const { return int(tokens.size()) - n_prompt; }
 };
@@ -109,12 +110,22 @@ void Scheduler::finish(Slot& s, FinishReason reason, const std::string& error) {
   ev.error = error;
   if (reason != FinishReason::Cancelled && reason != FinishReason::Error) ev.text = s.text.flush();
   emit(s, std::move(ev));
-  s.seq.reset();  // its KV pages go back to the pool now
+  retire(s, reason);
+}
+
+// After a request's final event: its KV pages go back to the pool, and it is counted.
+void Scheduler::retire(Slot& s, FinishReason reason) {
+  s.seq.reset();
   if (observer_) observer_->finished(now_s() - s.t_submit, reason);
   std::lock_guard<std::mutex> lk(mu_);
-  if (reason == FinishReason::Stop || reason == FinishReason::Length) count_done(reason);
-  else if (reason == FinishReason::Cancelled) ++stats_.cancelled;
-  else ++stats_.requests_failed;
+  if (reason == FinishReason::Stop || reason == FinishReason::Length) {
+    ++stats_.requests_done;
+    ++(reason == FinishReason::Stop ? stats_.finished_stop : stats_.finished_length);
+  } else if (reason == FinishReason::Cancelled) {
+    ++stats_.cancelled;
+  } else {
+    ++stats_.requests_failed;
+  }
 }
 
 void Scheduler::preempt(Slot& s) {
@@ -155,6 +166,8 @@ void Scheduler::admit() {
   BlockPool& pool = engine_.kv_pool();
   while (!waiting_.empty() && int(running_.size()) < o_.max_running) {
     Slot& s = *waiting_.front();
+    // Known not to fit at the last try: wait for memory to free without building a sequence again.
+    if (s.wait_bytes && !running_.empty() && pool.in_use() + s.wait_bytes > pool.budget()) break;
     if (!s.seq) {
       try {
         s.seq = engine_.new_sequence(s.req->kv, o_.max_ctx);
@@ -187,6 +200,7 @@ void Scheduler::admit() {
         continue;
       }
       s.seq.reset();  // wait without holding memory
+      s.wait_bytes = need;
       break;
     }
     s.order = next_order_++;
@@ -261,29 +275,18 @@ void Scheduler::sample_next(Slot& s, const float* logits) {
   const bool final = ev.final;
   const FinishReason reason = ev.reason;
   emit(s, std::move(ev));
-  if (final) {
-    s.seq.reset();
-    if (observer_) observer_->finished(now_s() - s.t_submit, reason);
-    std::lock_guard<std::mutex> lk(mu_);
-    count_done(reason);
-  }
-}
-
-void Scheduler::count_done(FinishReason r) {  // under mu_
-  ++stats_.requests_done;
-  ++(r == FinishReason::Stop ? stats_.finished_stop : stats_.finished_length);
+  if (final) retire(s, reason);
 }
 
 bool Scheduler::step() {
   // Requests whose client went away leave first: their memory serves the others this step.
-  for (auto* list : {&running_}) {
-    for (auto& s : *list)
-      if (s && s->req->cancelled) finish(*s, FinishReason::Cancelled), s.reset();
-    list->erase(std::remove(list->begin(), list->end(), nullptr), list->end());
-  }
-  for (auto& s : waiting_)
-    if (s->req->cancelled) finish(*s, FinishReason::Cancelled), s.reset();
-  waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), nullptr), waiting_.end());
+  auto drop_cancelled = [&](auto& list) {
+    for (auto& s : list)
+      if (s->req->cancelled) finish(*s, FinishReason::Cancelled), s.reset();
+    list.erase(std::remove(list.begin(), list.end(), nullptr), list.end());
+  };
+  drop_cancelled(running_);
+  drop_cancelled(waiting_);
 
   admit();
   if (running_.empty()) return false;

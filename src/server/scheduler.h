@@ -119,7 +119,7 @@ class Scheduler {
   void preempt(Slot& s);
   void finish(Slot& s, FinishReason r, const std::string& error = {});
   void emit(Slot& s, GenerationEvent ev);
-  void count_done(FinishReason r);
+  void retire(Slot& s, FinishReason r);
   void sample_next(Slot& s, const float* logits);
 
   Engine& engine_;

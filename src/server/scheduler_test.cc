@@ -85,6 +85,33 @@ class SchedulerTest : public ::testing::Test {
     }
     return out;
   }
+  // Every prompt as a greedy request of max_tokens, all queued before the loop starts; returns
+  // each request's tokens and checks that it ended with stop or length.
+  std::vector<std::vector<int>> run_all(Scheduler& sched, Engine& e, int max_tokens,
+                                        std::vector<std::shared_ptr<Request>>& reqs) {
+    for (const auto& p : prompts_) reqs.push_back(request(e, p, max_tokens));
+    for (auto& r : reqs) EXPECT_EQ(sched.submit(r), SubmitResult::Queued);
+    Loop loop(sched);
+    std::vector<std::vector<int>> got;
+    for (auto& r : reqs) {
+      FinishReason why = FinishReason::None;
+      got.push_back(collect(*r, &why));
+      EXPECT_TRUE(why == FinishReason::Stop || why == FinishReason::Length);
+    }
+    loop.finish();
+    return got;
+  }
+  // The first n tokens (all, if the reference is shorter) of each request equal its run alone.
+  void expect_same_start(Engine& alone_engine, const std::vector<std::shared_ptr<Request>>& reqs,
+                         const std::vector<std::vector<int>>& got, int max_tokens, size_t n) {
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      const std::vector<int> ref = alone(alone_engine, reqs[i]->prompt, max_tokens);
+      const size_t k = std::min(n, ref.size());
+      ASSERT_GE(got[i].size(), k);
+      EXPECT_EQ(std::vector<int>(got[i].begin(), got[i].begin() + k), std::vector<int>(ref.begin(), ref.begin() + k))
+          << prompts_[i];
+    }
+  }
   const std::vector<std::string> prompts_ = {"The capital of France is", "Once upon a time, in a small village,",
                                              "def fibonacci(n):", "The three primary colors are",
                                              "Water boils at a temperature of"};
@@ -97,12 +124,7 @@ TEST_F(SchedulerTest, BatchedRequestsGetTheTokensTheyGetAlone) {
   so.step_tokens = 64;
   Scheduler sched(*engine, so);
   std::vector<std::shared_ptr<Request>> reqs;
-  for (const auto& p : prompts_) reqs.push_back(request(*engine, p, 24));
-  for (auto& r : reqs) ASSERT_EQ(sched.submit(r), SubmitResult::Queued);
-  Loop loop(sched);
-  std::vector<std::vector<int>> got;
-  for (auto& r : reqs) got.push_back(collect(*r));
-  loop.finish();
+  const auto got = run_all(sched, *engine, 24, reqs);
   const SchedulerStats st = sched.stats();
   // Batching happened: fewer forward passes than tokens generated.
   EXPECT_LT(st.steps, st.generated_tokens);
@@ -112,12 +134,8 @@ TEST_F(SchedulerTest, BatchedRequestsGetTheTokensTheyGetAlone) {
   // a near-tie of greedy decoding after a dozen tokens. With the scalar kernels (LEANLM_ISA=scalar,
   // its own ctest entry) both go through the same per-row kernel and must agree token for token;
   // otherwise the first tokens must (a batch that mixed up sequences would differ at once).
-  const size_t exact = best_isa() == Isa::Scalar ? 24 : 6;
+  expect_same_start(*engine, reqs, got, 24, best_isa() == Isa::Scalar ? 24 : 6);
   for (size_t i = 0; i < reqs.size(); ++i) {
-    const std::vector<int> ref = alone(*engine, reqs[i]->prompt, 24);
-    ASSERT_GE(got[i].size(), exact);
-    EXPECT_EQ(std::vector<int>(got[i].begin(), got[i].begin() + exact), std::vector<int>(ref.begin(), ref.begin() + exact))
-        << prompts_[i];
     EXPECT_EQ(reqs[i]->completion_tokens, int(got[i].size()));
     EXPECT_EQ(reqs[i]->prompt_tokens, int(reqs[i]->prompt.size()));
   }
@@ -135,30 +153,14 @@ TEST_F(SchedulerTest, TightBudgetQueuesAndPreemptsWithoutChangingOutputs) {
   so.step_tokens = 64;
   Scheduler sched(*engine, so);
   std::vector<std::shared_ptr<Request>> reqs;
-  for (const auto& p : prompts_) reqs.push_back(request(*engine, p, 32));
-  for (auto& r : reqs) ASSERT_EQ(sched.submit(r), SubmitResult::Queued);
-  Loop loop(sched);
-  std::vector<std::vector<int>> got;
-  for (auto& r : reqs) {
-    FinishReason why;
-    got.push_back(collect(*r, &why));
-    EXPECT_TRUE(why == FinishReason::Stop || why == FinishReason::Length);
-  }
-  loop.finish();
+  const auto got = run_all(sched, *engine, 32, reqs);
   EXPECT_LE(engine->kv_pool().peak(), engine->kv_pool().budget());
   EXPECT_EQ(engine->kv_pool().in_use(), 0u);
   // A preempted sequence recomputes its generated tokens as a prompt chunk (the GEMM on SIMD
   // CPUs) where alone they were decoded one by one: exact with the scalar kernels, the first
   // tokens otherwise (a recomputation that lost or mixed up tokens would differ at once).
-  const size_t exact = best_isa() == Isa::Scalar ? 32 : 12;
-  for (size_t i = 0; i < reqs.size(); ++i) {
-    const std::vector<int> ref = alone(*probe, reqs[i]->prompt, 32);
-    ASSERT_GE(got[i].size(), std::min(exact, ref.size()));
-    const size_t n = std::min(exact, ref.size());
-    EXPECT_EQ(std::vector<int>(got[i].begin(), got[i].begin() + n), std::vector<int>(ref.begin(), ref.begin() + n))
-        << prompts_[i];
-  }
-  EXPECT_GT(sched.stats().preemptions + 0u, 0u) << "the budget should have forced a preemption";
+  expect_same_start(*probe, reqs, got, 32, best_isa() == Isa::Scalar ? 32 : 12);
+  EXPECT_GT(sched.stats().preemptions, 0u) << "the budget should have forced a preemption";
 }
 
 TEST_F(SchedulerTest, CancelFreesTheSequenceAndFullQueueRefuses) {
