@@ -35,8 +35,9 @@ std::unique_ptr<SequenceState> Engine::new_sequence() const {
   return forward_->new_sequence(opts_.ctx, opts_.kv, *kv_pool_, default_books_);
 }
 
-std::unique_ptr<SequenceState> Engine::new_sequence(const KvConfig& kv, int max_ctx) {
-  return forward_->new_sequence(max_ctx, kv, *kv_pool_, codebooks_for(kv));
+std::unique_ptr<SequenceState> Engine::new_sequence(const KvConfig& kv, int max_ctx, const KvPrefix* prefix,
+                                                    int n_use) {
+  return forward_->new_sequence(max_ctx, kv, *kv_pool_, codebooks_for(kv), prefix, n_use);
 }
 
 void Engine::check_fits(const SequenceState& seq, size_t n) const {

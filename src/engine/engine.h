@@ -38,7 +38,9 @@ class Engine {
 
   std::unique_ptr<SequenceState> new_sequence() const;
   // A sequence with another KV configuration and context (eval compares several in one run).
-  std::unique_ptr<SequenceState> new_sequence(const KvConfig& kv, int max_ctx);
+  // With a prefix: the sequence starts from its first n_use positions (shared, see prefix_cache.h).
+  std::unique_ptr<SequenceState> new_sequence(const KvConfig& kv, int max_ctx, const KvPrefix* prefix = nullptr,
+                                              int n_use = 0);
   // Appends tokens to the sequence (split into batches) and returns the logits after the last one.
   // With all_logits, `out` receives [tokens.size()][n_vocab] logits (for perplexity/eval).
   const float* feed(SequenceState& seq, const std::vector<int>& tokens, std::vector<float>* all_logits = nullptr,

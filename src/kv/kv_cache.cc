@@ -41,7 +41,7 @@ class DenseKvStore : public KvStore {
       ring_ = s.window + std::max(1, s.max_batch);
       if (s.max_ctx > 0) ring_ = std::min(ring_, s.max_ctx);
       ring_ = round_up(ring_);
-      grow(ring_);
+      resize(ring_);
       std::fill(pos_.begin(), pos_.end(), -1);
     }
   }
@@ -52,7 +52,7 @@ class DenseKvStore : public KvStore {
     if (ring_) {
       slot = pos % ring_;
     } else {
-      if (n_ >= cap_) grow(target_capacity(1));
+      if (n_ >= cap_) resize(target_capacity(1));
       slot = n_++;
     }
     pos_[slot] = pos;
@@ -97,12 +97,15 @@ class DenseKvStore : public KvStore {
     return slot_bytes() * size_t(target_capacity(n));  // the new buffers while the old are still held
   }
   void reserve(int n) override {
-    if (!ring_ && n_ + n > cap_) grow(target_capacity(n));
+    if (!ring_ && n_ + n > cap_) resize(target_capacity(n));
   }
 
   void clear() override {
     if (ring_) std::fill(pos_.begin(), pos_.end(), -1);
     else n_ = 0;
+  }
+  void shrink_to_fit() override {
+    if (!ring_ && round_up(n_) < cap_) resize(round_up(n_));
   }
 
  private:
@@ -122,14 +125,16 @@ class DenseKvStore : public KvStore {
     if (s_.max_ctx > 0) c = std::max(n_ + n, std::min(c, s_.max_ctx));
     return round_up(c);
   }
-  // Each head's region moves to its place in the larger buffers (old slots first, same layout).
-  void grow(int cap) {
+  // Each head's region moves to its place in the new buffers (its first slots, same layout; a
+  // smaller capacity keeps the slots in use).
+  void resize(int cap) {
     AlignedVec<T> k, v;
     allocate_charged(pool_, slot_bytes() * size_t(cap), size_t(cap) * s_.n_kv_head * D_, k, v);
     const size_t per_head_old = size_t(cap_) * D_, per_head_new = size_t(cap) * D_;
+    const size_t keep = std::min(per_head_old, per_head_new);
     for (int h = 0; h < s_.n_kv_head && cap_ > 0; ++h) {
-      std::copy_n(k_.data() + h * per_head_old, per_head_old, k.data() + h * per_head_new);
-      std::copy_n(v_.data() + h * per_head_old, per_head_old, v.data() + h * per_head_new);
+      std::copy_n(k_.data() + h * per_head_old, keep, k.data() + h * per_head_new);
+      std::copy_n(v_.data() + h * per_head_old, keep, v.data() + h * per_head_new);
     }
     k_ = std::move(k), v_ = std::move(v);
     pos_.resize(cap, -1);

@@ -69,6 +69,8 @@ class KvStore {
   virtual void reserve(int n) {}
   // Forgets everything (the sequence starts over).
   virtual void clear() = 0;
+  // Gives back capacity beyond the tokens held (a store about to be frozen and shared takes no more).
+  virtual void shrink_to_fit() {}
 
   // Tokens held (slots whose position is not -1).
   virtual int n_live() const;

@@ -25,6 +25,22 @@ void SequenceState::clear() {
   n_past = 0;
 }
 
+std::shared_ptr<const KvPrefix> SequenceState::freeze() {
+  if (!make_store) fail("this sequence cannot be frozen (no store factory)");
+  auto p = std::make_shared<KvPrefix>();
+  p->n_tokens = n_past;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    auto* seg = dynamic_cast<SegmentedKvStore*>(layers[l].get());
+    if (!seg) {
+      auto wrapped = std::make_unique<SegmentedKvStore>(std::vector<KvPart>{}, std::move(layers[l]), layer_window[l]);
+      seg = wrapped.get();
+      layers[l] = std::move(wrapped);
+    }
+    p->layers.push_back(seg->freeze(make_store(int(l))));
+  }
+  return p;
+}
+
 Forward::Forward(const Model& model, ThreadPool& pool, int max_batch)
     : m_(model), c_(model.config()), pool_(pool), max_batch_(max_batch), attn_(pool.size()) {
   const size_t T = max_batch;
@@ -41,12 +57,16 @@ Forward::Forward(const Model& model, ThreadPool& pool, int max_batch)
 }
 
 std::unique_ptr<SequenceState> Forward::new_sequence(int max_ctx, const KvConfig& kv, BlockPool& pool,
-                                                     const ModelCodebooks* books) const {
+                                                     const ModelCodebooks* books, const KvPrefix* prefix,
+                                                     int n_use) const {
   if (max_ctx <= 0) fail("context size must be positive");
   auto s = std::make_unique<SequenceState>();
   s->pool = &pool;
   s->max_ctx = max_ctx;
-  for (int l = 0; l < c_.n_layer; ++l) {
+  for (int l = 0; l < c_.n_layer; ++l) s->layer_window.push_back(c_.is_local(l) ? c_.sliding_window : 0);
+  // The factory outlives this call (freeze() uses it): it holds copies, the pool and the
+  // engine-owned codebooks.
+  auto make_store = [kv, pool = &pool, books, max_ctx, this](int l) {
     KvShape shape;
     shape.n_kv_head = c_.n_head_kv;
     shape.head_dim = c_.head_dim;
@@ -55,8 +75,25 @@ std::unique_ptr<SequenceState> Forward::new_sequence(int max_ctx, const KvConfig
     shape.max_ctx = max_ctx;
     const Codebook* kb = books && l < int(books->key.size()) ? &books->key[l] : nullptr;
     const Codebook* vb = books && l < int(books->value.size()) ? &books->value[l] : nullptr;
-    s->layers.push_back(make_kv_store(kv, shape, pool, kb, vb));
+    return make_kv_store(kv, shape, *pool, kb, vb);
+  };
+  if (kv.shareable()) s->make_store = make_store;
+  if (prefix) {
+    if (!s->make_store) fail("KV configuration " + kv.name() + " cannot share prefixes (eviction or ThinK)");
+    if (int(prefix->layers.size()) != c_.n_layer || n_use < 0 || n_use > max_ctx ||
+        !prefix->can_continue_at(n_use, s->layer_window))
+      fail("KV prefix does not fit this model or position");
   }
+  for (int l = 0; l < c_.n_layer; ++l) {
+    if (!prefix) {
+      s->layers.push_back(make_store(l));
+      continue;
+    }
+    std::vector<KvPart> parts = prefix->layers[l];
+    for (auto& p : parts) p.limit = std::min(p.limit, n_use);
+    s->layers.push_back(std::make_unique<SegmentedKvStore>(std::move(parts), make_store(l), s->layer_window[l]));
+  }
+  s->n_past = prefix ? n_use : 0;
   return s;
 }
 

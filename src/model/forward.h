@@ -13,6 +13,7 @@
 #include "kv/block_pool.h"
 #include "kv/kv_cache.h"
 #include "kv/kv_config.h"
+#include "kv/segmented_store.h"
 #include "model/model.h"
 
 namespace leanlm {
@@ -20,6 +21,8 @@ namespace leanlm {
 // The KV cache of one sequence: one store per layer, all charging one pool.
 struct SequenceState {
   std::vector<std::unique_ptr<KvStore>> layers;
+  std::vector<int> layer_window;  // per layer: its sliding window (0: full attention)
+  std::function<std::unique_ptr<KvStore>(int layer)> make_store;  // an empty store for a layer
   BlockPool* pool = nullptr;
   int max_ctx = 0;  // most positions this sequence may hold (its ring sizes and budgets derive from it)
   int n_past = 0;   // positions 0..n_past-1 are in the cache
@@ -27,6 +30,10 @@ struct SequenceState {
   // Bytes the stores may charge beyond kv_bytes() while n more tokens are appended in one pass.
   size_t kv_bytes_to_append(int n) const;
   void clear();
+  // Freezes the cache so far (positions 0..n_past-1) into a prefix other sequences can start from
+  // (Forward::new_sequence); this sequence goes on in fresh stores after it. Needs a shareable
+  // KV configuration (KvConfig::shareable).
+  std::shared_ptr<const KvPrefix> freeze();
 };
 
 
@@ -44,8 +51,11 @@ class Forward {
 
   // A sequence's KV cache: stores per layer as `kv` asks, pages from `pool` (compressed codecs),
   // CQ codebooks from `books`.
+  // With a prefix: the sequence starts with its first n_use positions (shared, not recomputed;
+  // prefix->can_continue_at(n_use) must hold) and n_past = n_use.
   std::unique_ptr<SequenceState> new_sequence(int max_ctx, const KvConfig& kv, BlockPool& pool,
-                                              const ModelCodebooks* books = nullptr) const;
+                                              const ModelCodebooks* books = nullptr,
+                                              const KvPrefix* prefix = nullptr, int n_use = 0) const;
 
   // Appends the batch's keys/values to their sequences and returns the logits of the entries marked
   // `logits`, in batch order: [n_marked][n_vocab], valid until the next call. A batch that does not
