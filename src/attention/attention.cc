@@ -51,6 +51,27 @@ void share_of(const std::vector<SlotRange>& all, int split, int n_splits, std::v
   }
 }
 
+// Calls fn(pieces, n) for consecutive chunks of up to kSlotChunk slots of `ranges`; a chunk's pieces
+// are the slot ranges it covers, in order (a chunk may span several ranges). The softmax works per
+// chunk, so chunks of visible slots (not of ranges) give a sequence reading a shared prefix, whose
+// parts split the ranges, exactly what it gets from one store holding the same tokens.
+template <typename Fn>
+void for_chunks(const std::vector<SlotRange>& ranges, std::vector<SlotRange>& pieces, Fn&& fn) {
+  size_t ri = 0;
+  int next = ranges.empty() ? 0 : ranges[0].s0;
+  while (ri < ranges.size()) {
+    pieces.clear();
+    int nc = 0;
+    while (ri < ranges.size() && nc < kSlotChunk) {
+      const int take = std::min(ranges[ri].s1 - next, kSlotChunk - nc);
+      pieces.push_back({next, next + take});
+      nc += take, next += take;
+      if (next == ranges[ri].s1 && ++ri < ranges.size()) next = ranges[ri].s0;
+    }
+    fn(static_cast<const std::vector<SlotRange>&>(pieces), nc);
+  }
+}
+
 }  // namespace
 
 Attention::Attention(int n_threads) : scratch_(std::max(1, n_threads)) {}
@@ -102,55 +123,62 @@ void Attention::run_task(const Task& task, const AttnShape& sh, const std::vecto
   size_t col = 0;  // first visible slot of the chunk among the task's visible slots
 
   const int32_t* slot_pos = kv.slot_positions();
-  for (const SlotRange& r : mine) {
-    for (int c0 = r.s0; c0 < r.s1; c0 += kSlotChunk) {
-      const int c1 = std::min(r.s1, c0 + kSlotChunk), nc = c1 - c0;
-      float* S = sc.scores.data();  // [nq][nc]
-      kv.scores(h, sc.q.data(), nq, D, c0, c1, S, nc);
-      // The chunk needs a mask only when some of its keys are hidden from some query of the
-      // task (a prompt block's causal triangle, a window's edge); a decode step's never does.
-      bool masked = false;
-      if (task.count > 1)
-        for (int j = 0; j < nc && !masked; ++j) {
-          const int kp = slot_pos[c0 + j];
-          masked = kp > pmin || (sh.window > 0 && pmax - kp >= sh.window);
-        }
-      for (int i = 0; i < nq; ++i) {
-        const int p = tokens[task.first + i / G].pos;
-        float* row = S + size_t(i) * nc;
-        float m;
-        if (masked) {
-          m = -INFINITY;
-          for (int j = 0; j < nc; ++j) {
-            const int kp = slot_pos[c0 + j];
-            if (kp > p || (sh.window > 0 && p - kp >= sh.window)) row[j] = -INFINITY;
-            else m = std::max(m, row[j]);
-          }
-        } else {
-          m = kk.max_of(row, nc);
-        }
-        if (m == -INFINITY) {  // nothing visible to this query in the chunk
-          std::fill(row, row + nc, 0.f);
-          continue;
-        }
-        if (m > row_max[i]) {  // rescale what was accumulated under the old maximum
-          const float f = row_max[i] == -INFINITY ? 0.f : std::exp(row_max[i] - m);
-          scale(sc.out.data() + size_t(i) * D, f, D);
-          row_sum[i] *= f;
-          row_max[i] = m;
-        }
-        row_sum[i] += kk.exp_shift_sum(row, nc, row_max[i]);
-      }
-      if (keep) {
-        for (int i = 0; i < nq; ++i) {
-          std::memcpy(sc.kept.data() + size_t(i) * n_visible + col, S + size_t(i) * nc, size_t(nc) * sizeof(float));
-          sc.kept_max.push_back(row_max[i]);
-        }
-      }
-      col += size_t(nc);
-      kv.accumulate(h, S, nq, nc, c0, c1, sc.out.data(), D);
+  thread_local std::vector<SlotRange> piece_buf;
+  thread_local std::vector<int32_t> chunk_pos;  // [nc] the chunk's key positions
+  for_chunks(mine, piece_buf, [&](const std::vector<SlotRange>& pieces, int nc) {
+    float* S = sc.scores.data();  // [nq][nc]
+    chunk_pos.resize(nc);
+    for (int j = 0; const SlotRange& pc : pieces) {
+      kv.scores(h, sc.q.data(), nq, D, pc.s0, pc.s1, S + j, nc);
+      std::copy(slot_pos + pc.s0, slot_pos + pc.s1, chunk_pos.begin() + j);
+      j += pc.s1 - pc.s0;
     }
-  }
+    // The chunk needs a mask only when some of its keys are hidden from some query of the task (a
+    // prompt block's causal triangle, a window's edge); a decode step's never does.
+    bool masked = false;
+    if (task.count > 1)
+      for (int j = 0; j < nc && !masked; ++j) {
+        const int kp = chunk_pos[j];
+        masked = kp > pmin || (sh.window > 0 && pmax - kp >= sh.window);
+      }
+    for (int i = 0; i < nq; ++i) {
+      const int p = tokens[task.first + i / G].pos;
+      float* row = S + size_t(i) * nc;
+      float m;
+      if (masked) {
+        m = -INFINITY;
+        for (int j = 0; j < nc; ++j) {
+          const int kp = chunk_pos[j];
+          if (kp > p || (sh.window > 0 && p - kp >= sh.window)) row[j] = -INFINITY;
+          else m = std::max(m, row[j]);
+        }
+      } else {
+        m = kk.max_of(row, nc);
+      }
+      if (m == -INFINITY) {  // nothing visible to this query in the chunk
+        std::fill(row, row + nc, 0.f);
+        continue;
+      }
+      if (m > row_max[i]) {  // rescale what was accumulated under the old maximum
+        const float f = row_max[i] == -INFINITY ? 0.f : std::exp(row_max[i] - m);
+        scale(sc.out.data() + size_t(i) * D, f, D);
+        row_sum[i] *= f;
+        row_max[i] = m;
+      }
+      row_sum[i] += kk.exp_shift_sum(row, nc, row_max[i]);
+    }
+    if (keep) {
+      for (int i = 0; i < nq; ++i) {
+        std::memcpy(sc.kept.data() + size_t(i) * n_visible + col, S + size_t(i) * nc, size_t(nc) * sizeof(float));
+        sc.kept_max.push_back(row_max[i]);
+      }
+    }
+    col += size_t(nc);
+    for (int j = 0; const SlotRange& pc : pieces) {
+      kv.accumulate(h, S + j, nq, nc, pc.s0, pc.s1, sc.out.data(), D);
+      j += pc.s1 - pc.s0;
+    }
+  });
 
   if (task.n_splits > 1) {  // partial results, merged by run()
     std::memcpy(part_out, sc.out.data(), size_t(nq) * D * sizeof(float));
@@ -180,6 +208,7 @@ void Attention::report_weights(const Task& task, const AttnShape& sh, const std:
   thread_local std::vector<float> w;        // [visible slots] of one token
   thread_local std::vector<int32_t> kpos;   // [visible slots] the key positions (-1: not visible to it)
   thread_local std::vector<float> rescored;  // [G][chunk] a token's scores, computed again
+  thread_local std::vector<SlotRange> piece_buf;
   size_t n_visible = 0;
   for (const SlotRange& r : ranges) n_visible += size_t(r.s1 - r.s0);
   w.resize(n_visible);
@@ -188,38 +217,40 @@ void Attention::report_weights(const Task& task, const AttnShape& sh, const std:
     const int p = tokens[task.first + t].pos;
     std::fill(w.begin(), w.end(), 0.f);
     size_t col = 0, chunk = 0;
-    for (const SlotRange& r : ranges) {
-      for (int c0 = r.s0; c0 < r.s1; c0 += kSlotChunk, ++chunk) {
-        const int c1 = std::min(r.s1, c0 + kSlotChunk), nc = c1 - c0;
-        int32_t* kp = kpos.data() + col;
-        for (int j = 0; j < nc; ++j) {
-          const int k = slot_pos[c0 + j];
+    for_chunks(ranges, piece_buf, [&](const std::vector<SlotRange>& pieces, int nc) {
+      int32_t* kp = kpos.data() + col;
+      for (int j = 0; const SlotRange& pc : pieces)
+        for (int slot = pc.s0; slot < pc.s1; ++slot, ++j) {
+          const int k = slot_pos[slot];
           kp[j] = k >= 0 && k <= p && !(sh.window > 0 && p - k >= sh.window) ? k : -1;
         }
-        if (!from_kept) {
-          rescored.resize(size_t(G) * nc);
-          kv.scores(h, sc.q.data() + size_t(t) * G * D, G, D, c0, c1, rescored.data(), nc);
+      if (!from_kept) {
+        rescored.resize(size_t(G) * nc);
+        for (int j = 0; const SlotRange& pc : pieces) {
+          kv.scores(h, sc.q.data() + size_t(t) * G * D, G, D, pc.s0, pc.s1, rescored.data() + j, nc);
+          j += pc.s1 - pc.s0;
         }
-        float* wc = w.data() + col;
-        for (int g = 0; g < G; ++g) {
-          const int i = t * G + g;
-          if (sc.row_sum[i] <= 0.f) continue;
-          const float inv = 1.f / (sc.row_sum[i] * float(G));
-          if (from_kept) {  // exp(s - m_chunk) * exp(m_chunk - m_final) / sum
-            const float* e = sc.kept.data() + size_t(i) * n_visible + col;
-            const float m = sc.kept_max[chunk * nq + i];
-            const float f = m == -INFINITY ? 0.f : std::exp(m - sc.row_max[i]) * inv;
-            for (int j = 0; j < nc; ++j)
-              if (kp[j] >= 0) wc[j] += e[j] * f;
-          } else {
-            const float* row = rescored.data() + size_t(g) * nc;
-            for (int j = 0; j < nc; ++j)
-              if (kp[j] >= 0) wc[j] += std::exp(row[j] - sc.row_max[i]) * inv;
-          }
-        }
-        col += size_t(nc);
       }
-    }
+      float* wc = w.data() + col;
+      for (int g = 0; g < G; ++g) {
+        const int i = t * G + g;
+        if (sc.row_sum[i] <= 0.f) continue;
+        const float inv = 1.f / (sc.row_sum[i] * float(G));
+        if (from_kept) {  // exp(s - m_chunk) * exp(m_chunk - m_final) / sum
+          const float* e = sc.kept.data() + size_t(i) * n_visible + col;
+          const float m = sc.kept_max[chunk * nq + i];
+          const float f = m == -INFINITY ? 0.f : std::exp(m - sc.row_max[i]) * inv;
+          for (int j = 0; j < nc; ++j)
+            if (kp[j] >= 0) wc[j] += e[j] * f;
+        } else {
+          const float* row = rescored.data() + size_t(g) * nc;
+          for (int j = 0; j < nc; ++j)
+            if (kp[j] >= 0) wc[j] += std::exp(row[j] - sc.row_max[i]) * inv;
+        }
+      }
+      col += size_t(nc);
+      ++chunk;
+    });
     tokens[task.first].observer->on_weights(h, p, kpos.data(), w.data(), int(n_visible));
   }
 }

@@ -31,6 +31,13 @@ const ModelCodebooks* Engine::codebooks_for(const KvConfig& kv) {
   return slot.get();
 }
 
+std::vector<int> Engine::layer_windows() const {
+  const ModelConfig& c = model_->config();
+  std::vector<int> w;
+  for (int l = 0; l < c.n_layer; ++l) w.push_back(c.is_local(l) ? c.sliding_window : 0);
+  return w;
+}
+
 std::unique_ptr<SequenceState> Engine::new_sequence() const {
   return forward_->new_sequence(opts_.ctx, opts_.kv, *kv_pool_, default_books_);
 }

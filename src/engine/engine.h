@@ -35,6 +35,8 @@ class Engine {
   BlockPool& kv_pool() { return *kv_pool_; }  // the one KV budget every sequence draws from
   const EngineOptions& options() const { return opts_; }
   int n_vocab() const { return model_->config().n_vocab; }
+  // Per layer: its sliding window (0: full attention), as KvPrefix::can_continue_at takes them.
+  std::vector<int> layer_windows() const;
 
   std::unique_ptr<SequenceState> new_sequence() const;
   // A sequence with another KV configuration and context (eval compares several in one run).

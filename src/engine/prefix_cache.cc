@@ -60,10 +60,10 @@ bool PrefixCache::evict_lru() {
   return true;
 }
 
-size_t PrefixCache::bytes() const {
+size_t PrefixCache::bytes(const std::set<const KvStore*>& in_use) const {
   std::vector<const KvPrefix*> all;
   for (const auto& e : entries_) all.push_back(e.prefix.get());
-  return distinct_bytes(all);
+  return distinct_bytes(all, in_use);
 }
 
 }  // namespace leanlm

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <list>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -41,8 +42,9 @@ class PrefixCache {
 
   int size() const { return int(entries_.size()); }
   bool enabled() const { return max_entries_ > 0; }
-  // Bytes of the distinct stores the entries hold (some may be shared with running sequences).
-  size_t bytes() const;
+  // Bytes of the distinct stores the entries hold, leaving out those in `in_use` (the stores
+  // running sequences read: what evicting every entry would not free).
+  size_t bytes(const std::set<const KvStore*>& in_use = {}) const;
   uint64_t query_tokens() const { return queries_; }
   uint64_t hit_tokens() const { return hits_; }
 

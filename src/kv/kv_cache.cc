@@ -105,7 +105,12 @@ class DenseKvStore : public KvStore {
     else n_ = 0;
   }
   void shrink_to_fit() override {
-    if (!ring_ && round_up(n_) < cap_) resize(round_up(n_));
+    if (ring_ || round_up(n_) >= cap_) return;
+    try {
+      resize(round_up(n_));  // the copy is charged before the old buffers are refunded
+    } catch (const Error&) {
+      // No room for the copy: keep the capacity (nothing changed).
+    }
   }
 
  private:

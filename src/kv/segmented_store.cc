@@ -1,19 +1,17 @@
 #include "kv/segmented_store.h"
 
 #include <algorithm>
-#include <set>
 
 #include "util/error.h"
 
 namespace leanlm {
 
-size_t distinct_bytes(const std::vector<const KvPrefix*>& prefixes) {
-  std::set<const KvStore*> seen;
+size_t distinct_bytes(const std::vector<const KvPrefix*>& prefixes, std::set<const KvStore*> skip) {
   size_t b = 0;
   for (const KvPrefix* prefix : prefixes)
     for (const auto& layer : prefix->layers)
       for (const auto& p : layer)
-        if (seen.insert(p.store.get()).second) b += p.store->bytes();
+        if (skip.insert(p.store.get()).second) b += p.store->bytes();
   return b;
 }
 

@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <vector>
 
 #include "kv/kv_cache.h"
@@ -39,8 +40,9 @@ struct KvPrefix {
   // the last window + batch positions of a part, so a part frozen far beyond n may have lost some).
   bool can_continue_at(int n, const std::vector<int>& layer_windows) const;
 };
-// Bytes of the distinct stores behind several prefixes (shared parts counted once).
-size_t distinct_bytes(const std::vector<const KvPrefix*>& prefixes);
+// Bytes of the distinct stores behind several prefixes (shared parts counted once), leaving out the
+// stores in `skip`.
+size_t distinct_bytes(const std::vector<const KvPrefix*>& prefixes, std::set<const KvStore*> skip = {});
 
 class SegmentedKvStore : public KvStore {
  public:
@@ -64,6 +66,8 @@ class SegmentedKvStore : public KvStore {
   // parts, which are the layer's whole cache so far.
   const std::vector<KvPart>& freeze(std::unique_ptr<KvStore> fresh);
   const std::vector<KvPart>& parts() const { return parts_; }
+  // Hands the tail over (SequenceState::freeze); the store must not be used afterwards.
+  std::unique_ptr<KvStore> take_tail() { return std::move(tail_); }
 
  private:
   void set_parts(std::vector<KvPart> parts);

@@ -1,6 +1,7 @@
 #include "model/forward.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <map>
 
@@ -25,19 +26,28 @@ void SequenceState::clear() {
   n_past = 0;
 }
 
-std::shared_ptr<const KvPrefix> SequenceState::freeze() {
-  if (!make_store) fail("this sequence cannot be frozen (no store factory)");
+std::shared_ptr<const KvPrefix> SequenceState::freeze(bool go_on) {
+  if (!make_store) fail("this sequence's KV configuration cannot share prefixes (eviction or ThinK)");
+  std::vector<std::unique_ptr<KvStore>> fresh;
+  if (go_on)
+    for (size_t l = 0; l < layers.size(); ++l) fresh.push_back(make_store(int(l)));  // may throw: nothing changed yet
   auto p = std::make_shared<KvPrefix>();
   p->n_tokens = n_past;
   for (size_t l = 0; l < layers.size(); ++l) {
-    auto* seg = dynamic_cast<SegmentedKvStore*>(layers[l].get());
-    if (!seg) {
-      auto wrapped = std::make_unique<SegmentedKvStore>(std::vector<KvPart>{}, std::move(layers[l]), layer_window[l]);
-      seg = wrapped.get();
-      layers[l] = std::move(wrapped);
+    std::vector<KvPart> parts;
+    std::unique_ptr<KvStore> tail;
+    if (auto* seg = dynamic_cast<SegmentedKvStore*>(layers[l].get())) {
+      parts = seg->parts();
+      tail = seg->take_tail();
+    } else {
+      tail = std::move(layers[l]);
     }
-    p->layers.push_back(seg->freeze(make_store(int(l))));
+    tail->shrink_to_fit();
+    if (tail->n_live() > 0) parts.push_back({std::shared_ptr<const KvStore>(std::move(tail)), INT_MAX});
+    if (go_on) layers[l] = std::make_unique<SegmentedKvStore>(parts, std::move(fresh[l]), layer_window[l]);
+    p->layers.push_back(std::move(parts));
   }
+  if (!go_on) layers.clear(), n_past = 0;
   return p;
 }
 

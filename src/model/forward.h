@@ -31,9 +31,10 @@ struct SequenceState {
   size_t kv_bytes_to_append(int n) const;
   void clear();
   // Freezes the cache so far (positions 0..n_past-1) into a prefix other sequences can start from
-  // (Forward::new_sequence); this sequence goes on in fresh stores after it. Needs a shareable
-  // KV configuration (KvConfig::shareable).
-  std::shared_ptr<const KvPrefix> freeze();
+  // (Forward::new_sequence). go_on: this sequence continues in fresh stores after it (allocated
+  // first: if that fails, nothing has changed); otherwise it is left empty (a finished sequence
+  // handing its cache over). Needs a shareable KV configuration (KvConfig::shareable).
+  std::shared_ptr<const KvPrefix> freeze(bool go_on = true);
 };
 
 

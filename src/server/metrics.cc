@@ -1,5 +1,6 @@
 #include "server/metrics.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "util/error.h"
@@ -78,6 +79,14 @@ std::string ServerMetrics::render(const SchedulerStats& st) const {
       {"leanlm:kv_cache_bytes", "gauge", "KV cache bytes in use (every byte charged to the pool).",
        double(st.kv_bytes)},
       {"leanlm:kv_cache_budget_bytes", "gauge", "KV cache byte budget (0: no limit).", double(st.kv_budget)},
+      {"leanlm:prefix_cache_bytes", "gauge",
+       "KV bytes only the prefix cache holds (freed, least recently used first, when memory is needed).",
+       double(st.prefix_cache_bytes)},
+      {"leanlm:prefix_cache_entries", "gauge", "Prefixes in the prefix cache.", double(st.prefix_cache_entries)},
+      {"leanlm:prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.",
+       double(st.prefix_query_tokens)},
+      {"leanlm:prefix_cache_hits_total", "counter", "Prompt tokens found in the prefix cache (not recomputed).",
+       double(st.prefix_hit_tokens)},
   };
   for (const Row& r : rows) metric(out, r.name, r.type, r.help, r.value);
   out += "# HELP leanlm:kv_cache_bytes_by_codec KV bytes of the running sequences, by codec.\n"
@@ -102,8 +111,12 @@ std::string ServerMetrics::render(const SchedulerStats& st) const {
   };
   vllm("vllm:num_requests_running", "gauge", "Requests in the running batch.", st.running);
   vllm("vllm:num_requests_waiting", "gauge", "Requests waiting to run.", st.waiting);
-  vllm("vllm:kv_cache_usage_perc", "gauge", "KV cache usage, 0 to 1 of the byte budget.",
-       st.kv_budget ? double(st.kv_bytes) / double(st.kv_budget) : 0.0);
+  // As vLLM counts it: cached prefixes nobody reads are free memory.
+  vllm("vllm:kv_cache_usage_perc", "gauge", "KV cache usage, 0 to 1 of the byte budget (evictable prefixes free).",
+       st.kv_budget ? double(st.kv_bytes - std::min(st.kv_bytes, st.prefix_cache_bytes)) / double(st.kv_budget) : 0.0);
+  vllm("vllm:prefix_cache_queries", "counter", "Prompt tokens looked up in the prefix cache.",
+       double(st.prefix_query_tokens));
+  vllm("vllm:prefix_cache_hits", "counter", "Prompt tokens found in the prefix cache.", double(st.prefix_hit_tokens));
   vllm("vllm:num_preemptions_total", "counter", "Preemptions for KV memory.", double(st.preemptions));
   vllm("vllm:prompt_tokens_total", "counter", "Prompt tokens computed.", double(st.prompt_tokens));
   vllm("vllm:generation_tokens_total", "counter", "Tokens generated.", double(st.generated_tokens));

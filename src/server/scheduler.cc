@@ -4,8 +4,10 @@
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <set>
 #include <unordered_map>
 
+#include "kernels/matmul.h"
 #include "server/text_stream.h"
 #include "util/error.h"
 
@@ -48,12 +50,13 @@ struct Scheduler::Slot {
   double t_submit = 0, t_last = 0;
   uint64_t order = 0;                   // admission order: the newest is preempted first
   size_t wait_bytes = 0;                // KV bytes it needed when it last did not fit
+  bool prompt_cached = false;           // its prompt's KV went to the prefix cache
   int fed() const { return seq ? seq->n_past : 0; }
   int generated() const { return int(tokens.size()) - n_prompt; }
 };
 
 Scheduler::Scheduler(Engine& engine, const SchedulerOptions& o, SchedulerObserver* observer)
-    : engine_(engine), o_(o), observer_(observer) {
+    : engine_(engine), o_(o), observer_(observer), cache_(std::max(0, o.prefix_cache)) {
   if (o_.step_tokens < 1 || o_.max_running < 1 || o_.max_waiting < 0 || o_.max_ctx < 2)
     fail("scheduler: step tokens, running sequences and context must be positive");
   o_.step_tokens = std::min(o_.step_tokens, engine_.forward().max_batch());
@@ -113,8 +116,10 @@ void Scheduler::finish(Slot& s, FinishReason reason, const std::string& error) {
   retire(s, reason);
 }
 
-// After a request's final event: its KV pages go back to the pool, and it is counted.
+// After a request's final event: its KV goes to the prefix cache (a finished answer) or back to the
+// pool, and it is counted.
 void Scheduler::retire(Slot& s, FinishReason reason) {
+  if (reason == FinishReason::Stop || reason == FinishReason::Length) cache_prefix(s, true);
   s.seq.reset();
   if (observer_) observer_->finished(now_s() - s.t_submit, reason);
   std::lock_guard<std::mutex> lk(mu_);
@@ -132,6 +137,55 @@ void Scheduler::preempt(Slot& s) {
   s.seq.reset();  // recomputed from s.tokens when memory allows
   std::lock_guard<std::mutex> lk(mu_);
   ++stats_.preemptions;
+}
+
+namespace {
+
+// Everything besides the tokens that a cached prefix's KV depends on (the model and context are the
+// server's own).
+std::string cache_key(const KvConfig& kv) { return kv.name() + "|" + kv.codebooks; }
+
+}  // namespace
+
+// A sequence for the slot's tokens, starting from the longest cached prefix of them when there is one.
+std::unique_ptr<SequenceState> Scheduler::new_sequence(Slot& s) {
+  const KvConfig& kv = s.req->kv;
+  if (cache_.enabled() && kv.shareable()) {
+    // The last tokens are computed again even when cached: the last one's logits give the next
+    // token, and a chunk of kMinGemmTokens goes through the matrix kernels, as the prompt that
+    // filled the cache did, so a repeated prompt gets the very logits it got the first time (one
+    // token alone would take the matrix-vector kernels: equal in exact arithmetic, rounded
+    // differently, and greedy decoding can turn on a near-tie).
+    const int max_use = int(s.tokens.size()) - kMinGemmTokens;
+    const auto hit = cache_.lookup(cache_key(kv), s.tokens, max_use, engine_.layer_windows());
+    {
+      std::lock_guard<std::mutex> lk(mu_);  // counted now: a request may end within this step
+      stats_.prefix_query_tokens = cache_.query_tokens();
+      stats_.prefix_hit_tokens = cache_.hit_tokens();
+    }
+    if (hit.prefix) return engine_.new_sequence(kv, o_.max_ctx, hit.prefix.get(), hit.n_tokens);
+  }
+  return engine_.new_sequence(kv, o_.max_ctx);
+}
+
+// Freezes the slot's KV so far into the prefix cache: after its prompt (the sequence goes on in
+// fresh stores), or when it finished (handing its stores over).
+void Scheduler::cache_prefix(Slot& s, bool finished) {
+  if (!cache_.enabled() || !s.seq || !s.req->kv.shareable() || s.seq->n_past == 0) return;
+  try {
+    cache_.insert(cache_key(s.req->kv), s.tokens, s.seq->freeze(!finished));
+  } catch (const Error&) {
+    // No room for the fresh stores: nothing changed, the sequence goes on uncached.
+  }
+}
+
+// Frees prefix-cache entries, least recently used first, until `need` more bytes fit the budget.
+bool Scheduler::make_room(size_t need) {
+  const BlockPool& pool = engine_.kv_pool();
+  if (!pool.budget()) return true;
+  while (pool.in_use() + need > pool.budget())
+    if (!cache_.evict_lru()) return false;
+  return true;
 }
 
 // Takes new requests from the queue and gives waiting ones a sequence while memory allows, in order.
@@ -167,10 +221,10 @@ void Scheduler::admit() {
   while (!waiting_.empty() && int(running_.size()) < o_.max_running) {
     Slot& s = *waiting_.front();
     // Known not to fit at the last try: wait for memory to free without building a sequence again.
-    if (s.wait_bytes && !running_.empty() && pool.in_use() + s.wait_bytes > pool.budget()) break;
+    if (s.wait_bytes && !running_.empty() && !make_room(s.wait_bytes)) break;
     if (!s.seq) {
       try {
-        s.seq = engine_.new_sequence(s.req->kv, o_.max_ctx);
+        s.seq = new_sequence(s);
       } catch (const Error& e) {
         if (running_.empty()) {  // nothing will free memory for it: it can never run
           auto dead = std::move(waiting_.front());
@@ -181,9 +235,9 @@ void Scheduler::admit() {
         break;
       }
     }
-    const size_t need = s.seq->kv_bytes_to_append(int(s.tokens.size()));
+    const size_t need = s.seq->kv_bytes_to_append(int(s.tokens.size()) - s.seq->n_past);
     const size_t budget = pool.budget();
-    if (budget && pool.in_use() + need > budget) {
+    if (!make_room(need)) {
       if (running_.empty()) {
         // Alone on an empty pool and still too big: the budget can never hold these tokens. A
         // preempted sequence that already answered ends as at the end of its context.
@@ -307,6 +361,7 @@ bool Scheduler::step() {
       }
     }
     if (fits(plan)) break;
+    if (cache_.evict_lru()) continue;  // cached prefixes give way before any sequence does
     // Prompt chunks wait first; if decoding alone does not fit, the newest sequence gives way.
     std::vector<std::pair<Slot*, int>> decode_only;
     for (auto& e : plan)
@@ -339,6 +394,12 @@ bool Scheduler::step() {
     }
   }
   const float* logits = engine_.forward().run(batch);
+  // Prompts read to the end this step go to the prefix cache before their first token is sampled.
+  for (auto& [s, n] : plan)
+    if (!s->prompt_cached && s->fed() >= s->n_prompt) {
+      s->prompt_cached = true;
+      cache_prefix(*s, false);
+    }
   int prompt_fed = 0;
   for (auto& [s, n] : plan)
     if (s->fed() - n < s->n_prompt) prompt_fed += std::min(n, s->n_prompt - (s->fed() - n));
@@ -360,10 +421,25 @@ void Scheduler::snapshot() {
   std::map<std::string, size_t> by_codec;
   for (auto& s : running_)
     if (s->seq) by_codec[s->req->kv_label] += s->seq->kv_bytes();
+  // The bytes only the prefix cache holds: what evicting it would free. Walking every part is not
+  // free, so it is refreshed at most ten times a second.
+  const double t = now_s();
+  if (t - cache_bytes_time_ > 0.1 || cache_.size() == 0) {
+    std::set<const KvStore*> in_use;
+    for (auto& s : running_)
+      if (s->seq)
+        for (const auto& l : s->seq->layers)
+          if (const auto* seg = dynamic_cast<const SegmentedKvStore*>(l.get()))
+            for (const auto& p : seg->parts()) in_use.insert(p.store.get());
+    cache_only_bytes_ = cache_.bytes(in_use);
+    cache_bytes_time_ = t;
+  }
   std::lock_guard<std::mutex> lk(mu_);
   stats_.running = int(running_.size());
   stats_.kv_bytes = engine_.kv_pool().in_use();
   stats_.kv_bytes_by_codec.assign(by_codec.begin(), by_codec.end());
+  stats_.prefix_cache_bytes = cache_only_bytes_;
+  stats_.prefix_cache_entries = cache_.size();
 }
 
 void Scheduler::run() {
@@ -400,6 +476,9 @@ void Scheduler::run() {
         queue_.clear();
       }
       stats_.running = 0;
+      lk.unlock();
+      cache_.clear();  // the cached prefixes' memory goes back to the pool
+      snapshot();
       return;
     }
     if (!worked) cv_.wait_for(lk, std::chrono::milliseconds(50), [&] { return !queue_.empty() || stopping_; });

@@ -4,6 +4,11 @@
 // a request waits in the queue until its prompt fits, and a running sequence that cannot grow is
 // preempted (its KV freed, its tokens recomputed when memory frees up) instead of failing.
 //
+// Prefix reuse: when a prompt has been read, and when a request finishes, its KV is frozen into the
+// prefix cache; a later request that starts with the same tokens (and KV configuration) shares
+// those positions instead of recomputing them. The cache gives its memory back, least recently used
+// first, before any request has to wait or be preempted.
+//
 // Threads: HTTP handlers call submit() and read their Request's events; only the loop thread
 // (run()) touches the engine.
 #pragma once
@@ -17,6 +22,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/prefix_cache.h"
 #include "engine/sampler.h"
 #include "kv/kv_config.h"
 
@@ -73,6 +79,7 @@ struct SchedulerOptions {
   int max_running = 16;    // sequences in the batch at once
   int max_waiting = 64;    // queued requests beyond which submit() refuses (HTTP 429)
   int max_ctx = 4096;      // positions per sequence
+  int prefix_cache = 64;   // prefixes kept for reuse (engine/prefix_cache.h); 0: no prefix reuse
 };
 
 // Counters and latency samples for /metrics, read under the scheduler's lock.
@@ -81,7 +88,11 @@ struct SchedulerStats {
   uint64_t prompt_tokens = 0, generated_tokens = 0, requests_done = 0, requests_failed = 0;
   uint64_t finished_stop = 0, finished_length = 0;  // requests_done by finish reason
   uint64_t preemptions = 0, cancelled = 0, steps = 0;
-  size_t kv_bytes = 0, kv_budget = 0;
+  size_t kv_bytes = 0, kv_budget = 0;   // all KV bytes charged (prefix cache included), the budget
+  // Prefix reuse: prompt tokens looked up and found; bytes only the cache holds (freed on demand).
+  uint64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;
+  size_t prefix_cache_bytes = 0;
+  int prefix_cache_entries = 0;
   std::vector<std::pair<std::string, size_t>> kv_bytes_by_codec;
 };
 
@@ -121,6 +132,9 @@ class Scheduler {
   void emit(Slot& s, GenerationEvent ev);
   void retire(Slot& s, FinishReason r);
   void sample_next(Slot& s, const float* logits);
+  std::unique_ptr<SequenceState> new_sequence(Slot& s);
+  void cache_prefix(Slot& s, bool finished);
+  bool make_room(size_t need);
 
   Engine& engine_;
   SchedulerOptions o_;
@@ -133,6 +147,9 @@ class Scheduler {
   bool stopping_ = false, draining_ = false;
   SchedulerStats stats_;
   std::vector<float> logits_;  // one row, penalised
+  PrefixCache cache_;
+  size_t cache_only_bytes_ = 0;  // last measure of the bytes only the cache holds
+  double cache_bytes_time_ = 0;
   uint64_t next_order_ = 0;
 };
 

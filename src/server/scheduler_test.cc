@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "kernels/matmul.h"
 #include "quant/dot.h"
 #include "util/error.h"
 
@@ -39,11 +40,11 @@ class SchedulerTest : public ::testing::Test {
     // Installed by scripts/setup.sh: a missing model is a failure, not a skip.
     ASSERT_TRUE(std::filesystem::exists(model_path())) << model_path() << " missing: run scripts/setup.sh";
   }
-  std::unique_ptr<Engine> make_engine(size_t kv_mem, const std::string& codec = "f16") {
+  std::unique_ptr<Engine> make_engine(size_t kv_mem, const std::string& codec = "f16", int batch = 64) {
     EngineOptions o;
     o.model_path = model_path();
     o.ctx = 512;
-    o.batch = 64;
+    o.batch = batch;
     o.kv.codec = parse_codec(codec);
     o.kv_mem = kv_mem;
     return std::make_unique<Engine>(o);
@@ -221,6 +222,113 @@ TEST_F(SchedulerTest, StopStringsAndMaxTokensEndWithTheRightReason) {
   loop.finish();
   EXPECT_EQ(ev.reason, FinishReason::Stop);
   EXPECT_EQ(text2, text.substr(0, text.find(stop)));
+}
+
+// Runs one request to its end on a running loop; returns its tokens.
+std::vector<int> run_one(Scheduler& sched, const std::shared_ptr<Request>& r) {
+  EXPECT_EQ(sched.submit(r), SubmitResult::Queued);
+  std::vector<int> toks;
+  GenerationEvent ev;
+  do {
+    if (!r->next(ev, 120)) {
+      ADD_FAILURE() << "no event for 120 s";
+      break;
+    }
+    for (const auto& t : ev.tokens) toks.push_back(t.token);
+  } while (!ev.final);
+  return toks;
+}
+
+TEST_F(SchedulerTest, PrefixReuseSharesEarlierPromptsAndKeepsOutputs) {
+  for (const char* codec : {"f16", "kivi4"}) {
+    SCOPED_TRACE(codec);
+    // Prompts go through in one chunk each (as do the references): the tokens a hit recomputes take
+    // the same kernels as the prompt that filled the cache, so outputs are equal, not just close.
+    auto engine = make_engine(0, codec, 512);
+    SchedulerOptions so;
+    so.max_ctx = 512;
+    so.step_tokens = 512;
+    std::string sys = "You are a helpful assistant who answers briefly.";
+    for (int i = 0; i < 12; ++i) sys += " Sentence number " + std::to_string(i) + " of the shared system prompt.";
+    auto a = request(*engine, sys + " Question: what is the capital of France? Answer:", 12);
+    auto b = request(*engine, sys + " Question: name three primary colors. Answer:", 12);
+    auto b_again = request(*engine, sys + " Question: name three primary colors. Answer:", 12);
+    auto b_cold = request(*engine, sys + " Question: name three primary colors. Answer:", 12);
+    const int n_sys = int(engine->tokenizer().encode(sys, true, false).size());
+
+    // The reference: b on a scheduler without prefix reuse.
+    std::vector<int> ref;
+    {
+      SchedulerOptions off = so;
+      off.prefix_cache = 0;
+      Scheduler cold(*engine, off);
+      Loop loop(cold);
+      ref = run_one(cold, b_cold);
+      loop.finish();
+      EXPECT_EQ(cold.stats().prefix_hit_tokens, 0u);
+    }
+
+    Scheduler sched(*engine, so);
+    Loop loop(sched);
+    const auto got_a = run_one(sched, a);
+    EXPECT_EQ(sched.stats().prefix_hit_tokens, 0u);
+    const uint64_t computed_a = sched.stats().prompt_tokens;
+
+    // Another question after the same system prompt: the system prompt is not computed again.
+    const auto got_b = run_one(sched, b);
+    EXPECT_EQ(got_b, ref);
+    const uint64_t hit_b = sched.stats().prefix_hit_tokens;
+    EXPECT_GE(hit_b, uint64_t(n_sys - 2));  // the last tokens of the system prompt may merge with the question
+    EXPECT_EQ(sched.stats().prompt_tokens - computed_a, b->prompt.size() - hit_b);
+
+    // The same request again: all but the last kMinGemmTokens prompt tokens come from the cache.
+    const auto got_again = run_one(sched, b_again);
+    EXPECT_EQ(got_again, ref);
+    EXPECT_EQ(sched.stats().prefix_hit_tokens - hit_b, b_again->prompt.size() - kMinGemmTokens);
+
+    // The next turn of a's conversation: its prompt, its answer and more. The answer's tokens are
+    // in the cache too (a's whole sequence went there when it finished).
+    auto next_turn = request(*engine, "", 12);
+    next_turn->prompt = a->prompt;
+    next_turn->prompt.insert(next_turn->prompt.end(), got_a.begin(), got_a.end());
+    const auto more = engine->tokenizer().encode(" Thank you. And the capital of Spain? Answer:", false, false);
+    next_turn->prompt.insert(next_turn->prompt.end(), more.begin(), more.end());
+    const uint64_t hit_before = sched.stats().prefix_hit_tokens;
+    const auto got_next = run_one(sched, next_turn);
+    EXPECT_FALSE(got_next.empty());
+    // Every token a's sequence held: its prompt and all its answer but the last (never fed).
+    EXPECT_EQ(sched.stats().prefix_hit_tokens - hit_before, a->prompt.size() + got_a.size() - 1);
+    const SchedulerStats st = sched.stats();
+    EXPECT_GT(st.prefix_cache_entries, 0);
+    EXPECT_GT(st.prefix_cache_bytes, 0u);
+    loop.finish();
+    EXPECT_EQ(engine->kv_pool().in_use(), 0u);  // the cache let go of everything when the loop ended
+  }
+}
+
+TEST_F(SchedulerTest, CachedPrefixesGiveWayToRequestsUnderABudget) {
+  // A budget for about two sequences: the cache fills with finished requests' KV, and new requests
+  // still all run (the cache frees its entries first); the budget holds throughout.
+  auto probe = make_engine(0, "q8_0");
+  const size_t per_seq = probe->new_sequence()->kv_bytes_to_append(60);
+  auto engine = make_engine(per_seq * 2, "q8_0");
+  SchedulerOptions so;
+  so.max_ctx = 512;
+  so.step_tokens = 64;
+  Scheduler sched(*engine, so);
+  Loop loop(sched);
+  for (const auto& p : prompts_)
+    for (int again = 0; again < 2; ++again) {  // the second time finds the first one's prompt
+      FinishReason why = FinishReason::None;
+      auto r = request(*engine, p + " And then, a little later,", 24);
+      ASSERT_EQ(sched.submit(r), SubmitResult::Queued);
+      collect(*r, &why);
+      EXPECT_TRUE(why == FinishReason::Stop || why == FinishReason::Length);
+    }
+  loop.finish();
+  EXPECT_LE(engine->kv_pool().peak(), engine->kv_pool().budget());
+  EXPECT_GT(sched.stats().prefix_hit_tokens, 0u);
+  EXPECT_EQ(sched.stats().requests_done, 2 * prompts_.size());
 }
 
 }  // namespace

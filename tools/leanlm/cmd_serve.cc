@@ -89,6 +89,10 @@ void add_serve(CLI::App& app) {
   c->add_option("--max-running", f->srv.sched.max_running, "most sequences in the batch at once")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
+  c->add_option("--prefix-cache", f->srv.sched.prefix_cache,
+                 "prompt prefixes kept for reuse by later requests (shared KV, freed when memory is needed; 0: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 16));
   c->add_option("--max-waiting", f->srv.sched.max_waiting, "queued requests beyond which new ones get 429")
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 20));
