@@ -4,7 +4,7 @@
 Usage: test_server_api.py LEANLM_BINARY SOURCE_DIR
 Checks the OpenAI endpoints (chat, streaming, completions, logprobs, models), errors (400, 401, 404,
 413, 429), per-request KV codecs, /tokenize, /metrics, cancellation of a stream whose client left,
-and a graceful SIGTERM. Exits non-zero on the first failure.
+prefix reuse (time to first token, equal output) and a graceful SIGTERM. Exits non-zero on the first failure.
 """
 import http.client as httpclient
 import json
@@ -29,10 +29,10 @@ MODEL_ID = "smollm2"
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8,"
 
 
-def start(*extra):
+def start(*extra, ctx=1024):
     tmp = tempfile.mkdtemp()
     ready = os.path.join(tmp, "ready")
-    args = [LEANLM, "serve", "-m", MODEL, "--model-id", MODEL_ID, "--port", "0", "-c", "1024",
+    args = [LEANLM, "serve", "-m", MODEL, "--model-id", MODEL_ID, "--port", "0", "-c", str(ctx),
             "--ready-file", ready, *extra]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -167,10 +167,54 @@ def main_server_checks(port):
     while time.time() < deadline and metric(port, "leanlm:requests_cancelled_total") == before:
         time.sleep(0.1)
     check(metric(port, "leanlm:requests_cancelled_total") == before + 1, "a client that left cancels its request")
+    # What stays is the prefix cache's (evictable) KV of earlier requests.
     deadline = time.time() + 5
-    while time.time() < deadline and metric(port, "leanlm:kv_cache_bytes") != 0:
+    while time.time() < deadline and metric(port, "leanlm:kv_cache_bytes") != metric(port, "leanlm:prefix_cache_bytes"):
         time.sleep(0.05)
-    check(metric(port, "leanlm:kv_cache_bytes") == 0, "the cancelled request's KV bytes are freed")
+    check(metric(port, "leanlm:kv_cache_bytes") == metric(port, "leanlm:prefix_cache_bytes"),
+          "the cancelled request's KV bytes are freed")
+
+
+def streamed_chat(client, messages, max_tokens):
+    """(seconds to the first token, the whole text) of a greedy streamed chat completion."""
+    t0 = time.time()
+    ttft, parts = None, []
+    for chunk in client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=max_tokens,
+                                                temperature=0, stream=True):
+        if chunk.choices and chunk.choices[0].delta.content:
+            if ttft is None:
+                ttft = time.time() - t0
+            parts.append(chunk.choices[0].delta.content)
+    return ttft, "".join(parts)
+
+
+def prefix_reuse_checks(port):
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+    # A system prompt of about 1,000 tokens of real prose.
+    with open(os.path.join(SRC, "data", "hamlet.txt"), encoding="utf-8") as f:
+        prose = f.read()
+    chars = 2500
+    while True:
+        system = "Answer questions about this text.\n\n" + prose[:chars]
+        _, body = http(port, "POST", "/tokenize", {"content": system})
+        n = len(json.loads(body)["tokens"])
+        if n >= 1000:
+            break
+        chars += 250
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "Who speaks first?"}]
+    hits_before = metric(port, f'vllm:prefix_cache_hits{{model_name="{MODEL_ID}"}}')
+    ttft_cold, text_cold = streamed_chat(client, messages, 24)
+    ttft_warm, text_warm = streamed_chat(client, messages, 24)
+    print(f"prefix reuse: {n}-token system prompt, time to first token {ttft_cold * 1000:.0f} ms cold, "
+          f"{ttft_warm * 1000:.0f} ms with the prefix cached ({ttft_cold / ttft_warm:.1f}x)")
+    check(text_warm == text_cold and len(text_cold) > 0, "a repeated request gets the same answer from the cached prefix")
+    check(ttft_cold >= 5 * ttft_warm, "the cached prefix cuts the time to first token at least 5x")
+    hits = metric(port, f'vllm:prefix_cache_hits{{model_name="{MODEL_ID}"}}') - hits_before
+    check(hits >= n, "vllm:prefix_cache_hits counts the reused prompt tokens")
+    # Another question after the same system prompt also skips it.
+    other = [messages[0], {"role": "user", "content": "Where does the scene take place?"}]
+    ttft_other, _ = streamed_chat(client, other, 8)
+    check(ttft_cold >= 3 * ttft_other, "another question after the same system prompt reuses it")
 
 
 def limits_server_checks(port):
@@ -237,6 +281,12 @@ def main():
     proc, port = start("--api-key", "sekrit", "--max-running", "1", "--max-waiting", "1")
     try:
         limits_server_checks(port)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    proc, port = start(ctx=2048)
+    try:
+        prefix_reuse_checks(port)
     finally:
         proc.terminate()
         proc.wait(60)
