@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's llama-bench (and llama-perplexity) from the sources that the PyPI package
+# Builds llama.cpp's llama-bench, llama-perplexity and llama-server from the sources that the PyPI package
 # llama-cpp-python ships, for the speed comparisons in bench/.
 #
 #   bench/build_llamacpp.sh            -> build-llamacpp/bin/       (native: every ISA this CPU has)
@@ -18,7 +18,7 @@ case "$FLAVOUR" in
                -DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF) ;;
   *) echo "build_llamacpp.sh: flavour is native or avx2, not '$FLAVOUR'" >&2; exit 2 ;;
 esac
-if [ -x "$OUT/bin/llama-bench" ]; then echo "$OUT/bin/llama-bench is there"; exit 0; fi
+if [ -x "$OUT/bin/llama-bench" ] && [ -x "$OUT/bin/llama-server" ]; then echo "$OUT/bin/llama-bench is there"; exit 0; fi
 PY=python3; [ -x .venv/bin/python ] && PY=.venv/bin/python
 spec=llama-cpp-python
 if ver=$($PY -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))" 2>/dev/null); then
@@ -29,6 +29,6 @@ trap 'rm -rf "$tmp"' EXIT
 $PY -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$tmp" "$spec"
 tar xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp"
 cmake -S "$tmp"/llama_cpp_python-*/vendor/llama.cpp -B "$OUT" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  "${FLAGS[@]}" -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
-cmake --build "$OUT" --parallel "$(nproc)" --target llama-bench llama-perplexity >/dev/null
+  "${FLAGS[@]}" -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON >/dev/null
+cmake --build "$OUT" --parallel "$(nproc)" --target llama-bench llama-perplexity llama-server >/dev/null
 echo "built $OUT/bin/llama-bench ($spec, $FLAVOUR)"

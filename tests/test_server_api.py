@@ -217,6 +217,48 @@ def prefix_reuse_checks(port):
     check(ttft_cold >= 3 * ttft_other, "another question after the same system prompt reuses it")
 
 
+def slow_and_idle_client_checks(port):
+    # 200 connections that send nothing: requests are still read and answered at once.
+    import socket
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(200)]
+    t0 = time.time()
+    status, _ = http(port, "POST", "/v1/completions", {"model": MODEL_ID, "prompt": "Hello", "max_tokens": 2})
+    check(status == 200 and time.time() - t0 < 3, "200 idle connections do not hold back a request")
+    for s in idle:
+        s.close()
+    # A request sent byte by byte over 30 s is answered, and others are served meanwhile.
+    body = json.dumps({"model": MODEL_ID, "prompt": "Hello", "max_tokens": 2}).encode()
+    raw = (f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+           f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    reply = []
+
+    def dribble():
+        s = socket.create_connection(("127.0.0.1", port), timeout=60)
+        for i in range(len(raw)):
+            s.sendall(raw[i:i + 1])
+            time.sleep(30.0 / len(raw))
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        reply.append(data.decode(errors="replace"))
+
+    t = threading.Thread(target=dribble)
+    t.start()
+    served = 0
+    while t.is_alive():
+        status, _ = http(port, "POST", "/v1/completions", {"model": MODEL_ID, "prompt": "Hi", "max_tokens": 1})
+        served += status == 200
+        time.sleep(1)
+    t.join()
+    check(reply and reply[0].startswith("HTTP/1.1 200") and '"choices"' in reply[0],
+          "a request sent byte by byte over 30 s is answered")
+    check(served >= 20, f"other requests were served meanwhile ({served})")
+
+
 def limits_server_checks(port):
     status, _ = http(port, "GET", "/health")
     check(status == 200, "/health is open without the key")
@@ -275,6 +317,7 @@ def main():
     proc, port = start("--kv-allow", "q8_0", "--max-body", "100000")
     try:
         main_server_checks(port)
+        slow_and_idle_client_checks(port)
     finally:
         proc.terminate()
         proc.wait(60)

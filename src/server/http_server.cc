@@ -217,10 +217,14 @@ struct HttpServer::Impl {
 
   void routes() {
     svr.set_payload_max_length(o.max_body_bytes);
-    svr.set_read_timeout(30, 0);
+    svr.set_read_timeout(30, 0);   // per read: a slow client may take longer in all, not stall
     svr.set_write_timeout(30, 0);
     svr.set_keep_alive_max_count(1000);
-    const int threads = std::max(4, o.max_connections + 4);
+    svr.set_keep_alive_timeout(5);  // a connection that sends nothing is closed after 5 s
+    // One thread per open connection: beside the requests in flight, room for kIdleConnections
+    // connections that are idle or slow to send, so they cannot keep requests from being read.
+    constexpr int kIdleConnections = 256;
+    const int threads = o.max_connections + kIdleConnections;
     svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
 
     svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
