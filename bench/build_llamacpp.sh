@@ -28,6 +28,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 $PY -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$tmp" "$spec"
 tar xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp"
+rm -f "$OUT/CMakeCache.txt"  # configured from an earlier (deleted) unpacked source
 cmake -S "$tmp"/llama_cpp_python-*/vendor/llama.cpp -B "$OUT" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   "${FLAGS[@]}" -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON >/dev/null
 cmake --build "$OUT" --parallel "$(nproc)" --target llama-bench llama-perplexity llama-server >/dev/null
