@@ -12,6 +12,7 @@
 #include "kv/block_pool.h"
 #include "kv/kv_cache.h"
 #include "kv/kv_config.h"
+#include "kv/segmented_store.h"
 #include "util/fp16.h"
 
 namespace leanlm {
@@ -123,6 +124,50 @@ void reference(const KvStore& kv, const std::vector<AttnToken>& toks, int H, int
 // passes of several query blocks (observers called concurrently), then decode steps: the driver
 // must agree with the plain computation over the same store after every pass. Under
 // ThreadSanitizer this is also the race test for stores with a low tier.
+// A sequence that reads a shared prefix (a frozen part with hidden positions beyond its limit, then
+// a store of its own) gets exactly the bits of one store holding the same tokens: decode split
+// between threads, prompt blocks, more slots than one softmax chunk.
+TEST(Attention, SharedPrefixLayoutGivesTheSameBits) {
+  struct Layout {
+    int shared, total, batch, threads;
+  };
+  for (const Layout& L : {Layout{3000, 4500, 1, 2}, Layout{2100, 2600, 1, 4}, Layout{1500, 3000, 16, 2},
+                          Layout{1000, 1040, 24, 4}}) {
+    SCOPED_TRACE(L.total);
+    const int H = 6, KVH = 3, D = 64;
+    std::mt19937 rng(L.total);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::vector<float> K(size_t(L.total + 50) * KVH * D), V(K.size()), other(K.size());
+    for (auto* v : {&K, &V, &other})
+      for (auto& x : *v) x = nd(rng);
+    BlockPool pool;
+    const KvShape shape{KVH, D, 0, 64, 8192};
+    auto row = [&](std::vector<float>& m, int p) { return &m[size_t(p) * KVH * D]; };
+    auto whole = make_kv_store(KvType::F16, shape, pool);
+    for (int p = 0; p < L.total; ++p) whole->append(p, row(K, p), row(V, p));
+    // The cached part: the shared positions, then 50 of another conversation (hidden).
+    auto cached = make_kv_store(KvType::F16, shape, pool);
+    for (int p = 0; p < L.shared; ++p) cached->append(p, row(K, p), row(V, p));
+    for (int p = L.shared; p < L.shared + 50; ++p) cached->append(p, row(other, p), row(other, p));
+    SegmentedKvStore seg({{std::shared_ptr<const KvStore>(std::move(cached)), L.shared}},
+                         make_kv_store(KvType::F16, shape, pool), 0);
+    for (int p = L.shared; p < L.total; ++p) seg.append(p, row(K, p), row(V, p));
+
+    std::vector<float> q(size_t(L.batch) * H * D), a(q.size()), b(q.size());
+    for (auto& x : q) x = nd(rng) * 0.3f;
+    ThreadPool threads(L.threads);
+    Attention attn(threads.size());
+    std::vector<AttnToken> ta(L.batch), tb(L.batch);
+    for (int t = 0; t < L.batch; ++t) {
+      ta[t] = {whole.get(), L.total - L.batch + t, nullptr};
+      tb[t] = {&seg, L.total - L.batch + t, nullptr};
+    }
+    attn.run(threads, {H, KVH, D, 0}, ta, q.data(), a.data());
+    attn.run(threads, {H, KVH, D, 0}, tb, q.data(), b.data());
+    EXPECT_EQ(a, b);
+  }
+}
+
 TEST(Attention, CompressedStoreWithHolesLowTierAndThink) {
   const int H = 4, KVH = 2, D = 64;
   struct Case {

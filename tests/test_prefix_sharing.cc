@@ -8,6 +8,7 @@
 #include <climits>
 #include <map>
 #include <memory>
+#include <set>
 #include <vector>
 
 #include "engine/prefix_cache.h"
@@ -159,7 +160,6 @@ TEST(SegmentedStore, WindowLayersLetUnseeablePartsGoAndRingsKnowWhatTheyLost) {
   // 60 would need 0..59.
   EXPECT_TRUE(prefix.can_continue_at(80, {window}));
   EXPECT_FALSE(prefix.can_continue_at(60, {window}));
-  EXPECT_FALSE(prefix.can_continue_at(100, {0}));  // a full-attention layer needs all of them
   EXPECT_FALSE(prefix.can_continue_at(101, {window}));
 
   append(seg, rows, 100, 160);
@@ -170,6 +170,32 @@ TEST(SegmentedStore, WindowLayersLetUnseeablePartsGoAndRingsKnowWhatTheyLost) {
   EXPECT_EQ(pool.in_use(), held);    // the prefix still holds the part's memory
   prefix.layers.clear();
   EXPECT_LT(pool.in_use(), held);    // ... until it lets go
+}
+
+TEST(PrefixCache, KeepsAnOlderEntryARingCanNoLongerServe) {
+  BlockPool pool;
+  const Rows rows(400, 6);
+  const int window = 64, batch = 8;
+  auto ring = make_store("f16", pool, window, batch);
+  append(*ring, rows, 0, 100);
+  SegmentedKvStore seg({}, std::move(ring), window);
+  auto a = std::make_shared<KvPrefix>();
+  a->layers = {seg.freeze(make_store("f16", pool, window, batch))};
+  a->n_tokens = 100;
+  append(seg, rows, 100, 400);  // the prompt's part is let go; the ring holds the last 96 positions
+  auto b = std::make_shared<KvPrefix>();
+  b->layers = {seg.freeze(make_store("f16", pool, window, batch))};
+  b->n_tokens = 400;
+  std::vector<int> tokens(400);
+  for (int i = 0; i < 400; ++i) tokens[i] = 1000 + i;
+  PrefixCache cache(8, {window});
+  cache.insert("f16", tokens, a);
+  cache.insert("f16", tokens, b);  // extends a, but cannot continue at 100
+  EXPECT_EQ(cache.size(), 2);
+  std::vector<int> again(tokens.begin(), tokens.begin() + 120);
+  const auto hit = cache.lookup("f16", again, 110);
+  EXPECT_EQ(hit.prefix, a);
+  EXPECT_EQ(hit.n_tokens, 100);
 }
 
 TEST(SegmentedStore, FreezingADenseStoreGivesBackUnusedCapacity) {
@@ -196,7 +222,7 @@ std::shared_ptr<const KvPrefix> frozen(BlockPool& pool, const Rows& rows, int n)
 TEST(PrefixCache, FindsTheLongestPrefixAndReplacesCoveredEntries) {
   BlockPool pool;
   const Rows rows(64, 9);
-  PrefixCache cache(8);
+  PrefixCache cache(8, {0});
   std::vector<int> sys = {1, 2, 3, 4, 5, 6, 7, 8};
   std::vector<int> turn1 = sys;
   turn1.insert(turn1.end(), {20, 21, 22});
@@ -206,47 +232,48 @@ TEST(PrefixCache, FindsTheLongestPrefixAndReplacesCoveredEntries) {
   // Another user: the system prompt matches.
   std::vector<int> other = sys;
   other.insert(other.end(), {30, 31});
-  auto hit = cache.lookup("f16", other, int(other.size()) - 1, {0});
+  auto hit = cache.lookup("f16", other, int(other.size()) - 1);
   ASSERT_TRUE(hit.prefix);
   EXPECT_EQ(hit.n_tokens, 8);
   // Another codec never matches.
-  EXPECT_FALSE(cache.lookup("q8_0", other, int(other.size()) - 1, {0}).prefix);
+  EXPECT_FALSE(cache.lookup("q8_0", other, int(other.size()) - 1).prefix);
   // At most max_use tokens are taken (the last prompt token must be computed for its logits).
-  hit = cache.lookup("f16", turn1, int(turn1.size()) - 1, {0});
+  hit = cache.lookup("f16", turn1, int(turn1.size()) - 1);
   EXPECT_EQ(hit.n_tokens, int(turn1.size()) - 1);
-  EXPECT_EQ(cache.query_tokens(), uint64_t(2 * (other.size() - 1) + turn1.size() - 1));
-  EXPECT_EQ(cache.hit_tokens(), uint64_t(8 + turn1.size() - 1));
 
   // The next turn extends turn 1: it replaces it.
   std::vector<int> turn2 = turn1;
   turn2.insert(turn2.end(), {40, 41, 42, 43});
   cache.insert("f16", turn2, frozen(pool, rows, int(turn2.size())));
   EXPECT_EQ(cache.size(), 1);
-  EXPECT_EQ(cache.lookup("f16", turn2, 100, {0}).n_tokens, int(turn2.size()));
+  EXPECT_EQ(cache.lookup("f16", turn2, 100).n_tokens, int(turn2.size()));
 }
 
 TEST(PrefixCache, EvictsLeastRecentlyUsedAndFreesMemoryNobodyHolds) {
   BlockPool pool;
   const Rows rows(64, 9);
-  PrefixCache cache(2);
+  PrefixCache cache(2, {0});
   cache.insert("f16", {1, 2, 3}, frozen(pool, rows, 3));
   cache.insert("f16", {4, 5, 6}, frozen(pool, rows, 3));
-  EXPECT_EQ(cache.lookup("f16", {1, 2, 3, 9}, 3, {0}).n_tokens, 3);  // {1,2,3} is now the most recent
+  EXPECT_EQ(cache.lookup("f16", {1, 2, 3, 9}, 3).n_tokens, 3);  // {1,2,3} is now the most recent
   cache.insert("f16", {7, 8, 9}, frozen(pool, rows, 3));              // over the limit: {4,5,6} goes
   EXPECT_EQ(cache.size(), 2);
-  EXPECT_FALSE(cache.lookup("f16", {4, 5, 6, 1}, 3, {0}).prefix);
-  EXPECT_EQ(cache.lookup("f16", {1, 2, 3, 1}, 3, {0}).n_tokens, 3);
+  EXPECT_FALSE(cache.lookup("f16", {4, 5, 6, 1}, 3).prefix);
+  EXPECT_EQ(cache.lookup("f16", {1, 2, 3, 1}, 3).n_tokens, 3);
 
   const size_t before = pool.in_use();
   EXPECT_GT(cache.bytes(), 0u);
-  auto held = cache.lookup("f16", {7, 8, 9, 1}, 3, {0}).prefix;  // a sequence still reads this one
-  EXPECT_TRUE(cache.evict_lru());  // {1,2,3}: nobody else holds it
+  auto held = cache.lookup("f16", {7, 8, 9, 1}, 3).prefix;  // a sequence still reads this one
+  std::set<const KvStore*> in_use;
+  for (const auto& layer : held->layers)
+    for (const auto& p : layer) in_use.insert(p.store.get());
+  EXPECT_TRUE(cache.evict_lru(in_use));  // {1,2,3}: nobody else holds it
   EXPECT_LT(pool.in_use(), before);
-  const size_t mid = pool.in_use();
-  EXPECT_TRUE(cache.evict_lru());  // {7,8,9}: still held by `held`
-  EXPECT_EQ(pool.in_use(), mid);
-  EXPECT_FALSE(cache.evict_lru());
+  EXPECT_EQ(cache.size(), 1);
+  EXPECT_FALSE(cache.evict_lru(in_use));  // {7,8,9} would free nothing while `held` reads it
+  EXPECT_EQ(cache.size(), 1);
   held.reset();
+  EXPECT_TRUE(cache.evict_lru());
   EXPECT_EQ(pool.in_use(), 0u);
 }
 

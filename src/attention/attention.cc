@@ -269,8 +269,12 @@ void Attention::run(ThreadPool& pool, const AttnShape& sh, const std::vector<Att
     first = end;
   }
 
-  // Fewer tasks than threads (decode): split each task's slots between threads. Not for observers
+  // Decode (single-token tasks) with few tasks per thread: split each task's slots between threads,
+  // so that every thread gets the same share (a step of 3 KV heads on 2 threads). Not for observers
   // that want the final attention weights (eviction policies): those need one softmax per task.
+  // The split depends only on the tokens' positions, never on how the slots are laid out, so a
+  // sequence reading a shared prefix (more slots, some hidden) computes what a single store does;
+  // prompt blocks are never split, so a prompt's tokens are computed alike however it is chunked.
   const int nth = pool.size();
   int n_splits = 1;
   bool any_weights = false;
@@ -278,13 +282,15 @@ void Attention::run(ThreadPool& pool, const AttnShape& sh, const std::vector<Att
     const AttentionObserver* obs = tokens[t.first].observer;
     any_weights |= obs && obs->wants_weights();
   }
-  // A few single-token tasks that do not divide evenly between the threads (a decode step of 3 KV
-  // heads on 2 threads) are split too, so that every thread gets the same share of slots.
   bool single_tokens = true;
   for (const Task& t : tasks) single_tokens &= t.count == 1;
-  if ((int(tasks.size()) < nth || (single_tokens && int(tasks.size()) < 4 * nth)) && !any_weights) {
+  if (single_tokens && int(tasks.size()) < 4 * nth && !any_weights) {
     int max_slots = 0;
-    for (const Task& t : tasks) max_slots = std::max(max_slots, tokens[t.first].kv->n_slots());
+    for (const Task& t : tasks) {
+      const AttnToken& tk = tokens[t.first];
+      const int seen = sh.window > 0 ? std::min(tk.pos + 1, sh.window) : tk.pos + 1;  // positions it can see
+      max_slots = std::max(max_slots, std::min(seen, tk.kv->n_slots()));
+    }
     const int want = nth / std::gcd(int(tasks.size()), nth);
     n_splits = std::max(1, std::min(want, max_slots / kMinSlotsPerSplit));
   }

@@ -24,29 +24,30 @@ namespace leanlm {
 
 class PrefixCache {
  public:
-  explicit PrefixCache(int max_entries) : max_entries_(max_entries) {}
+  // layer_windows: the model's per-layer sliding windows (KvPrefix::can_continue_at).
+  PrefixCache(int max_entries, std::vector<int> layer_windows)
+      : max_entries_(max_entries), windows_(std::move(layer_windows)) {}
 
   struct Hit {
     std::shared_ptr<const KvPrefix> prefix;  // null: no usable entry
     int n_tokens = 0;                        // positions to take from it
   };
-  // The longest usable cached prefix of tokens[0..max_use) for this key; layer_windows as in
-  // KvPrefix::can_continue_at. Counts the query (and hit) tokens.
-  Hit lookup(const std::string& key, const std::vector<int>& tokens, int max_use, const std::vector<int>& layer_windows);
+  // The longest usable cached prefix of tokens[0..max_use) under this key.
+  Hit lookup(const std::string& key, const std::vector<int>& tokens, int max_use);
   // Remembers that `prefix` holds tokens[0..prefix->n_tokens). An entry whose tokens start the new
-  // one is replaced by it (the new one answers every lookup the old one could).
+  // one is replaced by it when the new one can serve it (a sliding-window layer's ring may have
+  // moved on from the older entry's end).
   void insert(const std::string& key, const std::vector<int>& tokens, std::shared_ptr<const KvPrefix> prefix);
-  // Forgets the least recently used entry; false when empty.
-  bool evict_lru();
+  // Forgets the least recently used entry that would free memory: one with a store outside
+  // `in_use` (the stores running sequences read); false when there is none.
+  bool evict_lru(const std::set<const KvStore*>& in_use = {});
   void clear() { entries_.clear(); }
 
   int size() const { return int(entries_.size()); }
   bool enabled() const { return max_entries_ > 0; }
-  // Bytes of the distinct stores the entries hold, leaving out those in `in_use` (the stores
-  // running sequences read: what evicting every entry would not free).
+  // Bytes of the distinct stores the entries hold, leaving out those in `in_use` (what evicting
+  // every entry would free).
   size_t bytes(const std::set<const KvStore*>& in_use = {}) const;
-  uint64_t query_tokens() const { return queries_; }
-  uint64_t hit_tokens() const { return hits_; }
 
  private:
   struct Entry {
@@ -55,8 +56,8 @@ class PrefixCache {
     std::shared_ptr<const KvPrefix> prefix;
   };
   int max_entries_;
+  std::vector<int> windows_;
   std::list<Entry> entries_;  // most recently used first
-  uint64_t queries_ = 0, hits_ = 0;
 };
 
 }  // namespace leanlm

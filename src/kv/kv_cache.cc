@@ -143,6 +143,7 @@ class DenseKvStore : public KvStore {
     }
     k_ = std::move(k), v_ = std::move(v);
     pos_.resize(cap, -1);
+    pos_.shrink_to_fit();
     pool_.refund(slot_bytes() * size_t(cap_));
     cap_ = cap;
   }

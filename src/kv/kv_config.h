@@ -41,10 +41,10 @@ struct KvConfig {
   std::string codebooks;      // CQ codebook sidecar written by `leanlm calibrate`
   int budget_for(int ctx) const;  // tokens, 0 = unlimited
   std::string name() const;       // e.g. "kivi2+scissorhands@20%"
-  // Plain f16/f32 rows: nothing compressed, evicted or pruned.
   // Stores that never drop or change a token once written: frozen prefixes of them can be shared
   // between sequences (kv/segmented_store.h).
   bool shareable() const { return evict.kind == EvictSpec::Kind::None && think <= 0; }
+  // Plain f16/f32 rows: nothing compressed, evicted or pruned.
   bool exact() const { return !codec.compressed() && evict.kind == EvictSpec::Kind::None && think <= 0; }
 };
 

@@ -21,8 +21,11 @@ bool KvPrefix::can_continue_at(int n, const std::vector<int>& layer_windows) con
   if (n > n_tokens || layer_windows.size() != layers.size()) return false;
   for (size_t l = 0; l < layers.size(); ++l) {
     // The query at position n reads positions [lo, n) from the parts (and n itself from the tail).
+    // A full-attention layer's parts never lose a position (shareable stores drop nothing; hidden
+    // positions are beyond n): only sliding-window rings can have moved on.
     const int w = layer_windows[l];
-    const int lo = w > 0 ? std::max(0, n - w + 1) : 0;
+    if (w <= 0) continue;
+    const int lo = std::max(0, n - w + 1);
     int64_t held = 0;
     for (const auto& p : layers[l]) {
       const int end = std::min(n, p.limit);

@@ -36,8 +36,8 @@ struct KvPrefix {
   // Bytes of the distinct stores behind it (each charged to its pool once, however many share it).
   size_t bytes() const;
   // True when a sequence can continue at position n (n <= n_tokens) from these parts: every
-  // layer holds every position its next query may read (a sliding-window layer's ring keeps only
-  // the last window + batch positions of a part, so a part frozen far beyond n may have lost some).
+  // sliding-window layer holds every position its next query may read (a ring keeps only the last
+  // window + batch positions of a part, so a part frozen far beyond n may have lost some).
   bool can_continue_at(int n, const std::vector<int>& layer_windows) const;
 };
 // Bytes of the distinct stores behind several prefixes (shared parts counted once), leaving out the

@@ -56,7 +56,7 @@ struct Scheduler::Slot {
 };
 
 Scheduler::Scheduler(Engine& engine, const SchedulerOptions& o, SchedulerObserver* observer)
-    : engine_(engine), o_(o), observer_(observer), cache_(std::max(0, o.prefix_cache)) {
+    : engine_(engine), o_(o), observer_(observer), cache_(std::max(0, o.prefix_cache), engine.layer_windows()) {
   if (o_.step_tokens < 1 || o_.max_running < 1 || o_.max_waiting < 0 || o_.max_ctx < 2)
     fail("scheduler: step tokens, running sequences and context must be positive");
   o_.step_tokens = std::min(o_.step_tokens, engine_.forward().max_batch());
@@ -157,12 +157,7 @@ std::unique_ptr<SequenceState> Scheduler::new_sequence(Slot& s) {
     // token alone would take the matrix-vector kernels: equal in exact arithmetic, rounded
     // differently, and greedy decoding can turn on a near-tie).
     const int max_use = int(s.tokens.size()) - kMinGemmTokens;
-    const auto hit = cache_.lookup(cache_key(kv), s.tokens, max_use, engine_.layer_windows());
-    {
-      std::lock_guard<std::mutex> lk(mu_);  // counted now: a request may end within this step
-      stats_.prefix_query_tokens = cache_.query_tokens();
-      stats_.prefix_hit_tokens = cache_.hit_tokens();
-    }
+    const auto hit = cache_.lookup(cache_key(kv), s.tokens, max_use);
     if (hit.prefix) return engine_.new_sequence(kv, o_.max_ctx, hit.prefix.get(), hit.n_tokens);
   }
   return engine_.new_sequence(kv, o_.max_ctx);
@@ -172,11 +167,40 @@ std::unique_ptr<SequenceState> Scheduler::new_sequence(Slot& s) {
 // fresh stores), or when it finished (handing its stores over).
 void Scheduler::cache_prefix(Slot& s, bool finished) {
   if (!cache_.enabled() || !s.seq || !s.req->kv.shareable() || s.seq->n_past == 0) return;
-  try {
-    cache_.insert(cache_key(s.req->kv), s.tokens, s.seq->freeze(!finished));
-  } catch (const Error&) {
-    // No room for the fresh stores: nothing changed, the sequence goes on uncached.
+  while (true) {
+    try {
+      cache_.insert(cache_key(s.req->kv), s.tokens, s.seq->freeze(!finished));
+      return;
+    } catch (const Error&) {
+      // No room for the fresh stores (nothing changed): older entries give way, or the sequence
+      // goes on uncached.
+      if (!evict_cached()) return;
+    }
   }
+}
+
+// Drops the least recently used prefix-cache entry that frees memory (one whose stores running
+// sequences also read frees nothing); false when none does.
+bool Scheduler::evict_cached() {
+  std::set<const KvStore*> in_use;
+  for (auto& s : running_) add_parts(s.get(), in_use);
+  for (auto& s : waiting_) add_parts(s.get(), in_use);
+  return cache_.evict_lru(in_use);
+}
+
+void Scheduler::add_parts(const Slot* s, std::set<const KvStore*>& out) {
+  if (!s || !s->seq) return;
+  for (const auto& l : s->seq->layers)
+    if (const auto* seg = dynamic_cast<const SegmentedKvStore*>(l.get()))
+      for (const auto& p : seg->parts()) out.insert(p.store.get());
+}
+
+// Prefix-cache counters, once per admission that runs: prompt tokens asked for, and found.
+void Scheduler::count_lookup(Slot& s) {
+  if (!cache_.enabled() || !s.req->kv.shareable()) return;
+  std::lock_guard<std::mutex> lk(mu_);  // counted now: a request may end within this step
+  stats_.prefix_query_tokens += s.tokens.size();
+  stats_.prefix_hit_tokens += uint64_t(s.seq->n_past);
 }
 
 // Frees prefix-cache entries, least recently used first, until `need` more bytes fit the budget.
@@ -184,7 +208,7 @@ bool Scheduler::make_room(size_t need) {
   const BlockPool& pool = engine_.kv_pool();
   if (!pool.budget()) return true;
   while (pool.in_use() + need > pool.budget())
-    if (!cache_.evict_lru()) return false;
+    if (!evict_cached()) return false;
   return true;
 }
 
@@ -226,6 +250,7 @@ void Scheduler::admit() {
       try {
         s.seq = new_sequence(s);
       } catch (const Error& e) {
+        if (evict_cached()) continue;  // the cache held the memory: try again
         if (running_.empty()) {  // nothing will free memory for it: it can never run
           auto dead = std::move(waiting_.front());
           waiting_.pop_front();
@@ -257,6 +282,7 @@ void Scheduler::admit() {
       s.wait_bytes = need;
       break;
     }
+    count_lookup(s);
     s.order = next_order_++;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
@@ -355,13 +381,19 @@ bool Scheduler::step() {
     for (auto& s : running_) {
       const int left = int(s->tokens.size()) - s->fed();
       if (left > 1 && budget > 0) {
-        const int n = std::min(left, budget);
+        int n = std::min(left, budget);
+        // Chunks of at least kMinGemmTokens (when the prompt has them): every batch holding prompt
+        // tokens then takes the matrix kernels, whose rows do not depend on the rest of the batch,
+        // so a prompt's tokens get the same bits however the steps cut it (and a cached prefix's
+        // recomputed tail matches the run that filled the cache).
+        if (n < left && left - n < kMinGemmTokens) n = left - kMinGemmTokens;
+        if (n < kMinGemmTokens && n < left) continue;  // a later step has room for a full chunk
         plan.push_back({s.get(), n});
         budget -= n;
       }
     }
     if (fits(plan)) break;
-    if (cache_.evict_lru()) continue;  // cached prefixes give way before any sequence does
+    if (evict_cached()) continue;  // cached prefixes give way before any sequence does
     // Prompt chunks wait first; if decoding alone does not fit, the newest sequence gives way.
     std::vector<std::pair<Slot*, int>> decode_only;
     for (auto& e : plan)
@@ -426,11 +458,7 @@ void Scheduler::snapshot() {
   const double t = now_s();
   if (t - cache_bytes_time_ > 0.1 || cache_.size() == 0) {
     std::set<const KvStore*> in_use;
-    for (auto& s : running_)
-      if (s->seq)
-        for (const auto& l : s->seq->layers)
-          if (const auto* seg = dynamic_cast<const SegmentedKvStore*>(l.get()))
-            for (const auto& p : seg->parts()) in_use.insert(p.store.get());
+    for (auto& s : running_) add_parts(s.get(), in_use);
     cache_only_bytes_ = cache_.bytes(in_use);
     cache_bytes_time_ = t;
   }

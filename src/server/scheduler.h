@@ -18,6 +18,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -135,6 +136,9 @@ class Scheduler {
   std::unique_ptr<SequenceState> new_sequence(Slot& s);
   void cache_prefix(Slot& s, bool finished);
   bool make_room(size_t need);
+  bool evict_cached();
+  static void add_parts(const Slot* s, std::set<const KvStore*>& out);
+  void count_lookup(Slot& s);
 
   Engine& engine_;
   SchedulerOptions o_;

@@ -152,6 +152,9 @@ TEST_F(SchedulerTest, TightBudgetQueuesAndPreemptsWithoutChangingOutputs) {
   SchedulerOptions so;
   so.max_ctx = 512;
   so.step_tokens = 64;
+  // Without prefix reuse: a recomputed q8_0 sequence would read its own cached prompt, whose value
+  // sums round by range (exact only for f16; see PrefixReuse*).
+  so.prefix_cache = 0;
   Scheduler sched(*engine, so);
   std::vector<std::shared_ptr<Request>> reqs;
   const auto got = run_all(sched, *engine, 32, reqs);
@@ -240,10 +243,13 @@ std::vector<int> run_one(Scheduler& sched, const std::shared_ptr<Request>& r) {
 }
 
 TEST_F(SchedulerTest, PrefixReuseSharesEarlierPromptsAndKeepsOutputs) {
-  for (const char* codec : {"f16", "kivi4"}) {
+  // f16: the tokens a hit recomputes take the same kernels as the prompt that filled the cache, and
+  // attention reads the shared rows as it reads its own, so outputs are equal, not just close.
+  // KIVI (window of 32, so the prompts are compressed): groups start anew where a part ends, so the
+  // same tokens are rounded differently; the prefix must still be found and used.
+  for (const char* codec : {"f16", "kivi4:r=32"}) {
     SCOPED_TRACE(codec);
-    // Prompts go through in one chunk each (as do the references): the tokens a hit recomputes take
-    // the same kernels as the prompt that filled the cache, so outputs are equal, not just close.
+    const bool exact = std::string(codec) == "f16";
     auto engine = make_engine(0, codec, 512);
     SchedulerOptions so;
     so.max_ctx = 512;
@@ -276,14 +282,15 @@ TEST_F(SchedulerTest, PrefixReuseSharesEarlierPromptsAndKeepsOutputs) {
 
     // Another question after the same system prompt: the system prompt is not computed again.
     const auto got_b = run_one(sched, b);
-    EXPECT_EQ(got_b, ref);
+    if (exact) EXPECT_EQ(got_b, ref);
+    EXPECT_FALSE(got_b.empty());
     const uint64_t hit_b = sched.stats().prefix_hit_tokens;
     EXPECT_GE(hit_b, uint64_t(n_sys - 2));  // the last tokens of the system prompt may merge with the question
     EXPECT_EQ(sched.stats().prompt_tokens - computed_a, b->prompt.size() - hit_b);
 
     // The same request again: all but the last kMinGemmTokens prompt tokens come from the cache.
     const auto got_again = run_one(sched, b_again);
-    EXPECT_EQ(got_again, ref);
+    if (exact) EXPECT_EQ(got_again, ref);
     EXPECT_EQ(sched.stats().prefix_hit_tokens - hit_b, b_again->prompt.size() - kMinGemmTokens);
 
     // The next turn of a's conversation: its prompt, its answer and more. The answer's tokens are
