@@ -60,7 +60,9 @@ def leanlm_capacity(model, codec, kv_mib, prompts, ctx):
     args = [os.path.join(ROOT, "build", "leanlm"), "serve", "-m", model, "--port", "0", "--model-id", "m",
             "-c", str(ctx), "--kv-codec", codec, "--kv-mem", str(kv_mib), "--prefix-cache", "0",
             "--max-running", "64", "--max-waiting", "256", "--ready-file", ready]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = os.path.join(os.path.dirname(ready), "server.log")
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    print(f"{codec}: server log {log}", flush=True)
     try:
         while not os.path.exists(ready):
             if proc.poll() is not None:
@@ -96,12 +98,12 @@ def llama_bytes_per_token(model, ctx):
     port = s.getsockname()[1]
     s.close()
     proc = subprocess.Popen([LLAMA_SERVER, "-m", model, "--port", str(port), "-c", str(ctx), "-np", "1", "-fa", "on",
-                             "--no-webui"], stdout=log, stderr=subprocess.STDOUT)
+                             "--no-webui", "-lv", "4"], stdout=log, stderr=subprocess.STDOUT)
     try:
         t0 = time.time()
         while time.time() - t0 < 120:
             text = open(log.name, errors="replace").read()
-            m = re.findall(r"llama_kv_cache[^\n]*?size\s*=\s*([0-9.]+) MiB", text)
+            m = re.findall(r"llama_kv_cache: size =\s*([0-9.]+) MiB", text)
             if m:
                 return sum(float(x) for x in m) * 1048576 / ctx
             time.sleep(0.2)
@@ -119,7 +121,7 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=4000)
     ap.add_argument("--requests", type=int, default=16)
     a = ap.parse_args()
-    body = prose(a.prompt_tokens * 4)  # about 4 characters a token; trimmed by the server's count below
+    body = prose(int(a.prompt_tokens * 3.2))  # about 3.3 characters a token in this text
     prompts = [f"Conversation number {i}. " + body for i in range(a.requests)]
     ctx = a.prompt_tokens + 600
     rows = []

@@ -66,7 +66,7 @@ def start_llama(model, kv_type, threads, parallel, slot_ctx, log):
     port = free_port()
     args = [LLAMA_SERVER, "-m", model, "--port", str(port), "--host", "127.0.0.1", "-t", str(threads),
             "-tb", str(threads), "-c", str(parallel * slot_ctx), "-np", str(parallel), "-fa", "on",
-            "--alias", MODEL_ID, "--no-webui"]
+            "--alias", MODEL_ID, "--no-webui", "-lv", "4"]
     if kv_type != "f16":
         args += ["-ctk", kv_type, "-ctv", kv_type]
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
@@ -77,7 +77,7 @@ def start_llama(model, kv_type, threads, parallel, slot_ctx, log):
 def llama_kv_mib(log_path):
     """The KV cache size llama-server allocated (MiB), from its log."""
     text = open(log_path, errors="replace").read()
-    sizes = [float(m) for m in re.findall(r"llama_kv_cache[^\n]*?size\s*=\s*([0-9.]+) MiB", text)]
+    sizes = [float(m) for m in re.findall(r"llama_kv_cache: size =\s*([0-9.]+) MiB", text)]
     if not sizes:
         raise SystemExit("could not read llama-server's KV size from its log: " + log_path)
     return sum(sizes)

@@ -242,10 +242,17 @@ void Scheduler::admit() {
     }
   }
   BlockPool& pool = engine_.kv_pool();
+  // Bytes the running sequences still need to read their prompts (admitted, not yet allocated):
+  // promised already, so a new request must fit beside them, or admission would overcommit the
+  // budget and the steps would preempt what it let in.
+  size_t promised = 0;
+  for (const auto& r : running_)
+    if (r->seq && int(r->tokens.size()) - r->fed() > 1)
+      promised += r->seq->kv_bytes_to_append(int(r->tokens.size()) - r->fed());
   while (!waiting_.empty() && int(running_.size()) < o_.max_running) {
     Slot& s = *waiting_.front();
     // Known not to fit at the last try: wait for memory to free without building a sequence again.
-    if (s.wait_bytes && !running_.empty() && !make_room(s.wait_bytes)) break;
+    if (s.wait_bytes && !running_.empty() && !make_room(s.wait_bytes + promised)) break;
     if (!s.seq) {
       try {
         s.seq = new_sequence(s);
@@ -262,7 +269,7 @@ void Scheduler::admit() {
     }
     const size_t need = s.seq->kv_bytes_to_append(int(s.tokens.size()) - s.seq->n_past);
     const size_t budget = pool.budget();
-    if (!make_room(need)) {
+    if (!make_room(need + promised)) {
       if (running_.empty()) {
         // Alone on an empty pool and still too big: the budget can never hold these tokens. A
         // preempted sequence that already answered ends as at the end of its context.
@@ -283,6 +290,7 @@ void Scheduler::admit() {
       break;
     }
     count_lookup(s);
+    promised += need;
     s.order = next_order_++;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
@@ -426,12 +434,6 @@ bool Scheduler::step() {
     }
   }
   const float* logits = engine_.forward().run(batch);
-  // Prompts read to the end this step go to the prefix cache before their first token is sampled.
-  for (auto& [s, n] : plan)
-    if (!s->prompt_cached && s->fed() >= s->n_prompt) {
-      s->prompt_cached = true;
-      cache_prefix(*s, false);
-    }
   int prompt_fed = 0;
   for (auto& [s, n] : plan)
     if (s->fed() - n < s->n_prompt) prompt_fed += std::min(n, s->n_prompt - (s->fed() - n));
@@ -442,6 +444,13 @@ bool Scheduler::step() {
   }
   const int V = engine_.n_vocab();
   for (size_t i = 0; i < wants_logits.size(); ++i) sample_next(*wants_logits[i], logits + i * size_t(V));
+  // Prompts read to the end this step go to the prefix cache once their first token is out (a
+  // request that already ended handed its whole cache over in retire()).
+  for (auto& [s, n] : plan)
+    if (s->seq && !s->prompt_cached && s->fed() >= s->n_prompt) {
+      s->prompt_cached = true;
+      cache_prefix(*s, false);
+    }
   running_.erase(std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return !s->seq; }),
                  running_.end());
 

@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""Routing simulation: a multi-user conversation trace replayed against a model of N replicas, for
+sizes this machine cannot run (N = 2 ... 128), with per-token costs measured on a real replica.
+
+  .venv/bin/python bench/route_sim.py --measure costs.json [-m MODEL] [--threads 1]   # real replica
+  .venv/bin/python bench/route_sim.py --costs costs.json [--replicas 2,8,32,128] [--users-per-replica 4]
+
+Measured (--measure, one `leanlm serve` with --threads threads): the time per prompt token computed
+(a 1,000-token prompt, cold) and the engine step time of a decode batch of b sequences (b = 1 ... 16,
+from the inter-token latency of b concurrent streams), fitted as t(b) = t0 + t1 * b.
+
+The model (its assumptions):
+- Trace: U users; each holds a conversation of --turns turns: a shared system prompt of S tokens, a
+  user message of u tokens per turn, an answer of a tokens; a user sends the next turn a think time
+  (exponential, mean --think s) after the previous answer ends; users start spread over --spread s.
+- A replica runs continuous batching: each step decodes one token of every running sequence and
+  reads up to 512 prompt tokens, taking t(b) + (prompt tokens) x t_prompt; up to --max-running
+  sequences run at once, the rest queue (first come, first served).
+- Prefix cache per replica: the conversations it served, each its whole history so far, least
+  recently used first, at most --cache-tokens tokens; a request finds the longest cached prefix
+  (its own conversation's history, or another conversation's system prompt) and computes only the
+  rest. Real replicas are bounded by bytes; tokens stand in for them here.
+- Routing: round-robin; least connections (running + queued); session hash: consistent hashing of
+  the user id on a ring (100 virtual nodes per replica), moving to the next replica on the ring while
+  the chosen one carries more than --balance-factor x the average load (HAProxy's bounded load).
+Reported per policy and N: prefix hit rate (prompt tokens found / prompt tokens), TTFT p50/p99,
+generated tok/s over the run.
+"""
+import argparse
+import bisect
+import hashlib
+import heapq
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ---- measuring a real replica ---------------------------------------------------------------------
+
+def measure(a):
+    from openai import OpenAI  # only needed here
+    ready = os.path.join(tempfile.mkdtemp(), "ready")
+    proc = subprocess.Popen([os.path.join(ROOT, "build", "leanlm"), "serve", "-m", a.m, "--port", "0",
+                             "--model-id", "m", "-t", str(a.threads), "-c", "4096", "--ready-file", ready],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not os.path.exists(ready):
+            time.sleep(0.05)
+        port = int(open(ready).read())
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        prose = open(os.path.join(ROOT, "data", "hamlet.txt"), encoding="utf-8").read()
+
+        def prompt_time(text):
+            t0 = time.perf_counter()
+            r = client.completions.create(model="m", prompt=text, max_tokens=1, temperature=0)
+            return time.perf_counter() - t0, r.usage.prompt_tokens
+
+        prompt_time("warm up " + prose[:400])
+        cold = [prompt_time(f"{i} " + prose[1000 * i:1000 * i + 4000]) for i in range(1, 4)]
+        t_prompt = statistics.median(t / n for t, n in cold)
+        import threading
+        steps = {}
+        for b in (1, 2, 4, 8, 16):
+            gaps = []
+
+            def stream(i):
+                last = None
+                for c in client.completions.create(model="m", prompt=f"Chapter {i}. It was a cold morning when",
+                                                   max_tokens=48, temperature=0.8, seed=i, stream=True):
+                    now = time.perf_counter()
+                    if last is not None:
+                        gaps.append(now - last)
+                    last = now
+
+            th = [threading.Thread(target=stream, args=(i,)) for i in range(b)]
+            for t in th:
+                t.start()
+            for t in th:
+                t.join()
+            steps[b] = statistics.median(gaps)
+        bs = sorted(steps)
+        mb = statistics.mean(bs)
+        mt = statistics.mean(steps[b] for b in bs)
+        t1 = sum((b - mb) * (steps[b] - mt) for b in bs) / sum((b - mb) ** 2 for b in bs)
+        t0 = mt - t1 * mb
+        costs = {"model": os.path.basename(a.m), "threads": a.threads, "t_prompt_token": t_prompt,
+                 "step_s_by_batch": steps, "t0": t0, "t1": t1}
+        with open(a.measure, "w") as f:
+            json.dump(costs, f, indent=1)
+        print(json.dumps(costs, indent=1))
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+# ---- the simulation -----------------------------------------------------------------------------
+
+class Replica:
+    def __init__(self, i, a, costs):
+        self.i, self.a, self.c = i, a, costs
+        self.queue, self.running = [], []
+        self.busy_until = 0.0
+        self.cache = {}  # user -> cached history tokens (LRU order = insertion order)
+        self.system_cached = False
+
+    def load(self):
+        return len(self.running) + len(self.queue)
+
+    def cached_prefix(self, req):
+        own = self.cache.get(req["user"], 0)
+        hit = min(own, req["prompt"] - 1)
+        if hit < self.a.system and self.system_cached:
+            hit = min(self.a.system, req["prompt"] - 1)
+        return hit
+
+    def remember(self, user, tokens):
+        self.cache.pop(user, None)
+        self.cache[user] = tokens
+        self.system_cached = True
+        while sum(self.cache.values()) > self.a.cache_tokens and len(self.cache) > 1:
+            self.cache.pop(next(iter(self.cache)))
+
+
+def simulate(a, costs, n_rep, policy, seed=1):
+    rng = random.Random(seed)
+    users = n_rep * a.users_per_replica
+    reps = [Replica(i, a, costs) for i in range(n_rep)]
+    ring = sorted((int(hashlib.md5(f"r{r}-{v}".encode()).hexdigest()[:12], 16), r)
+                  for r in range(n_rep) for v in range(100))
+    keys = [k for k, _ in ring]
+    rr = [0]
+    t_prompt, t0, t1 = costs["t_prompt_token"], costs["t0"], costs["t1"]
+    events = []  # (time, seq, kind, payload)
+    seq = [0]
+
+    def push(t, kind, payload):
+        seq[0] += 1
+        heapq.heappush(events, (t, seq[0], kind, payload))
+
+    history = {u: a.system for u in range(users)}
+    turn = {u: 0 for u in range(users)}
+    for u in range(users):
+        push(rng.uniform(0, a.spread), "arrive", u)
+    ttft, hit_tok, prompt_tok, gen_tok = [], 0, 0, 0
+    t_end = 0.0
+
+    def route(u):
+        if policy == "round-robin":
+            rr[0] = (rr[0] + 1) % n_rep
+            return reps[rr[0]]
+        if policy == "least-conn":
+            return min(reps, key=lambda r: (r.load(), r.i))
+        h = int(hashlib.md5(f"user-{u}".encode()).hexdigest()[:12], 16)
+        start = bisect.bisect(keys, h) % len(ring)
+        avg = (sum(r.load() for r in reps) + 1) / n_rep
+        for k in range(len(ring)):
+            r = reps[ring[(start + k) % len(ring)][1]]
+            if r.load() + 1 <= a.balance_factor * avg:
+                return r
+        return reps[ring[start][1]]
+
+    def step(r, now):
+        """Runs one engine step of replica r starting at now; schedules the next one."""
+        while r.queue and len(r.running) < a.max_running:
+            r.running.append(r.queue.pop(0))
+        if not r.running:
+            return
+        budget = 512
+        prompt_now = 0
+        for q in r.running:
+            if q["left_prompt"] > 0 and budget > 0:
+                n = min(q["left_prompt"], budget)
+                q["left_prompt"] -= n
+                budget -= n
+                prompt_now += n
+                q["fresh"] = q["left_prompt"] == 0
+        decoders = [q for q in r.running if q["left_prompt"] == 0 and not q.get("fresh")]
+        dt = (t0 + t1 * len(decoders) if decoders else 0.0) + prompt_now * t_prompt
+        dt = max(dt, 1e-4)
+        t = now + dt
+        done = []
+        for q in r.running:
+            if q.get("fresh"):  # prompt finished this step: first token
+                q["fresh"] = False
+                ttft.append(t - q["t_arrive"])
+                q["left_gen"] -= 1
+            elif q["left_prompt"] == 0:
+                q["left_gen"] -= 1
+            if q["left_prompt"] == 0 and q["left_gen"] <= 0:
+                done.append(q)
+        for q in done:
+            r.running.remove(q)
+            push(t, "done", (r.i, q))
+        r.busy_until = t
+        push(t, "step", r.i)
+
+    while events:
+        now, _, kind, payload = heapq.heappop(events)
+        if kind == "arrive":
+            u = payload
+            prompt = history[u] + a.user_tokens
+            r = route(u)
+            req = {"user": u, "prompt": prompt, "t_arrive": now, "left_gen": a.answer_tokens}
+            hit = r.cached_prefix(req)
+            req["left_prompt"] = prompt - hit
+            hit_tok += hit
+            prompt_tok += prompt
+            r.queue.append(req)
+            if r.busy_until <= now:
+                r.busy_until = now
+                step(r, now)
+        elif kind == "step":
+            r = reps[payload]
+            if r.busy_until <= now:
+                step(r, now)
+        else:  # done
+            ri, q = payload
+            u = q["user"]
+            gen_tok += a.answer_tokens
+            history[u] = q["prompt"] + a.answer_tokens
+            reps[ri].remember(u, history[u])
+            t_end = max(t_end, now)
+            turn[u] += 1
+            if turn[u] < a.turns:
+                push(now + rng.expovariate(1.0 / a.think), "arrive", u)
+    ttft.sort()
+    return {"replicas": n_rep, "policy": policy, "users": users, "hit_rate": hit_tok / prompt_tok,
+            "ttft_p50": ttft[len(ttft) // 2], "ttft_p99": ttft[min(len(ttft) - 1, int(0.99 * (len(ttft) - 1)))],
+            "tok_s": gen_tok / t_end}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--measure", default="", help="measure a real replica and write the costs here")
+    ap.add_argument("-m", default=os.path.join(ROOT, "models", "smollm2-135m-instruct-q4_1.gguf"))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--costs", default="")
+    ap.add_argument("--replicas", default="2,8,32,128")
+    ap.add_argument("--users-per-replica", type=int, default=4)
+    ap.add_argument("--turns", type=int, default=6)
+    ap.add_argument("--system", type=int, default=1000, help="shared system prompt tokens")
+    ap.add_argument("--user-tokens", type=int, default=40)
+    ap.add_argument("--answer-tokens", type=int, default=100)
+    ap.add_argument("--think", type=float, default=2.0, help="mean seconds between an answer and the next turn")
+    ap.add_argument("--spread", type=float, default=5.0, help="users start within this many seconds")
+    ap.add_argument("--max-running", type=int, default=16)
+    ap.add_argument("--cache-tokens", type=int, default=40000, help="prefix cache per replica, in tokens")
+    ap.add_argument("--balance-factor", type=float, default=1.5)
+    ap.add_argument("--json", default="")
+    a = ap.parse_args()
+    if a.measure:
+        measure(a)
+        return
+    if not a.costs:
+        sys.exit("route_sim: --costs FILE (from --measure) is required")
+    costs = json.load(open(a.costs))
+    rows = []
+    for n in [int(x) for x in a.replicas.split(",")]:
+        for policy in ("round-robin", "least-conn", "session-hash"):
+            rows.append(simulate(a, costs, n, policy))
+    print(f"\n{a.users_per_replica} users per replica x {a.turns} turns, system prompt {a.system}, user {a.user_tokens}, "
+          f"answers {a.answer_tokens} tokens; costs from {costs['model']} ({costs['threads']} threads): "
+          f"{costs['t_prompt_token'] * 1000:.2f} ms per prompt token, step {costs['t0'] * 1000:.1f} + "
+          f"{costs['t1'] * 1000:.2f} x batch ms\n")
+    print("| replicas | routing | prefix hit rate | TTFT p50 s | TTFT p99 s | generated tok/s |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['replicas']} | {r['policy']} | {r['hit_rate']:.2f} | {r['ttft_p50']:.3f} | {r['ttft_p99']:.3f} | "
+              f"{r['tok_s']:.0f} |")
+    if a.json:
+        json.dump(rows, open(a.json, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()
