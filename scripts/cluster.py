@@ -53,7 +53,7 @@ class Replica:
 
 def render(template, a, replicas, stats_port):
     session = "\n".join(f"    server r{r.i} 127.0.0.1:{r.port} check" for r in replicas)
-    load = "\n".join(f"    server r{r.i} 127.0.0.1:{r.port} track by_session/r{r.i}" for r in replicas)
+    load = "\n".join(f"    server r{r.i} 127.0.0.1:{r.port} check" for r in replicas)
     fields = {
         "@BIND@": f"{a.host}:{a.port}",
         "@STATS_BIND@": f"127.0.0.1:{stats_port}",
