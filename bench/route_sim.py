@@ -31,6 +31,7 @@ import bisect
 import hashlib
 import heapq
 import json
+import math
 import os
 import random
 import statistics
@@ -147,6 +148,8 @@ def simulate(a, costs, n_rep, policy, seed=1):
 
     history = {u: a.system for u in range(users)}
     turn = {u: 0 for u in range(users)}
+    # Every policy sees the same workload: start and think times drawn per user in advance.
+    think = {u: [rng.expovariate(1.0 / a.think) for _ in range(a.turns)] for u in range(users)}
     for u in range(users):
         push(rng.uniform(0, a.spread), "arrive", u)
     ttft, hit_tok, prompt_tok, gen_tok = [], 0, 0, 0
@@ -156,14 +159,18 @@ def simulate(a, costs, n_rep, policy, seed=1):
         if policy == "round-robin":
             rr[0] = (rr[0] + 1) % n_rep
             return reps[rr[0]]
-        if policy == "least-conn":
-            return min(reps, key=lambda r: (r.load(), r.i))
+        if policy == "least-conn":  # ties rotate, as HAProxy's leastconn does
+            rr[0] += 1
+            return min(reps, key=lambda r: (r.load(), (r.i - rr[0]) % n_rep))
+        # Consistent hashing with bounded load, as HAProxy computes it: the requests in flight plus
+        # this one, times the factor, shared out per replica (at least one slot each); the first
+        # replica on the ring from the key's point with a free slot takes it.
         h = int(hashlib.md5(f"user-{u}".encode()).hexdigest()[:12], 16)
         start = bisect.bisect(keys, h) % len(ring)
-        avg = (sum(r.load() for r in reps) + 1) / n_rep
+        slots = max(1, math.ceil((sum(r.load() for r in reps) + 1) * a.balance_factor / n_rep))
         for k in range(len(ring)):
             r = reps[ring[(start + k) % len(ring)][1]]
-            if r.load() + 1 <= a.balance_factor * avg:
+            if r.load() < slots:
                 return r
         return reps[ring[start][1]]
 
@@ -173,7 +180,8 @@ def simulate(a, costs, n_rep, policy, seed=1):
             r.running.append(r.queue.pop(0))
         if not r.running:
             return
-        budget = 512
+        # One step's tokens: one per decoding sequence, the rest of 512 for prompts.
+        budget = 512 - sum(1 for q in r.running if q["left_prompt"] == 0 and not q.get("fresh"))
         prompt_now = 0
         for q in r.running:
             if q["left_prompt"] > 0 and budget > 0:
@@ -230,7 +238,7 @@ def simulate(a, costs, n_rep, policy, seed=1):
             t_end = max(t_end, now)
             turn[u] += 1
             if turn[u] < a.turns:
-                push(now + rng.expovariate(1.0 / a.think), "arrive", u)
+                push(now + think[u][turn[u]], "arrive", u)
     ttft.sort()
     return {"replicas": n_rep, "policy": policy, "users": users, "hit_rate": hit_tok / prompt_tok,
             "ttft_p50": ttft[len(ttft) // 2], "ttft_p99": ttft[min(len(ttft) - 1, int(0.99 * (len(ttft) - 1)))],

@@ -28,6 +28,18 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def haproxy_all_up(stats_port, n):
+    """True when HAProxy's statistics show every replica UP in both backends (it routes to them)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}/stats;csv", timeout=2) as r:
+            rows = [line.split(",") for line in r.read().decode().splitlines() if line and not line.startswith("#")]
+    except Exception:  # noqa: BLE001 - not up (yet)
+        return False
+    up = [row for row in rows if len(row) > 17 and row[0] in ("by_session", "by_load") and row[1].startswith("r")
+          and row[17].startswith("UP")]
+    return len(up) == 2 * n
+
+
 def healthy(port):
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
@@ -41,14 +53,18 @@ class Replica:
         self.i, self.port, self.cores, self.args = i, port, cores, args
         self.proc = None
         self.starts = 0
+        self.started_at = 0.0
+        self.log_path = ""
 
     def start(self, log_dir):
-        cmd = ["taskset", "-c", ",".join(map(str, self.cores))] if shutil.which("taskset") else []
+        cmd = ["taskset", "-c", ",".join(map(str, self.cores))]
         cmd += [os.path.join(ROOT, "build", "leanlm"), "serve", "--host", "127.0.0.1", "--port", str(self.port),
                 "-t", str(len(self.cores))] + self.args
-        log = open(os.path.join(log_dir, f"replica{self.i}.log"), "a")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.log_path = os.path.join(log_dir, f"replica{self.i}.log")
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.starts += 1
+        self.started_at = time.time()
 
 
 def render(template, a, replicas, stats_port):
@@ -57,6 +73,7 @@ def render(template, a, replicas, stats_port):
     fields = {
         "@BIND@": f"{a.host}:{a.port}",
         "@STATS_BIND@": f"127.0.0.1:{stats_port}",
+        "@STATS_SOCKET@": a.stats_socket,
         "@MAXCONN@": str(a.maxconn),
         "@SESSION_ROUTING@": "" if a.routing == "session" else "FALSE",
         "@LOAD_BALANCE@": "roundrobin" if a.routing == "roundrobin" else "leastconn",
@@ -83,12 +100,15 @@ def main():
     ap.add_argument("--kv-mem", type=int, default=0, help="KV MiB per replica (0: leanlm's default)")
     ap.add_argument("--maxconn", type=int, default=16, help="requests in flight per replica; more wait in HAProxy")
     ap.add_argument("--cores", default="", help="cores to use, e.g. 0-3 (default: all)")
+    ap.add_argument("--shutdown-grace", type=int, default=110,
+                    help="seconds a draining replica finishes its requests before cancelling them")
     ap.add_argument("--ready-file", default="")
     a = ap.parse_args(argv)
     if a.replicas < 1:
         ap.error("-n must be at least 1")
-    if not shutil.which("haproxy"):
-        sys.exit("cluster: haproxy is not installed (scripts/setup.sh installs it)")
+    for tool in ("haproxy", "taskset"):
+        if not shutil.which(tool):
+            sys.exit(f"cluster: {tool} is not installed (scripts/setup.sh installs it)")
     if a.cores:
         cores = []
         for part in a.cores.split(","):
@@ -100,11 +120,13 @@ def main():
         sys.exit(f"cluster: {a.replicas} replicas need at least {a.replicas} cores; {len(cores)} available")
     share = len(cores) // a.replicas
     serve_args = (["-m", a.model] if a.model else []) + (["--kv-mem", str(a.kv_mem)] if a.kv_mem else [])
-    serve_args += ["--max-connections", str(a.maxconn + 4)] + extra
+    # Both backends may send a replica up to maxconn requests each.
+    serve_args += ["--max-connections", str(2 * a.maxconn + 4), "--shutdown-grace", str(a.shutdown_grace)] + extra
     replicas = [Replica(i, a.port + 1 + i, cores[i * share:(i + 1) * share], serve_args) for i in range(a.replicas)]
 
     work = tempfile.mkdtemp(prefix="leanlm-cluster-")
     stats_port = a.port + 1 + a.replicas
+    a.stats_socket = os.path.join(work, "haproxy.sock")
     with open(os.path.join(ROOT, "deploy", "haproxy", "haproxy.cfg.in")) as f:
         cfg = render(f.read(), a, replicas, stats_port)
     cfg_path = os.path.join(work, "haproxy.cfg")
@@ -122,52 +144,65 @@ def main():
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    for r in replicas:
-        r.start(work)
-    haproxy_log = open(os.path.join(work, "haproxy.log"), "a")
-    haproxy = subprocess.Popen(["haproxy", "-db", "-f", cfg_path], stdout=haproxy_log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    print(f"cluster: {a.replicas} replicas ({share} cores each) on ports {replicas[0].port}-{replicas[-1].port}, "
-          f"HAProxy on {a.host}:{a.port} ({a.routing} routing), stats on 127.0.0.1:{stats_port}/stats; logs in {work}",
-          file=sys.stderr)
+    haproxy = None
     ready = False
+    quick_exits = [0] * len(replicas)
     try:
+        for r in replicas:
+            r.start(work)
+        with open(os.path.join(work, "haproxy.log"), "a") as haproxy_log:
+            haproxy = subprocess.Popen(["haproxy", "-db", "-f", cfg_path], stdout=haproxy_log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        print(f"cluster: {a.replicas} replicas ({share} cores each) on ports {replicas[0].port}-{replicas[-1].port}, "
+              f"HAProxy on {a.host}:{a.port} ({a.routing} routing), stats on 127.0.0.1:{stats_port}/stats, "
+              f"runtime API on {a.stats_socket}; logs in {work}", file=sys.stderr)
         while not stopping:
             if haproxy.poll() is not None:
                 sys.exit(f"cluster: HAProxy exited ({haproxy.returncode}); see {work}/haproxy.log")
-            for r in replicas:
-                if r.proc.poll() is not None:  # a replica died: start it again
-                    print(f"cluster: replica {r.i} exited ({r.proc.returncode}); starting it again", file=sys.stderr)
-                    time.sleep(0.5)
-                    r.start(work)
-                    if a.ready_file:
-                        ready = False  # rewritten with the new process id once it answers
-            if not ready and all(healthy(r.port) for r in replicas):
+            for i, r in enumerate(replicas):
+                if r.proc.poll() is None:
+                    continue
+                # A replica died: start it again, unless it keeps failing right after starting.
+                quick_exits[i] = quick_exits[i] + 1 if time.time() - r.started_at < 10 else 1
+                if quick_exits[i] > 5:
+                    with open(r.log_path) as f:
+                        tail = f.read()[-2000:]
+                    sys.exit(f"cluster: replica {r.i} keeps exiting ({r.proc.returncode}):\n{tail}")
+                print(f"cluster: replica {r.i} exited ({r.proc.returncode}); starting it again", file=sys.stderr)
+                time.sleep(0.5)
+                r.start(work)
+                ready = False  # the ready file is rewritten (new process id) once HAProxy routes to it
+            if not ready and all(healthy(r.port) for r in replicas) and haproxy_all_up(stats_port, len(replicas)):
                 ready = True
                 if a.ready_file:
                     tmp = a.ready_file + ".tmp"
                     with open(tmp, "w") as f:
                         json.dump({"port": a.port, "stats": f"http://127.0.0.1:{stats_port}/stats",
+                                   "socket": a.stats_socket,
                                    "replicas": [{"port": r.port, "pid": r.proc.pid, "starts": r.starts}
                                                 for r in replicas]}, f)
                     os.replace(tmp, a.ready_file)
             time.sleep(0.2)
     finally:
-        # Replicas drain (finish what they run, answer 503 to new work) while HAProxy still routes
-        # their streams; then HAProxy goes.
+        # Replicas drain (finish what they run for up to --shutdown-grace s, answer 503 to new work)
+        # while HAProxy still routes their streams; then HAProxy goes.
         for r in replicas:
-            if r.proc.poll() is None:
+            if r.proc and r.proc.poll() is None:
                 r.proc.send_signal(signal.SIGTERM)
+        deadline = time.time() + a.shutdown_grace + 10
         for r in replicas:
+            if not r.proc:
+                continue
             try:
-                r.proc.wait(120)
+                r.proc.wait(max(1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 r.proc.kill()
-        haproxy.terminate()
-        try:
-            haproxy.wait(10)
-        except subprocess.TimeoutExpired:
-            haproxy.kill()
+        if haproxy:
+            haproxy.terminate()
+            try:
+                haproxy.wait(10)
+            except subprocess.TimeoutExpired:
+                haproxy.kill()
     return 0
 
 

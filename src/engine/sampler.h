@@ -28,6 +28,7 @@ class Sampler {
   SamplerOptions o_;
   std::mt19937_64 rng_;
   std::vector<std::pair<float, int>> cand_;
+  std::vector<float> weights_;  // the draw's weights, [cand_.size()]
 };
 
 }  // namespace leanlm

@@ -305,9 +305,8 @@ TEST_F(SchedulerTest, PrefixReuseSharesEarlierPromptsAndKeepsOutputs) {
     EXPECT_FALSE(got_next.empty());
     // Every token a's sequence held: its prompt and all its answer but the last (never fed).
     EXPECT_EQ(sched.stats().prefix_hit_tokens - hit_before, a->prompt.size() + got_a.size() - 1);
-    const SchedulerStats st = sched.stats();
-    EXPECT_GT(st.prefix_cache_entries, 0);
-    EXPECT_GT(st.prefix_cache_bytes, 0u);
+    EXPECT_GT(sched.stats().prefix_cache_entries, 0);
+    EXPECT_GT(engine->kv_pool().in_use(), 0u);  // nothing runs: what is held is the cache's
     loop.finish();
     EXPECT_EQ(engine->kv_pool().in_use(), 0u);  // the cache let go of everything when the loop ended
   }
