@@ -87,7 +87,8 @@ def start_leanlm(model, codec, threads, kv_mib, slot_ctx, parallel, log):
     ready = os.path.join(tempfile.mkdtemp(), "ready")
     args = [os.path.join(ROOT, "build", "leanlm"), "serve", "-m", model, "--port", "0", "--model-id", MODEL_ID,
             "-t", str(threads), "-c", str(slot_ctx), "--kv-codec", codec, "--kv-mem", str(int(kv_mib)),
-            "--max-running", str(parallel), "--max-waiting", "1024", "--ready-file", ready]
+            "--max-running", str(parallel), "--max-waiting", "1024", "--max-connections", str(max(64, parallel + 4)),
+            "--ready-file", ready]
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     t0 = time.time()
     while not os.path.exists(ready):

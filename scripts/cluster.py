@@ -28,6 +28,27 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def free_port_range(n):
+    """A base port b with b .. b+n-1 all free on loopback now (for --port 0)."""
+    import random
+    import socket
+    for _ in range(200):
+        base = random.randint(20000, 50000)
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                s.bind(("127.0.0.1", p))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    sys.exit("cluster: no free range of ports")
+
+
 def haproxy_all_up(stats_port, n):
     """True when HAProxy's statistics show every replica UP in both backends (it routes to them)."""
     try:
@@ -95,7 +116,7 @@ def main():
     ap.add_argument("-n", "--replicas", type=int, default=2)
     ap.add_argument("-m", "--model", default="")
     ap.add_argument("--host", default="127.0.0.1", help="address HAProxy listens on")
-    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--port", type=int, default=8080, help="HAProxy's port (0: any free range; see --ready-file)")
     ap.add_argument("--routing", choices=["session", "leastconn", "roundrobin"], default="session")
     ap.add_argument("--kv-mem", type=int, default=0, help="KV MiB per replica (0: leanlm's default)")
     ap.add_argument("--maxconn", type=int, default=16, help="requests in flight per replica; more wait in HAProxy")
@@ -119,6 +140,8 @@ def main():
     if len(cores) < a.replicas:
         sys.exit(f"cluster: {a.replicas} replicas need at least {a.replicas} cores; {len(cores)} available")
     share = len(cores) // a.replicas
+    if a.port == 0:
+        a.port = free_port_range(a.replicas + 2)
     serve_args = (["-m", a.model] if a.model else []) + (["--kv-mem", str(a.kv_mem)] if a.kv_mem else [])
     # Both backends may send a replica up to maxconn requests each.
     serve_args += ["--max-connections", str(2 * a.maxconn + 4), "--shutdown-grace", str(a.shutdown_grace)] + extra

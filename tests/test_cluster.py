@@ -10,7 +10,6 @@ replica, started again, rejoins; and that SIGTERM stops everything with exit 0.
 """
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -31,24 +30,6 @@ def check(cond, what):
     if not cond:
         raise SystemExit("FAILED: " + what)
     print("ok: " + what, flush=True)
-
-
-def free_base_port(n):
-    for _ in range(100):
-        base = random.randint(20000, 50000)
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", p))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise SystemExit("no free ports")
 
 
 def metrics(port):
@@ -83,13 +64,13 @@ def read_ready(path, proc, deadline_s=180, min_starts=None):
 def main():
     if not os.path.exists(MODEL):
         raise SystemExit(f"{MODEL} missing: run scripts/setup.sh")
-    base = free_base_port(4)
     ready = os.path.join(tempfile.mkdtemp(), "ready.json")
     proc = subprocess.Popen([sys.executable, os.path.join(SRC, "scripts", "cluster.py"), "-n", "2", "-m", MODEL,
-                             "--port", str(base), "--kv-mem", "128", "--maxconn", "8", "--ready-file", ready,
+                             "--port", "0", "--kv-mem", "128", "--maxconn", "8", "--ready-file", ready,
                              "--", "--model-id", MODEL_ID, "-c", "2048"])
     try:
         info = read_ready(ready, proc)
+        base = info["port"]
         ports = [r["port"] for r in info["replicas"]]
         client = OpenAI(base_url=f"http://127.0.0.1:{base}/v1", api_key="none", max_retries=0)
 
