@@ -29,12 +29,12 @@ MODEL_ID = "smollm2"
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8,"
 
 
-def start(*extra, ctx=1024):
+def start(*extra, ctx=1024, env=None):
     tmp = tempfile.mkdtemp()
     ready = os.path.join(tmp, "ready")
     args = [LEANLM, "serve", "-m", MODEL, "--model-id", MODEL_ID, "--port", "0", "-c", str(ctx),
             "--ready-file", ready, *extra]
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     deadline = time.time() + 120
     while not os.path.exists(ready):
         if proc.poll() is not None:
@@ -138,6 +138,16 @@ def main_server_checks(port):
           "a prompt longer than the context gets 400 context_length_exceeded")
     status, body = http(port, "GET", "/v1/nothing")
     check(status == 404 and "error" in json.loads(body), "an unknown path gets a JSON 404")
+    for bad, param in [({"messages": 5}, "messages"), ({"messages": msgs, "max_tokens": -3}, "max_tokens"),
+                       ({"messages": msgs, "max_tokens": 10 ** 9}, "max_tokens"),
+                       ({"messages": msgs, "temperature": "hot"}, "temperature")]:
+        status, body = http(port, "POST", "/v1/chat/completions", bad)
+        check(status == 400 and json.loads(body)["error"]["param"] == param, f"400 naming {param} for {bad}")
+    status, body = http(port, "POST", "/v1/completions", raw=b'{"prompt": "\xff\xfe broken"}')
+    check(status == 400 and "error" in json.loads(body), "invalid UTF-8 in the body gets 400")
+    c = client.completions.create(model=MODEL_ID, prompt=COUNTING, max_tokens=40, temperature=0, stop=[" 12,"])
+    check(c.choices[0].finish_reason == "stop" and " 12," not in c.choices[0].text and " 11," in c.choices[0].text,
+          "a stop string ends the text right before it")
 
     status, body = http(port, "POST", "/tokenize", {"content": "Hello world"})
     toks = json.loads(body)["tokens"]
@@ -259,6 +269,43 @@ def slow_and_idle_client_checks(port):
     check(served >= 10, f"other requests were served meanwhile ({served})")
 
 
+def concurrency_checks(port, budget):
+    """16 streaming clients at once under a KV budget too small for all of them."""
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+    prompts = [f"Fact number {i}: the" for i in range(16)]
+
+    def greedy(prompt):
+        return "".join(c.choices[0].text for c in client.completions.create(
+            model=MODEL_ID, prompt=prompt, max_tokens=6, temperature=0, stream=True) if c.choices)
+
+    alone = [greedy(p) for p in prompts]
+    peak, waited, results = [0.0], [0.0], [None] * 16
+    done = threading.Event()
+
+    def poll():
+        while not done.is_set():
+            peak[0] = max(peak[0], metric(port, "leanlm:kv_cache_bytes"))
+            waited[0] = max(waited[0], metric(port, "leanlm:requests_waiting"))
+            time.sleep(0.01)
+
+    def run(i):
+        results[i] = greedy(prompts[i])
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    poller.join()
+    check(all(r is not None and len(r) > 0 for r in results), "16 concurrent streaming clients all complete")
+    check(results == alone, "greedy outputs equal the same requests run one at a time")
+    check(waited[0] > 0, "requests queued for the small KV budget")
+    check(0 < peak[0] <= budget, f"the KV budget is never exceeded (peak {peak[0] / 1048576:.1f} MiB)")
+
+
 def limits_server_checks(port):
     status, _ = http(port, "GET", "/health")
     check(status == 200, "/health is open without the key")
@@ -318,6 +365,14 @@ def main():
     try:
         main_server_checks(port)
         slow_and_idle_client_checks(port)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    # The scalar kernels: a batch and a single token go through the same per-row kernel, so batched
+    # greedy outputs must equal the alone ones token for token (SIMD matrix kernels round otherwise).
+    proc, port = start("--kv-mem", "16", env={"LEANLM_ISA": "scalar"})
+    try:
+        concurrency_checks(port, 16 * 1048576)
     finally:
         proc.terminate()
         proc.wait(60)
