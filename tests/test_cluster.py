@@ -138,6 +138,7 @@ def main():
         t0 = time.time()
         while running == 0 and time.time() - t0 < 30:  # kill it while it serves requests
             running = metrics(ports[0])[f'vllm:num_requests_running{{model_name="{MODEL_ID}"}}']
+            time.sleep(0.02)
         check(running > 0, "the replica to be killed is serving requests")
         os.kill(victim["pid"], signal.SIGKILL)
         after_kill = [threading.Thread(target=ask, args=(100 + i,)) for i in range(8)]

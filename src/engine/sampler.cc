@@ -106,18 +106,26 @@ int Sampler::sample(const float* logits, int n, const std::vector<int>& history)
   // The draw: weights exp((l - max) / T) over what is left (with no filter, the whole vocabulary:
   // 262k entries on Gemma 3, where building a discrete distribution in doubles cost milliseconds
   // per token on the serving loop), from the SIMD exponential, then one uniform draw along their
-  // running sum.
+  // running sum (the same sum that is walked).
   const int m = int(cand_.size());
-  weights_.resize(m);
-  const float inv_t = 1.f / o_.temperature;
-  for (int i = 0; i < m; ++i) weights_[i] = cand_[i].first * inv_t;
   const KvKernels& kk = best_kv_kernels();
-  const float sum = kk.exp_shift_sum(weights_.data(), m, kk.max_of(weights_.data(), m));
-  const double r = std::uniform_real_distribution<double>(0.0, double(sum))(rng_);
+  weights_.resize(m);
+  for (int i = 0; i < m; ++i) weights_[i] = cand_[i].first;
+  const float lmax = kk.max_of(weights_.data(), m);
+  const float inv_t = 1.f / o_.temperature;
+  if (!std::isfinite(inv_t) || !std::isfinite(lmax) || o_.temperature < 1e-6f) {  // as good as greedy
+    return std::max_element(cand_.begin(), cand_.end(), [](const auto& a, const auto& b) { return a.first < b.first; })
+        ->second;
+  }
+  for (int i = 0; i < m; ++i) weights_[i] = (weights_[i] - lmax) * inv_t;
+  kk.exp_shift_sum(weights_.data(), m, 0.f);
+  double total = 0;
+  for (int i = 0; i < m; ++i) total += weights_[i];
+  const double r = std::uniform_real_distribution<double>(0.0, 1.0)(rng_) * total;
   double acc = 0;
   for (int i = 0; i < m; ++i)
     if ((acc += weights_[i]) > r) return cand_[i].second;
-  for (int i = m - 1; i > 0; --i)  // rounding left r at the very end: the last token with weight
+  for (int i = m - 1; i > 0; --i)  // r at the very end (rounding): the last token with weight
     if (weights_[i] > 0.f) return cand_[i].second;
   return cand_[0].second;
 }

@@ -51,6 +51,7 @@ struct Scheduler::Slot {
   uint64_t order = 0;                   // admission order: the newest is preempted first
   size_t wait_bytes = 0;                // KV bytes it needed when it last did not fit
   bool prompt_cached = false;           // its prompt's KV went to the prefix cache
+  bool skip_cache = false;              // a cached prefix kept it from fitting: computed whole instead
   int fed() const { return seq ? seq->n_past : 0; }
   int generated() const { return int(tokens.size()) - n_prompt; }
 };
@@ -60,6 +61,8 @@ Scheduler::Scheduler(Engine& engine, const SchedulerOptions& o, SchedulerObserve
   if (o_.step_tokens < 1 || o_.max_running < 1 || o_.max_waiting < 0 || o_.max_ctx < 2)
     fail("scheduler: step tokens, running sequences and context must be positive");
   o_.step_tokens = std::min(o_.step_tokens, engine_.forward().max_batch());
+  if (o_.step_tokens < 2 * kMinGemmTokens)  // prompt chunks are never shorter than kMinGemmTokens
+    fail(strfmt("scheduler: at least %d tokens per step are needed (and as large a batch)", 2 * kMinGemmTokens));
   o_.max_running = std::min(o_.max_running, o_.step_tokens);
   stats_.kv_budget = engine_.options().kv_mem;
 }
@@ -150,7 +153,7 @@ std::string cache_key(const KvConfig& kv) { return kv.name() + "|" + kv.codebook
 // A sequence for the slot's tokens, starting from the longest cached prefix of them when there is one.
 std::unique_ptr<SequenceState> Scheduler::new_sequence(Slot& s) {
   const KvConfig& kv = s.req->kv;
-  if (cache_.enabled() && kv.shareable()) {
+  if (cache_.enabled() && kv.shareable() && !s.skip_cache) {
     // The last tokens are computed again even when cached: the last one's logits give the next
     // token, and a chunk of kMinGemmTokens goes through the matrix kernels, as the prompt that
     // filled the cache did, so a repeated prompt gets the very logits it got the first time (one
@@ -206,7 +209,14 @@ void Scheduler::count_lookup(Slot& s) {
 // Frees prefix-cache entries, least recently used first, until `need` more bytes fit the budget.
 bool Scheduler::make_room(size_t need) {
   const BlockPool& pool = engine_.kv_pool();
-  if (!pool.budget()) return true;
+  if (!pool.budget() || pool.in_use() + need <= pool.budget()) return true;
+  // Only if dropping the whole cache could make room: a request that waits for running sequences
+  // keeps the cache for later ones.
+  std::set<const KvStore*> in_use;
+  for (auto& s : running_) add_parts(s.get(), in_use);
+  for (auto& s : waiting_) add_parts(s.get(), in_use);
+  const size_t freeable = cache_.bytes(in_use);
+  if (pool.in_use() - std::min(pool.in_use(), freeable) + need > pool.budget()) return false;
   while (pool.in_use() + need > pool.budget())
     if (!evict_cached()) return false;
   return true;
@@ -270,6 +280,13 @@ void Scheduler::admit() {
     const size_t need = s.seq->kv_bytes_to_append(int(s.tokens.size()) - s.seq->n_past);
     const size_t budget = pool.budget();
     if (!make_room(need + promised)) {
+      if (running_.empty() && s.seq->n_past > 0) {
+        // The shared part it started from stays whole in memory (positions it hides included):
+        // alone, it may fit computing everything itself.
+        s.seq.reset();
+        s.skip_cache = true;
+        continue;
+      }
       if (running_.empty()) {
         // Alone on an empty pool and still too big: the budget can never hold these tokens. A
         // preempted sequence that already answered ends as at the end of its context.
@@ -399,6 +416,13 @@ bool Scheduler::step() {
         plan.push_back({s.get(), n});
         budget -= n;
       }
+    }
+    if (plan.empty()) {  // only prompts, each waiting for a full chunk: take the first as it is
+      for (auto& s : running_)
+        if (int(s->tokens.size()) - s->fed() > 1) {
+          plan.push_back({s.get(), std::min(int(s->tokens.size()) - s->fed(), o_.step_tokens)});
+          break;
+        }
     }
     if (fits(plan)) break;
     if (evict_cached()) continue;  // cached prefixes give way before any sequence does

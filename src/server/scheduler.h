@@ -76,7 +76,7 @@ struct Request {
 };
 
 struct SchedulerOptions {
-  int step_tokens = 512;   // tokens per forward pass (decode tokens first, then prompt chunks)
+  int step_tokens = 512;   // tokens per forward pass (decode tokens first, then prompt chunks); >= 16
   int max_running = 16;    // sequences in the batch at once
   int max_waiting = 64;    // queued requests beyond which submit() refuses (HTTP 429)
   int max_ctx = 4096;      // positions per sequence

@@ -85,7 +85,7 @@ void add_serve(CLI::App& app) {
                 "always allowed)");
   c->add_option("--step-tokens", f->srv.sched.step_tokens, "most tokens per forward pass (decode plus prompt chunks)")
       ->capture_default_str()
-      ->check(CLI::Range(1, 65536));
+      ->check(CLI::Range(16, 65536));
   c->add_option("--max-running", f->srv.sched.max_running, "most sequences in the batch at once")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
