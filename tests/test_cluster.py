@@ -42,8 +42,10 @@ def metrics(port):
         return out
 
 
-def finished(port):
-    return metrics(port)["leanlm:requests_finished_total"]
+def admitted(port):
+    """Prompt tokens the replica has taken in: counted when a request starts, so a request that is
+    still finishing elsewhere cannot make two replicas look busy."""
+    return metrics(port)["leanlm:prefix_cache_queries_total"]
 
 
 def read_ready(path, proc, deadline_s=180, min_starts=None):
@@ -103,12 +105,12 @@ def main():
             served, hits = [], []
             for turn in range(4):
                 messages.append({"role": "user", "content": f"Question {turn}: tell me one fact about the number {turn}."})
-                before = [finished(p) for p in ports]
+                before = [admitted(p) for p in ports]
                 hits_before = [metrics(p)[f'vllm:prefix_cache_hits{{model_name="{MODEL_ID}"}}'] for p in ports]
                 kw = {"user": user} if user else {"extra_headers": {"X-Session-Id": header}}
                 r = client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=16, temperature=0, **kw)
                 messages.append({"role": "assistant", "content": r.choices[0].message.content})
-                after = [finished(p) for p in ports]
+                after = [admitted(p) for p in ports]
                 which = [i for i in range(len(ports)) if after[i] > before[i]]
                 served.append(which[0] if len(which) == 1 else None)
                 hits.append(metrics(ports[which[0]])[f'vllm:prefix_cache_hits{{model_name="{MODEL_ID}"}}'] -
@@ -155,13 +157,13 @@ def main():
                                             f"({len(early_failed)} failed, {running:.0f} were running there)")
         info = read_ready(ready, proc, min_starts=[2, 1])
         check(info["replicas"][0]["pid"] != victim["pid"], "the cluster started the killed replica again")
-        before = finished(ports[0])
+        before = admitted(ports[0])
         threads = [threading.Thread(target=ask, args=(200 + i,)) for i in range(8)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        check(finished(ports[0]) > before, "the restarted replica rejoined (it serves requests again)")
+        check(admitted(ports[0]) > before, "the restarted replica rejoined (it serves requests again)")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
