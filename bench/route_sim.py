@@ -149,7 +149,7 @@ def simulate(a, costs, n_rep, policy, seed=1):
     history = {u: a.system for u in range(users)}
     turn = {u: 0 for u in range(users)}
     # Every policy sees the same workload: start and think times drawn per user in advance.
-    think = {u: [rng.expovariate(1.0 / a.think) for _ in range(a.turns)] for u in range(users)}
+    think = {u: [rng.expovariate(1.0 / a.think) if a.think > 0 else 0.0 for _ in range(a.turns)] for u in range(users)}
     for u in range(users):
         push(rng.uniform(0, a.spread), "arrive", u)
     ttft, hit_tok, prompt_tok, gen_tok = [], 0, 0, 0
