@@ -184,11 +184,15 @@ void Scheduler::cache_prefix(Slot& s, bool finished) {
 
 // Drops the least recently used prefix-cache entry that frees memory (one whose stores running
 // sequences also read frees nothing); false when none does.
-bool Scheduler::evict_cached() {
+bool Scheduler::evict_cached() { return cache_.evict_lru(stores_in_use()); }
+
+// The shared stores that sequences (running, or admitted this step) read: evicting the cache frees
+// none of them.
+std::set<const KvStore*> Scheduler::stores_in_use() const {
   std::set<const KvStore*> in_use;
   for (auto& s : running_) add_parts(s.get(), in_use);
   for (auto& s : waiting_) add_parts(s.get(), in_use);
-  return cache_.evict_lru(in_use);
+  return in_use;
 }
 
 void Scheduler::add_parts(const Slot* s, std::set<const KvStore*>& out) {
@@ -212,13 +216,11 @@ bool Scheduler::make_room(size_t need) {
   if (!pool.budget() || pool.in_use() + need <= pool.budget()) return true;
   // Only if dropping the whole cache could make room: a request that waits for running sequences
   // keeps the cache for later ones.
-  std::set<const KvStore*> in_use;
-  for (auto& s : running_) add_parts(s.get(), in_use);
-  for (auto& s : waiting_) add_parts(s.get(), in_use);
+  const std::set<const KvStore*> in_use = stores_in_use();  // eviction does not change it
   const size_t freeable = cache_.bytes(in_use);
   if (pool.in_use() - std::min(pool.in_use(), freeable) + need > pool.budget()) return false;
   while (pool.in_use() + need > pool.budget())
-    if (!evict_cached()) return false;
+    if (!cache_.evict_lru(in_use)) return false;
   return true;
 }
 
@@ -490,9 +492,7 @@ void Scheduler::snapshot() {
   // free, so it is refreshed at most ten times a second.
   const double t = now_s();
   if (t - cache_bytes_time_ > 0.1 || cache_.size() == 0) {
-    std::set<const KvStore*> in_use;
-    for (auto& s : running_) add_parts(s.get(), in_use);
-    cache_only_bytes_ = cache_.bytes(in_use);
+    cache_only_bytes_ = cache_.bytes(stores_in_use());
     cache_bytes_time_ = t;
   }
   std::lock_guard<std::mutex> lk(mu_);

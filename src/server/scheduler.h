@@ -137,6 +137,7 @@ class Scheduler {
   void cache_prefix(Slot& s, bool finished);
   bool make_room(size_t need);
   bool evict_cached();
+  std::set<const KvStore*> stores_in_use() const;
   static void add_parts(const Slot* s, std::set<const KvStore*>& out);
   void count_lookup(Slot& s);
 
