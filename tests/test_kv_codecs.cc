@@ -32,7 +32,8 @@ struct CodecCase {
 
 std::vector<CodecCase> all_codecs() {
   std::vector<CodecCase> out;
-  for (const char* n : {"f16", "q8_0", "q4_0", "kivi2", "kivi4", "kivi2:g=64", "cq-2c8b", "cq-4c8b", "cq-8c10b"})
+  for (const char* n : {"f16", "q8_0", "q4_0", "kivi2", "kivi4", "kivi2:g=64", "cq-2c8b", "cq-4c8b", "cq-8c10b", "pq",
+                        "pq:dsub=1", "pq:dsub=4", "pq:g=64", "pq:v=kivi2"})
     for (KvSide s : {KvSide::Key, KvSide::Value}) out.push_back({n, s});
   return out;
 }
@@ -44,7 +45,9 @@ class CodecTest : public ::testing::TestWithParam<CodecCase> {
  protected:
   void SetUp() override {
     spec_ = parse_codec(GetParam().name);
-    if (spec_.kind == CodecSpec::Kind::CQ) book_ = random_codebook(2, kDim, spec_.cq_channels, spec_.bits, 5);
+    // PQ codes keys only: its value side is the value codec, tested as that codec.
+    if (spec_.kind == CodecSpec::Kind::PQ && GetParam().side == KvSide::Value) spec_ = spec_.value_spec();
+    if (spec_.needs_codebooks()) book_ = random_codebook(2, kDim, spec_.cq_channels, spec_.bits, 5);
     codec_ = make_block_codec(spec_, GetParam().side, 2, kDim, &book_);
   }
   std::vector<float> query_quantization_bound(const std::vector<float>& q, int n_q, int qs,
@@ -99,8 +102,8 @@ TEST_P(CodecTest, RoundTripWithinBound) {
     codec_->decode(h, blk.data(), 0, T, y.data());
     codec_->decode_ref(h, blk.data(), 0, T, yr.data());
     for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], yr[i], 1e-5f * (1 + std::fabs(yr[i]))) << i;
-    if (spec_.kind == CodecSpec::Kind::CQ) {
-      // Each group decodes to its nearest centroid.
+    if (spec_.needs_codebooks()) {
+      // Each group (PQ: sub-space) decodes to its nearest centroid.
       const int c = spec_.cq_channels, k = 1 << spec_.bits;
       for (int j = 0; j < T; j += 7)
         for (int g = 0; g < kDim / c; g += 5) {
@@ -177,7 +180,12 @@ TEST_P(CodecTest, FusedKernelsMatchReference) {
       codec_->prepare(1, q.data(), n_q, kDim + 8, prep);
       codec_->dot(1, blk.data(), j0, j1, prep, got.data(), os);
       codec_->dot_ref(1, blk.data(), j0, j1, q.data(), n_q, kDim + 8, want.data(), os);
-      const auto slack = query_quantization_bound(q, n_q, kDim + 8, blk, j0, j1, os);
+      auto slack = query_quantization_bound(q, n_q, kDim + 8, blk, j0, j1, os);
+      // PQ keys scored through uint8 tables: each of the M table entries a score adds is off by at
+      // most half the query's table step.
+      for (size_t i = 0; i < prep.lut_scale.size(); ++i)
+        for (int j = 0; j < n; ++j) slack[i * os + j] = 0.5f * prep.lut_scale[i] * (kDim / spec_.cq_channels) * 1.01f;
+      if (spec_.kind == CodecSpec::Kind::PQ) EXPECT_EQ(prep.lut_scale.empty(), n_q > 8);
       for (size_t i = 0; i < got.size(); ++i)
         ASSERT_NEAR(got[i], want[i], slack[i] + 2e-3f * (1 + std::fabs(want[i]))) << n_q << " " << i;
 
@@ -305,7 +313,7 @@ TEST_P(CodecTest, CopiedRowsDecodeExactly) {
   const int T = codec_->tokens();
   size_t per_row = 0;
   for (const RowPlane& p : codec_->row_planes()) per_row += p.unit * p.units;
-  ASSERT_EQ(per_row * size_t(T), codec_->block_bytes()) << "planes must tile the block";
+  if (!codec_->row_planes().empty()) ASSERT_EQ(per_row * size_t(T), codec_->block_bytes()) << "planes must tile the block";
   const auto x = random_rows(T, kDim, 41, 16);
   std::vector<uint8_t> a(codec_->block_bytes()), b(codec_->block_bytes(), 0);
   codec_->encode(1, x.data(), kDim, 0, T, a.data());
@@ -395,6 +403,42 @@ TEST(KMeans, DeterministicForASeedAndBetterThanItsSeeding) {
   EXPECT_NE(a, kmeans(x.data(), 3000, 4, 64, 43, 15, 1));
 }
 
+// Query-aware k-means: the factor reproduces the moment matrix, and centroids learned in its metric
+// give a smaller score error E_q[(q . (x - c))^2] than plain k-means when queries lean on some
+// channels and directions more than others (here: 2-d points, queries mostly along (1, 1)/sqrt 2).
+TEST(KMeans, QueryAwareMetricCutsTheScoreError) {
+  const int d = 2, n = 4000, k = 16;
+  const double S[4] = {5.0, 4.5, 4.5, 5.0};  // E[q q^T] for q ~ (1, 1) a + (1, -1) b / 3
+  const auto U = metric_factor(S, d, false);
+  EXPECT_EQ(U[2], 0.f) << "upper triangular";
+  for (int i = 0; i < d; ++i)
+    for (int j = 0; j < d; ++j) {
+      double v = 0;
+      for (int r = 0; r < d; ++r) v += double(U[r * d + i]) * U[r * d + j];
+      EXPECT_NEAR(v, S[i * d + j] + (i == j ? 5e-3 : 0.0), 1e-4) << i << j;
+    }
+  const auto Ud = metric_factor(S, d, true);
+  EXPECT_EQ(Ud[1], 0.f);
+  EXPECT_NEAR(Ud[0] * Ud[0], 5.005, 1e-4);
+
+  const auto x = random_rows(n, d, 77);
+  auto score_err = [&](const std::vector<float>& c) {  // assignment and error both in the metric
+    double s = 0;
+    for (int i = 0; i < n; ++i) {
+      double best = 1e30;
+      for (int m = 0; m < k; ++m) {
+        const double e0 = x[size_t(i) * d] - c[size_t(m) * d], e1 = x[size_t(i) * d + 1] - c[size_t(m) * d + 1];
+        best = std::min(best, S[0] * e0 * e0 + 2 * S[1] * e0 * e1 + S[3] * e1 * e1);
+      }
+      s += best;
+    }
+    return s;
+  };
+  const auto plain = kmeans(x.data(), n, d, k, 5, 20, 1);
+  const auto aware = kmeans_in_metric(x.data(), n, d, k, U.data(), 5, 20, 1);
+  EXPECT_LT(score_err(aware), 0.8 * score_err(plain));
+}
+
 TEST(KvConfig, ParsesNamesAndRejectsBadOnes) {
   EXPECT_EQ(parse_codec("kivi2").residual, 128);
   EXPECT_EQ(parse_codec("kivi4:g=64:r=32").name(), "kivi4:g=64:r=32");
@@ -405,6 +449,15 @@ TEST(KvConfig, ParsesNamesAndRejectsBadOnes) {
   EXPECT_THROW(parse_codec("cq-4c8b:rot=1"), Error);
   EXPECT_THROW(parse_codec("q4_0:rot=2"), Error);
   EXPECT_THROW(parse_codec("kivi3"), Error);
+  EXPECT_EQ(parse_codec("pq").cq_channels, 2);
+  EXPECT_EQ(parse_codec("pq:dsub=4:v=kivi2").name(), "pq:dsub=4:v=kivi2");
+  EXPECT_EQ(parse_codec("pq:v=kivi2").value_spec().name(), "kivi2:r=32");
+  EXPECT_EQ(parse_codec("pq:v=f16").name(), "pq");
+  EXPECT_THROW(parse_codec("pq:dsub=3"), Error);
+  EXPECT_THROW(parse_codec("pq:v=cq-2c8b"), Error);
+  EXPECT_THROW(parse_codec("pq:v=pq"), Error);
+  EXPECT_THROW(parse_codec("pq:rot=1"), Error);
+  EXPECT_THROW(parse_codec("kivi2:dsub=2"), Error);
   EXPECT_THROW(parse_codec("kivi2:g=48"), Error);
   EXPECT_THROW(parse_codec("kivi2:x=1"), Error);
   EXPECT_THROW(parse_codec("q8_0:r"), Error);

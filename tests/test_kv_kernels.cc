@@ -252,6 +252,50 @@ TEST_P(KvKernelTest, CentroidAccum) {
         }
 }
 
+// PQ keys (4-bit codes, byte-shuffle lookups): with scale 1 and bias 0 the outputs are the integer
+// sums themselves, which must equal a direct sum over a token-major copy of the codes exactly, on
+// every ISA, up to the largest sums the tables allow (M = 256 entries of 255: 65280 needs all 16
+// bits, unsigned). Then a scale and bias are applied the same way everywhere.
+TEST_P(KvKernelTest, ProductQuantizedScores) {
+  for (int M : {16, 32, 64, 128, 256})
+    for (int nblk : {1, 3})
+      for (int nq : {1, 3, 6})
+        for (bool full : {false, true}) {
+          const int T = 32 * nblk;
+          std::mt19937 rng(M * 7 + nblk * 3 + nq + full);
+          std::vector<uint8_t> code(size_t(T) * M);  // [token][m], 0..15
+          for (auto& c : code) c = uint8_t(rng() % 16);
+          std::vector<uint8_t> packed(size_t(T / 32) * M * 16, 0);
+          for (int j = 0; j < T; ++j)
+            for (int m = 0; m < M; ++m) {
+              uint8_t& byte = packed[(size_t(j / 32) * M + m) * 16 + j % 16];
+              byte |= uint8_t(j % 32 < 16 ? code[size_t(j) * M + m] : code[size_t(j) * M + m] << 4);
+            }
+          std::vector<uint8_t> lut(size_t(nq) * M * 16);
+          for (auto& v : lut) v = full ? 255 : uint8_t(rng() % 256);
+          const std::vector<float> one(nq, 1.f), zero(nq, 0.f);
+          for (auto [j0, j1] : {std::pair{0, T}, {5, 21}, {0, 1}, {T - 3, T}, {17, T - 1}, {16, T}}) {
+            const int os = j1 - j0 + 2;
+            std::vector<float> a(size_t(nq) * os, -1.f), b(a);
+            fast_.pq_scores(packed.data(), j0, j1, M, lut.data(), nq, one.data(), zero.data(), a.data(), os);
+            ref_.pq_scores(packed.data(), j0, j1, M, lut.data(), nq, one.data(), zero.data(), b.data(), os);
+            ASSERT_EQ(a, b) << "M " << M << " nq " << nq << " [" << j0 << ", " << j1 << ")";
+            for (int i = 0; i < nq; ++i)
+              for (int j = j0; j < j1; ++j) {
+                uint32_t want = 0;
+                for (int m = 0; m < M; ++m) want += lut[(size_t(i) * M + m) * 16 + code[size_t(j) * M + m]];
+                ASSERT_EQ(b[size_t(i) * os + (j - j0)], float(want)) << "reference, M " << M << " token " << j;
+              }
+            EXPECT_EQ(a[size_t(nq - 1) * os + j1 - j0], -1.f) << "wrote past the range";
+          }
+          const auto sc = randn(nq, M, 0.01f), bias = randn(nq, M + 1, 10.f);
+          std::vector<float> a(size_t(nq) * T), b(a);
+          fast_.pq_scores(packed.data(), 0, T, M, lut.data(), nq, sc.data(), bias.data(), a.data(), T);
+          ref_.pq_scores(packed.data(), 0, T, M, lut.data(), nq, sc.data(), bias.data(), b.data(), T);
+          ASSERT_EQ(a, b) << "scaled, M " << M;
+        }
+}
+
 TEST_P(KvKernelTest, SoftmaxPieces) {
   for (int n : {1, 7, 16, 33, 2048}) {
     auto x = randn(n, n, 4.f), y = x;

@@ -39,9 +39,12 @@ class KvModelTest : public ::testing::Test {
     ss << in.rdbuf();
     text_ = new std::vector<int>(engine_->tokenizer().encode(ss.str().substr(0, 60000), true, false));
     // Small, fast codebooks for the CQ rows (quality is measured by `leanlm eval`, not here).
-    std::vector<CodecSpec> specs = {parse_codec("cq-4c8b")};
+    // CQ plain, PQ query-aware (both kinds of books through one sidecar).
+    auto sets = learn_codebooks(*engine_, *text_, 256, 256, {parse_codec("cq-4c8b")}, 3, 7, false);
+    const auto pq = learn_codebooks(*engine_, *text_, 256, 256, {parse_codec("pq")}, 3, 7, false, QueryWeighting::Full);
+    sets.insert(sets.end(), pq.begin(), pq.end());
     books_path_ = new std::string(std::filesystem::temp_directory_path() / "leanlm_test_cq.bin");
-    save_codebooks(*books_path_, codebook_key(engine_->model()), learn_codebooks(*engine_, *text_, 256, 256, specs, 3, 7, false));
+    save_codebooks(*books_path_, codebook_key(engine_->model()), sets);
   }
   static void TearDownTestSuite() {
     delete engine_;
@@ -96,7 +99,8 @@ std::string* KvModelTest::books_path_ = nullptr;
 TEST_F(KvModelTest, EveryConfigurationRunsEndToEnd) {
   const int n = 640;
   const Run base = run(KvConfig{}, n);
-  for (const char* codec : {"f16", "q8_0", "q4_0", "q4_0:rot=1", "kivi4", "kivi2:r=32", "cq-4c8b:r=16"}) {
+  for (const char* codec :
+       {"f16", "q8_0", "q4_0", "q4_0:rot=1", "kivi4", "kivi2:r=32", "cq-4c8b:r=16", "pq:r=16", "pq:v=kivi2:r=32"}) {
     for (const char* evict : {"none", "streaming", "h2o", "scissorhands", "snapkv", "scissorhands:keep=kivi2"}) {
       KvConfig cfg;
       cfg.codec = parse_codec(codec);
@@ -166,6 +170,14 @@ TEST_F(KvModelTest, CalibrationIsDeterministicForASeed) {
 TEST_F(KvModelTest, SidecarIsCheckedAgainstModelAndConfiguration) {
   const CodebookKey m = codebook_key(engine_->model());
   EXPECT_NO_THROW(load_codebooks(*books_path_, m, parse_codec("cq-4c8b")));
+  // Query-aware PQ books come back with their metric (one upper triangular 2 x 2 per sub-space).
+  const ModelCodebooks pq = load_codebooks(*books_path_, m, parse_codec("pq:v=kivi2"));
+  const ModelConfig& mc = engine_->model().config();
+  ASSERT_EQ(pq.key[0].metric.size(), size_t(mc.n_head_kv) * mc.head_dim * 2);
+  EXPECT_EQ(pq.key[0].metric[2], 0.f);
+  EXPECT_GT(pq.key[0].metric[0], 0.f);
+  EXPECT_TRUE(pq.value[0].metric.empty());
+  EXPECT_TRUE(load_codebooks(*books_path_, m, parse_codec("cq-4c8b")).key[0].metric.empty());
   // A configuration the file does not hold.
   try {
     load_codebooks(*books_path_, m, parse_codec("cq-8c10b"));

@@ -16,6 +16,7 @@ std::unique_ptr<BlockCodec> make_q4_0_codec(KvSide side, int dim, int tokens);
 std::unique_ptr<BlockCodec> make_kivi_codec(KvSide side, int bits, int dim, int tokens);
 std::unique_ptr<BlockCodec> make_cq_codec(const Codebook& book, KvSide side, int n_kv_head, int dim, int tokens,
                                           const std::vector<std::vector<int>>* groups);
+std::unique_ptr<BlockCodec> make_pq_codec(const Codebook& book, int n_kv_head, int dim, int tokens);
 
 namespace {
 
@@ -124,6 +125,15 @@ std::unique_ptr<BlockCodec> make_cq(const CodecSpec& s, KvSide side, int n_kv_he
   return make_cq_codec(*book, side, n_kv_head, dim, s.group, &groups);
 }
 
+std::unique_ptr<BlockCodec> make_pq(const CodecSpec& s, KvSide side, int n_kv_head, int dim, const Codebook* book,
+                                    const std::vector<std::vector<int>>* kept_channels) {
+  if (side == KvSide::Value) return make_block_codec(s.value_spec(), side, n_kv_head, dim, nullptr, kept_channels);
+  if (kept_channels) fail(s.name() + ": key-channel pruning (--kv-think) is not supported with PQ keys");
+  if (!book) fail(s.name() + " needs codebooks: run `leanlm calibrate --kv-codec " + s.name() +
+                  "` and pass --kv-codebooks FILE");
+  return make_pq_codec(*book, n_kv_head, dim, s.group);
+}
+
 // One row per codec family (kv_config.cc names the codecs of each family).
 struct FamilyRow {
   CodecSpec::Kind kind;
@@ -133,7 +143,8 @@ constexpr FamilyRow kFamilies[] = {{CodecSpec::Kind::F16, make_f16},
                                    {CodecSpec::Kind::Q8_0, make_q8_0},
                                    {CodecSpec::Kind::Q4_0, make_q4_0},
                                    {CodecSpec::Kind::Kivi, make_kivi},
-                                   {CodecSpec::Kind::CQ, make_cq}};
+                                   {CodecSpec::Kind::CQ, make_cq},
+                                   {CodecSpec::Kind::PQ, make_pq}};
 
 }  // namespace
 

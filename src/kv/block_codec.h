@@ -27,6 +27,8 @@ struct QueryPrep {
   int n_q = 0, q_stride = 0;
   AlignedVec<float> table;   // codec-specific (e.g. lookup tables); may stay empty
   QuantQueries quant;        // int8 queries, for codecs that score in the integer domain
+  AlignedVec<uint8_t> lut8;  // uint8 lookup tables (PQ keys: [n_q][M][16]), or empty
+  std::vector<float> lut_scale, lut_bias;  // [n_q]: score = scale * (sum of lut8 entries) + bias
 };
 
 // One plane of a block's layout for per-token codecs: each row owns `units` pieces of `unit`
@@ -55,9 +57,10 @@ class BlockCodec {
   // Per-token codecs lay a block out as planes (scales, then codes, ...), in order. Empty: rows
   // cannot move between blocks as bytes (codes grouped across tokens) and must be re-encoded.
   virtual std::vector<RowPlane> row_planes() const { return {}; }
-  bool rows_copyable() const { return !row_planes().empty(); }
+  // Whether encoded rows move between blocks exactly without decoding (planes, or copy_row's own way).
+  virtual bool rows_copyable() const { return !row_planes().empty(); }
   // Copies encoded row sj of src to row dj of dst, exactly (src may be dst). Needs rows_copyable().
-  void copy_row(const uint8_t* src, int sj, uint8_t* dst, int dj) const;
+  virtual void copy_row(const uint8_t* src, int sj, uint8_t* dst, int dj) const;
   // Rows [j0, j1) of blk -> x: [j1 - j0][dim], the fast way; decode_ref is the plain reference.
   virtual void decode(int h, const uint8_t* blk, int j0, int j1, float* x) const = 0;
   virtual void decode_ref(int h, const uint8_t* blk, int j0, int j1, float* x) const { decode(h, blk, j0, j1, x); }
@@ -86,10 +89,16 @@ class BlockCodec {
 // Which side of the cache a codec instance serves (KIVI groups keys per channel, values per token).
 enum class KvSide { Key, Value };
 
-// Codebooks learned by `leanlm calibrate` (CQ), for one layer and side: [n_kv_head][n_groups][2^bits][c].
+// Codebooks learned by `leanlm calibrate` (CQ; PQ keys: c = d_sub, 4 bits), for one layer and side:
+// [n_kv_head][n_groups][2^bits][c].
 struct Codebook {
   int channels = 0, bits = 0;    // c channels per group, 2^bits centroids
   std::vector<float> centroids;  // [n_kv_head][dim / c][1 << bits][c]
+  // Query-aware books (keys): the metric the centroids were learned in, per group the upper
+  // triangular U ([n_kv_head][dim / c][c][c], row-major) with U^T U = E[q_g q_g^T] over the queries
+  // that read the head. A key is coded to the centroid nearest in |U (x - c)|, the error of the
+  // scores q . x that the k-means minimised. Empty: plain Euclidean.
+  std::vector<float> metric;
 };
 
 // The codebooks of every layer (index = layer), as `leanlm calibrate` writes them.

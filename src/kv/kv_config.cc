@@ -25,7 +25,7 @@ constexpr CodecRow kCodecs[] = {
     {"f16", CK::F16, 16, 0, 0},        {"f32", CK::F32, 32, 0, 0},         {"q8_0", CK::Q8_0, 8, 0, 0},
     {"q4_0", CK::Q4_0, 4, 0, 0},       {"kivi2", CK::Kivi, 2, 0, 128},     {"kivi4", CK::Kivi, 4, 0, 128},
     {"cq-2c8b", CK::CQ, 8, 2, 32},     {"cq-4c8b", CK::CQ, 8, 4, 32},      {"cq-8c8b", CK::CQ, 8, 8, 32},
-    {"cq-8c10b", CK::CQ, 10, 8, 32},
+    {"cq-8c10b", CK::CQ, 10, 8, 32},   {"pq", CK::PQ, 4, 2, 32},
 };
 
 struct EvictRow {
@@ -44,7 +44,7 @@ std::string names_of(const Row (&rows)[N]) {
 
 const CodecRow& codec_row(const CodecSpec& c) {
   for (const CodecRow& r : kCodecs)
-    if (r.kind == c.kind && r.bits == c.bits && r.cq_channels == c.cq_channels) return r;
+    if (r.kind == c.kind && r.bits == c.bits && (r.cq_channels == c.cq_channels || c.kind == CK::PQ)) return r;
   fail("internal error: a KV codec without a name");
 }
 
@@ -119,7 +119,20 @@ CodecSpec parse_codec(const std::string& text) {
   int rot = 0;
   take(params, "rot", rot, name, 0, 1);
   c.rotate = rot == 1;
+  if (c.kind == CK::PQ) {
+    take(params, "dsub", c.cq_channels, name, 1, 4);
+    if (c.cq_channels == 3) fail("pq: dsub (channels per sub-space) is 1, 2 or 4");
+    if (auto it = params.find("v"); it != params.end()) {
+      const CodecSpec v = parse_codec(it->second);
+      if (v.kind == CK::PQ || v.kind == CK::CQ || v.kind == CK::F32 || v.rotate)
+        fail("pq:v=" + it->second + ": values can be stored in f16, q8_0, q4_0, kivi2 or kivi4");
+      if (v.kind != CK::F16) c.values = v.name();
+      params.erase(it);
+    }
+    no_leftovers(params, name, "dsub (channels per sub-space: 1, 2, 4), v (value codec), g, r");
+  }
   no_leftovers(params, name, "g (tokens per block), r (recent tokens kept in fp16), rot (0 or 1)");
+  if (c.kind == CK::PQ && c.rotate) fail("pq: rot=1 is not supported (its codebooks are learned on unrotated keys)");
   if (c.rotate && (c.kind == CK::F16 || c.kind == CK::CQ))
     fail(name + ":rot=1: rotation is for codecs with a quantization grid (q8_0, q4_0, kivi2, kivi4)");
   if (c.group % 32 != 0) fail(name + ": the group size g must be a multiple of 32");
@@ -133,7 +146,18 @@ std::string CodecSpec::name() const {
   if (group != 32) n += strfmt(":g=%d", group);
   if (residual != row.residual) n += strfmt(":r=%d", residual);
   if (rotate) n += ":rot=1";
+  if (kind == CK::PQ) {
+    if (cq_channels != row.cq_channels) n += strfmt(":dsub=%d", cq_channels);
+    if (!values.empty()) n += ":v=" + values;
+  }
   return n;
+}
+
+CodecSpec CodecSpec::value_spec() const {
+  if (kind != CK::PQ) return *this;
+  CodecSpec v = parse_codec(values.empty() ? "f16" : values);
+  v.group = group, v.residual = residual;  // one store: the same blocks and fp16 window on both sides
+  return v;
 }
 
 EvictSpec parse_evict(const std::string& text) {

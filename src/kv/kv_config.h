@@ -7,16 +7,20 @@
 namespace leanlm {
 
 struct CodecSpec {
-  enum class Kind { F16, F32, Q8_0, Q4_0, Kivi, CQ };
+  enum class Kind { F16, F32, Q8_0, Q4_0, Kivi, CQ, PQ };
   Kind kind = Kind::F16;
-  int bits = 16;        // Kivi: 2 or 4; CQ: bits per code (2^bits centroids)
-  int cq_channels = 0;  // CQ: channels coupled in one code
+  int bits = 16;        // Kivi: 2 or 4; CQ, PQ: bits per code (2^bits centroids)
+  int cq_channels = 0;  // CQ: channels coupled in one code; PQ: channels per sub-space (d_sub)
   int group = 32;       // tokens per block (KIVI's group size G; also its value group in channels)
   int residual = 0;     // most recent tokens kept in fp16 (KIVI's R; CQ's window)
   bool rotate = false;  // rot=1: Hadamard rotation of keys, values and queries per KV head (kv/rotation.h)
+  std::string values;   // PQ (a key codec): the codec of the values, by name (v=kivi2); "" = f16
   std::string name() const;  // canonical name, parameters that differ from the defaults included
   bool compressed() const { return kind != Kind::F16 && kind != Kind::F32; }
-  bool needs_codebooks() const { return kind == Kind::CQ; }  // learned by `leanlm calibrate`
+  // Codebooks learned by `leanlm calibrate`: CQ's for keys and values, PQ's for keys.
+  bool needs_codebooks() const { return kind == Kind::CQ || kind == Kind::PQ; }
+  // The codec values are stored in (PQ codes keys only; every other codec serves both sides).
+  CodecSpec value_spec() const;
 };
 
 struct EvictSpec {

@@ -24,6 +24,7 @@ std::unique_ptr<KvStore> make_kv_store(const KvConfig& cfg, const KvShape& shape
   o.residual = spec.residual;
   o.rotate = spec.rotate;
   constexpr int kThinkMinWindow = 32;
+  if (cfg.think > 0 && spec.kind == K::PQ) fail("--kv-think is not supported with PQ keys (" + spec.name() + ")");
   if (cfg.think > 0 && spec.rotate)
     fail("--kv-think chooses key channels, which a rotation (" + spec.name() + ") mixes: use one or the other");
   if (cfg.think > 0) {

@@ -17,6 +17,8 @@
 //   codebook    8-bit codes of centroids (CQ: groups of C channels, 256 centroids per group); keys
 //               scored through per-query lookup tables (gathers), values accumulated by gathering
 //               each token's centroids
+//   pq codes    4-bit codes of product-quantized keys (NoMAD: 16 centroids per sub-space), two
+//               tokens' codes per byte, scored with byte shuffles from per-query uint8 tables
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -112,6 +114,15 @@ struct KvKernels {
   // j in [0, n), cen the codebook [dim / C][256][C]; rows no query row weighs are not read.
   void (*centroid_accum)(const uint8_t* codes, size_t stride, int n, int dim, int C, const float* cen, const float* w,
                          int nq, int ws, float* out, int os);
+  // Product-quantized keys with 4-bit codes (NoMAD-Attention). A block is sub-blocks of 32 tokens,
+  // M * 16 bytes each: byte k of sub-space m of sub-block s (at codes + (s * M + m) * 16 + k) holds
+  // the code of token 32s + k in its low nibble and of token 32s + 16 + k in its high nibble, so a
+  // token is appended by setting one nibble. lut: [nq][M][16] uint8 per query, sub-space and
+  // centroid; the caller scales the tables so that any sum over m fits in 16 bits (the kernels add
+  // in uint16). M a multiple of 4. For tokens j in [j0, j1):
+  //   out[i * os + (j - j0)] = fma(scale[i], sum_m lut[i][m][code_m(j)], bias[i]).
+  void (*pq_scores)(const uint8_t* codes, int j0, int j1, int M, const uint8_t* lut, int nq, const float* scale,
+                    const float* bias, float* out, int os);
   // The pieces of attention's online softmax: x[i] = exp(x[i] - m), returning the sum; the maximum.
   float (*exp_shift_sum)(float* x, int n, float m);
   float (*max_of)(const float* x, int n);

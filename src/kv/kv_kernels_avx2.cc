@@ -1,6 +1,8 @@
 // The KV kernels for AVX2 (8 float lanes; byte dot products through maddubs).
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "kernels/simd_avx2.h"
 #include "kv/kv_kernels_simd.h"
 
@@ -106,8 +108,50 @@ struct Avx2 {
   static F exp(F x) { return simd::exp(x); }
 };
 
+// PQ keys (kv_kernels.h): two sub-spaces per step, one 128-bit lane each (see the AVX-512 kernel).
+void pq_scores(const uint8_t* codes, int j0, int j1, int M, const uint8_t* lut, int nq, const float* scale,
+               const float* bias, float* out, int os) {
+  const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+  for (int s = j0 / 32; s * 32 < j1; ++s) {
+    const uint8_t* sub = codes + size_t(s) * M * 16;
+    const int a = std::max(j0, s * 32), b = std::min(j1, s * 32 + 32);
+    for (int i = 0; i < nq; ++i) {
+      const uint8_t* t = lut + size_t(i) * M * 16;
+      __m256i acc0 = zero, acc1 = zero, acc2 = zero, acc3 = zero;  // tokens 0-7, 8-15, 16-23, 24-31
+      for (int m = 0; m < M; m += 2) {
+        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sub + m * 16));
+        const __m256i tab = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + m * 16));
+        const __m256i lo = _mm256_shuffle_epi8(tab, _mm256_and_si256(c, low4));
+        const __m256i hi = _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(c, 4), low4));
+        acc0 = _mm256_add_epi16(acc0, _mm256_unpacklo_epi8(lo, zero));
+        acc1 = _mm256_add_epi16(acc1, _mm256_unpackhi_epi8(lo, zero));
+        acc2 = _mm256_add_epi16(acc2, _mm256_unpacklo_epi8(hi, zero));
+        acc3 = _mm256_add_epi16(acc3, _mm256_unpackhi_epi8(hi, zero));
+      }
+      // [acc0 total, acc1 total] = tokens 0-15, [acc2 total, acc3 total] = tokens 16-31.
+      const __m256i u01 = _mm256_add_epi16(_mm256_permute2x128_si256(acc0, acc1, 0x20), _mm256_permute2x128_si256(acc0, acc1, 0x31));
+      const __m256i u23 = _mm256_add_epi16(_mm256_permute2x128_si256(acc2, acc3, 0x20), _mm256_permute2x128_si256(acc2, acc3, 0x31));
+      const __m256 sc = _mm256_set1_ps(scale[i]), bi = _mm256_set1_ps(bias[i]);
+      auto to_f = [&](__m128i w) { return _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(w)), bi); };
+      alignas(32) float tmp[32];
+      float* o = out + size_t(i) * os;
+      const bool whole = a == s * 32 && b == s * 32 + 32;
+      float* dst = whole ? o + (a - j0) : tmp;
+      _mm256_storeu_ps(dst, to_f(_mm256_castsi256_si128(u01)));
+      _mm256_storeu_ps(dst + 8, to_f(_mm256_extracti128_si256(u01, 1)));
+      _mm256_storeu_ps(dst + 16, to_f(_mm256_castsi256_si128(u23)));
+      _mm256_storeu_ps(dst + 24, to_f(_mm256_extracti128_si256(u23, 1)));
+      if (!whole)
+        for (int j = a; j < b; ++j) o[j - j0] = tmp[j - s * 32];
+    }
+  }
+}
+
 }  // namespace
 
-void fill_kv_avx2(KvKernels& t) { kv_simd::fill<Avx2>(t); }
+void fill_kv_avx2(KvKernels& t) {
+  kv_simd::fill<Avx2>(t);
+  t.pq_scores = pq_scores;
+}
 
 }  // namespace leanlm

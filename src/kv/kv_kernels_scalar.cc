@@ -131,6 +131,21 @@ void centroid_accum(const uint8_t* codes, size_t stride, int n, int dim, int C, 
     }
 }
 
+void pq_scores(const uint8_t* codes, int j0, int j1, int M, const uint8_t* lut, int nq, const float* scale,
+               const float* bias, float* out, int os) {
+  for (int i = 0; i < nq; ++i)
+    for (int j = j0; j < j1; ++j) {
+      const uint8_t* sub = codes + size_t(j / 32) * M * 16;
+      const int k = j % 32;
+      uint32_t sum = 0;
+      for (int m = 0; m < M; ++m) {
+        const uint8_t byte = sub[m * 16 + k % 16];
+        sum += lut[(size_t(i) * M + m) * 16 + (k < 16 ? byte & 15 : byte >> 4)];
+      }
+      out[size_t(i) * os + (j - j0)] = std::fma(scale[i], float(sum), bias[i]);
+    }
+}
+
 float max_ref(const float* x, int n) {
   float m = -INFINITY;
   for (int i = 0; i < n; ++i) m = std::fmax(m, x[i]);
@@ -151,6 +166,7 @@ void fill_kv_scalar(KvKernels& t) {
   t.lut_scores = lut_scores;
   t.lut_build = lut_build;
   t.centroid_accum = centroid_accum;
+  t.pq_scores = pq_scores;
   t.exp_shift_sum = ref::exp_shift_sum;
   t.max_of = max_ref;
 }

@@ -197,7 +197,7 @@ const float* Forward::run(const std::vector<BatchEntry>& batch) {
         if (c_.qk_norm) rms_norm(kh, w.k_norm.data(), kh, D, c_.norm_eps);
         rope_apply(kh, c_.n_rot, c_.rope_style, cs);
       }
-      if (kv_tap_) kv_tap_(l, pos, k, v);
+      if (kv_tap_) kv_tap_(l, pos, q, k, v);
       batch[t].seq->layers[l]->append(pos, k, v);
     }
 

@@ -64,9 +64,10 @@ class Forward {
   // refused with a clear Error before anything changes.
   const float* run(const std::vector<BatchEntry>& batch);
   int max_batch() const { return max_batch_; }
-  // Sees every key and value as it enters the cache (after RoPE): [n_kv_head][head_dim] each.
-  // `leanlm calibrate` collects activations with it.
-  using KvTap = std::function<void(int layer, int pos, const float* k, const float* v)>;
+  // Sees every query ([n_head][head_dim], after RoPE and the attention scale), key and value as
+  // the key and value enter the cache (after RoPE; [n_kv_head][head_dim] each). `leanlm calibrate`
+  // collects activations with it.
+  using KvTap = std::function<void(int layer, int pos, const float* q, const float* k, const float* v)>;
   void set_kv_tap(KvTap tap) { kv_tap_ = std::move(tap); }
 
  private:

@@ -39,29 +39,46 @@ class CqCodec : public BlockCodec {
     const int book_ng = groups ? int(book.centroids.size() / (size_t(n_kv_head) * k_ * c_)) : ng_;
     if (book.centroids.size() != size_t(n_kv_head) * book_ng * k_ * c_)
       fail("CQ codebook has the wrong size for this model (recalibrate)");
-    // The stored groups' codebooks, in stored order: [n_kv_head][ng][K][c], and transposed for
-    // building lookup tables, [n_kv_head][ng][c][K].
+    const bool metric = !book.metric.empty();
+    if (metric && book.metric.size() != size_t(n_kv_head) * book_ng * c_ * c_)
+      fail("CQ codebook metric has the wrong size for this model (recalibrate)");
+    // The stored groups' codebooks, in stored order: [n_kv_head][ng][K][c]; for coding keys, the
+    // same in the books' metric (U c), transposed for building lookup tables, [n_kv_head][ng][c][K].
     const size_t per_group = size_t(k_) * c_;
     cen_.resize(size_t(n_kv_head) * ng_ * per_group);
-    cen_t_.resize(cen_.size());
+    enc_t_.resize(cen_.size());
     norm_.resize(size_t(n_kv_head) * ng_ * k_);
+    if (metric) metric_.resize(size_t(n_kv_head) * ng_ * c_ * c_);
+    std::vector<float> u(c_);
     for (int h = 0; h < n_kv_head; ++h)
       for (int g = 0; g < ng_; ++g) {
         const int src = groups ? (*groups)[h][g] : g;
         if (src < 0 || src >= book_ng) fail("internal error: CQ group map out of range");
         const float* from = book.centroids.data() + (size_t(h) * book_ng + src) * per_group;
+        const float* U = metric ? book.metric.data() + (size_t(h) * book_ng + src) * c_ * c_ : nullptr;
+        if (metric) std::copy(U, U + c_ * c_, metric_.begin() + (size_t(h) * ng_ + g) * c_ * c_);
         float* to = cen_.data() + (size_t(h) * ng_ + g) * per_group;
-        float* to_t = cen_t_.data() + (size_t(h) * ng_ + g) * per_group;
+        float* to_t = enc_t_.data() + (size_t(h) * ng_ + g) * per_group;
         std::copy(from, from + per_group, to);
         for (int k = 0; k < k_; ++k) {
+          apply_metric(U, from + size_t(k) * c_, u.data());
           float nk = 0.f;
           for (int e = 0; e < c_; ++e) {
-            to_t[size_t(e) * k_ + k] = from[size_t(k) * c_ + e];
-            nk += from[size_t(k) * c_ + e] * from[size_t(k) * c_ + e];
+            to_t[size_t(e) * k_ + k] = u[e];
+            nk += u[e] * u[e];
           }
           norm_[(size_t(h) * ng_ + g) * k_ + k] = nk;
         }
       }
+    // Query tables need the centroids themselves, transposed.
+    if (!metric) {
+      cen_t_ = enc_t_;
+    } else {
+      cen_t_.resize(cen_.size());
+      for (size_t hg = 0; hg < size_t(n_kv_head) * ng_; ++hg)
+        for (int k = 0; k < k_; ++k)
+          for (int e = 0; e < c_; ++e) cen_t_[hg * per_group + size_t(e) * k_ + k] = cen_[hg * per_group + size_t(k) * c_ + e];
+    }
   }
   size_t block_bytes() const override { return size_t(tokens_) * row_bytes_; }
   std::vector<RowPlane> row_planes() const override {
@@ -70,9 +87,15 @@ class CqCodec : public BlockCodec {
   }
 
   void encode(int h, const float* x, int x_stride, int j0, int n, uint8_t* blk) const override {
-    thread_local AlignedVec<float> dots;
+    thread_local AlignedVec<float> dots, xm;
+    xm.resize(dim_);
     for (int j = j0; j < n; ++j) {
       const float* r = x + size_t(j - j0) * x_stride;
+      if (!metric_.empty()) {  // query-aware books: code U x against U c
+        for (int g = 0; g < ng_; ++g)
+          apply_metric(metric_.data() + (size_t(h) * ng_ + g) * c_ * c_, r + g * c_, xm.data() + g * c_);
+        r = xm.data();
+      }
       if (!bytes_codes()) {
         std::memset(blk + size_t(j) * row_bytes_, 0, row_bytes_);
         for (int g = 0; g < ng_; ++g) put_code(blk, j, g, nearest(h, g, r + g * c_));
@@ -81,7 +104,7 @@ class CqCodec : public BlockCodec {
       // |x - c|^2 = |x|^2 - 2 x.c + |c|^2: the nearest centroid minimises |c|^2 - 2 x.c, and x.c for
       // every centroid of every group is one lookup-table build with x as the query.
       dots.resize(size_t(ng_) * k_);
-      best_kv_kernels().lut_build(cen_t_.data() + size_t(h) * ng_ * k_ * c_, ng_, c_, r, 1, dim_, dots.data());
+      best_kv_kernels().lut_build(enc_t_.data() + size_t(h) * ng_ * k_ * c_, ng_, c_, r, 1, dim_, dots.data());
       for (int g = 0; g < ng_; ++g) {
         float* d = dots.data() + size_t(g) * k_;  // -> 2 x.c - |c|^2, largest for the nearest
         const float* nrm = norm_.data() + (size_t(h) * ng_ + g) * k_;
@@ -153,16 +176,26 @@ class CqCodec : public BlockCodec {
   // One byte per code: the layouts the SIMD kernels read.
   bool bytes_codes() const { return bits_ == 8; }
   const float* centroid(int h, int g, int k) const { return cen_.data() + ((size_t(h) * ng_ + g) * k_ + k) * c_; }
+  // The centroid of group g nearest to x, both in the coding metric (x already mapped).
   int nearest(int h, int g, const float* x) const {
     int best = 0;
     float bd = FLT_MAX;
+    const float* t = enc_t_.data() + (size_t(h) * ng_ + g) * k_ * c_;  // [c][K]
     for (int k = 0; k < k_; ++k) {
-      const float* cen = centroid(h, g, k);
       float d = 0;
-      for (int e = 0; e < c_; ++e) d += (x[e] - cen[e]) * (x[e] - cen[e]);
+      for (int e = 0; e < c_; ++e) d += (x[e] - t[size_t(e) * k_ + k]) * (x[e] - t[size_t(e) * k_ + k]);
       if (d < bd) bd = d, best = k;
     }
     return best;
+  }
+  // y = U x for an upper triangular [c][c] U; y = x without one.
+  void apply_metric(const float* U, const float* x, float* y) const {
+    for (int r = 0; r < c_; ++r) {
+      float v = U ? 0.f : x[r];
+      if (U)
+        for (int e = r; e < c_; ++e) v += U[r * c_ + e] * x[e];
+      y[r] = v;
+    }
   }
   // Byte codes: keys at g * T + j, values at j * ng + g. Wider codes: code g of token j occupies
   // bits [g * b, (g + 1) * b) of the token's row, little-endian.
@@ -189,7 +222,9 @@ class CqCodec : public BlockCodec {
   int bits_, c_, k_, ng_;
   size_t row_bytes_;
   AlignedVec<float> cen_, cen_t_;  // [n_kv_head][ng][K][c], [n_kv_head][ng][c][K]
-  std::vector<float> norm_;        // [n_kv_head][ng][K]: |centroid|^2
+  AlignedVec<float> enc_t_;        // [n_kv_head][ng][c][K]: U c (the centroids where keys are coded)
+  std::vector<float> norm_;        // [n_kv_head][ng][K]: |U c|^2
+  std::vector<float> metric_;      // [n_kv_head][ng][c][c] U of query-aware books, or empty
 };
 
 }  // namespace
