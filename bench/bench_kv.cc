@@ -32,7 +32,7 @@ constexpr int kQueries = 4;
 struct Filled {
   BlockPool pool;
   std::unique_ptr<KvStore> store;
-  Codebook book;  // CQ only
+  Codebook book;  // CQ, PQ only
   int heads = 0;
   double bytes_per_side = 0;  // per head, keys or values (each side is read by one kernel)
 };
@@ -49,7 +49,7 @@ std::unique_ptr<Filled> fill(const std::string& codec, int dim, int slots) {
   KvShape shape{f->heads, dim, 0, 1, slots};
   std::mt19937 rng(1);
   std::normal_distribution<float> nd(0.f, 1.f);
-  if (cfg.codec.kind == CodecSpec::Kind::CQ) {  // random centroids: speed does not depend on them
+  if (cfg.codec.needs_codebooks()) {  // random centroids (CQ, PQ): speed does not depend on them
     f->book.channels = cfg.codec.cq_channels, f->book.bits = cfg.codec.bits;
     f->book.centroids.resize(size_t(f->heads) * dim * (1 << cfg.codec.bits));
     for (auto& x : f->book.centroids) x = nd(rng);
@@ -94,7 +94,7 @@ void BM_Kv(benchmark::State& state, std::string codec, int dim, int slots, bool 
 
 void register_all() {
   bench::register_bandwidth(1);
-  for (const char* codec : {"f16", "q8_0", "q4_0", "kivi4", "kivi2", "cq-2c8b", "cq-4c8b"})
+  for (const char* codec : {"f16", "q8_0", "q4_0", "kivi4", "kivi2", "cq-2c8b", "cq-4c8b", "pq:dsub=1", "pq", "pq:dsub=4"})
     for (int dim : {64, 256})
       for (int slots : {1024, 4096, 8192, 32768})
         for (bool scores : {true, false}) {

@@ -2,6 +2,7 @@
 // against a plain double-precision attention over the same keys and values.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "attention/attention.h"
+#include "kv/block_codec.h"
 #include "kv/block_pool.h"
 #include "kv/kv_cache.h"
 #include "kv/kv_config.h"
@@ -214,6 +216,75 @@ TEST(Attention, CompressedStoreWithHolesLowTierAndThink) {
     }
     EXPECT_GT(kv->n_slots(), kv->n_live());  // holes were made
     EXPECT_EQ(pool.in_use(), kv->bytes());
+  }
+}
+
+// Sparse decode attention: the top_k slots by their best score over the query heads sharing a KV
+// head, a softmax over those only, their values only. Against the plain computation of exactly
+// that, for the dense f16 store and compressed stores whose keys are scored the cheap way (PQ
+// lookups, 2-bit KIVI codes); with k at least the visible slots it is dense attention.
+TEST(Attention, SparseDecodeKeepsTheTopSlots) {
+  const int H = 6, KVH = 2, D = 64, G = H / KVH, n_prompt = 1500;
+  Codebook book;  // PQ, d_sub = 2: [KVH][32][16][2]
+  book.channels = 2, book.bits = 4;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (int i = 0; i < KVH * D * 16; ++i) book.centroids.push_back(nd(rng));
+  for (const char* codec : {"f16", "kivi2", "pq:v=kivi2"}) {
+    SCOPED_TRACE(codec);
+    KvConfig cfg;
+    cfg.codec = parse_codec(codec);
+    BlockPool pool;
+    auto kv = make_kv_store(cfg, KvShape{KVH, D, 0, 1, n_prompt + 1}, pool, &book, &book);
+    std::vector<float> k(size_t(KVH) * D), v(k.size());
+    for (int p = 0; p <= n_prompt; ++p) {
+      for (auto& x : k) x = nd(rng);
+      for (auto& x : v) x = nd(rng);
+      if (p % 97 == 0) k[0] = k[D] = 12.f;  // a few keys that matter much more than the rest
+      kv->append(p, k.data(), v.data());
+    }
+    std::vector<float> q(size_t(H) * D);
+    for (auto& x : q) x = nd(rng) * 0.3f;
+    for (int i = 0; i < H; ++i) q[size_t(i) * D] = 1.f;
+    for (int top_k : {40, 300, n_prompt + 1}) {
+      ThreadPool threads(1);
+      Attention attn(threads.size());
+      std::vector<float> out(q.size());
+      attn.run(threads, {H, KVH, D, 0}, {{kv.get(), n_prompt, nullptr, top_k}}, q.data(), out.data());
+      const int n = kv->n_slots();
+      for (int h = 0; h < KVH; ++h) {
+        std::vector<float> s(size_t(G) * n), best(n, -INFINITY);
+        for (int g = 0; g < G; ++g)
+          for (int slot = 0; slot < n; ++slot) {
+            if (kv->slot_positions()[slot] < 0) continue;  // an empty slot of a page: never visible
+            kv->scores(h, &q[size_t(h * G + g) * D], 1, D, slot, slot + 1, &s[size_t(g) * n + slot], 1);
+            best[slot] = std::max(best[slot], s[size_t(g) * n + slot]);
+          }
+        std::vector<int> order(n);
+        for (int i = 0; i < n; ++i) order[i] = i;
+        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return best[a] > best[b]; });
+        order.resize(std::min<size_t>(std::count_if(best.begin(), best.end(), [](float b) { return b > -INFINITY; }),
+                                      size_t(top_k)));
+        for (int g = 0; g < G; ++g) {
+          double mx = -1e300, z = 0;
+          for (int slot : order) mx = std::max(mx, double(s[size_t(g) * n + slot]));
+          std::vector<double> want(D, 0.0);
+          std::vector<float> vrow(D);
+          for (int slot : order) {
+            const double w = std::exp(s[size_t(g) * n + slot] - mx);
+            z += w;
+            const float one = 1.f;
+            std::fill(vrow.begin(), vrow.end(), 0.f);
+            kv->accumulate(h, &one, 1, 1, slot, slot + 1, vrow.data(), D);
+            for (int e = 0; e < D; ++e) want[e] += w * vrow[e];
+          }
+          const double value_slack = 32.0 * 2 * 6 / 65534;  // int16 coefficients of compressed values
+          for (int e = 0; e < D; ++e)
+            ASSERT_NEAR(out[size_t(h * G + g) * D + e], want[e] / z, value_slack + 1e-4 * (1 + std::fabs(want[e] / z)))
+                << "k " << top_k << " head " << h * G + g << " dim " << e;
+        }
+      }
+    }
   }
 }
 

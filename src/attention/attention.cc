@@ -106,6 +106,14 @@ void Attention::run_task(const Task& task, const AttnShape& sh, const std::vecto
 
   if (sc.out.size() < size_t(nq) * D) sc.out.resize(size_t(nq) * D);
   std::fill(sc.out.begin(), sc.out.begin() + size_t(nq) * D, 0.f);
+  const int top_k = tokens[task.first].top_k;
+  if (top_k > 0 && task.count == 1 && !(obs && obs->wants_weights())) {
+    size_t n_vis = 0;
+    for (const SlotRange& r : mine) n_vis += size_t(r.s1 - r.s0);
+    const int k_share = (top_k + task.n_splits - 1) / task.n_splits;
+    if (n_vis > size_t(k_share))
+      return run_sparse_task(task, sh, mine, k_share, kv, out, sc, part_out, part_max, part_sum);
+  }
   if (sc.scores.size() < size_t(nq) * kSlotChunk) sc.scores.resize(size_t(nq) * kSlotChunk);
   std::vector<float>& row_max = sc.row_max;
   std::vector<float>& row_sum = sc.row_sum;
@@ -193,6 +201,72 @@ void Attention::run_task(const Task& task, const AttnShape& sh, const std::vecto
     for (int e = 0; e < D; ++e) dst[e] = sc.out[size_t(i) * D + e] * inv;
   }
   if (observe) report_weights(task, sh, tokens, mine, sc, keep);
+}
+
+void Attention::run_sparse_task(const Task& task, const AttnShape& sh, const std::vector<SlotRange>& ranges, int top_k,
+                                const KvStore& kv, float* out, Scratch& sc, float* part_out, float* part_max,
+                                float* part_sum) {
+  const int D = sh.head_dim, H = sh.n_head, G = sh.n_head / sh.n_head_kv, h = task.kv_head, nq = G;
+  const KvKernels& kk = best_kv_kernels();
+  int n = 0;
+  for (const SlotRange& r : ranges) n += r.s1 - r.s0;
+  // Scores of every visible slot: [nq][n], and each column's best over the rows.
+  if (sc.scores.size() < size_t(nq) * n) sc.scores.resize(size_t(nq) * n);
+  float* S = sc.scores.data();
+  for (int j = 0; const SlotRange& r : ranges) {
+    kv.scores(h, sc.q.data(), nq, D, r.s0, r.s1, S + j, n);
+    j += r.s1 - r.s0;
+  }
+  if (sc.kept.size() < size_t(n)) sc.kept.resize(n);
+  float* best = sc.kept.data();
+  std::copy(S, S + n, best);
+  for (int i = 1; i < nq; ++i)
+    for (int j = 0; j < n; ++j) best[j] = std::max(best[j], S[size_t(i) * n + j]);
+  // The k best columns (ties to the earlier slot: the same choice on every run), in slot order.
+  std::vector<int>& cols = sc.cols;
+  cols.resize(n);
+  std::iota(cols.begin(), cols.end(), 0);
+  std::nth_element(cols.begin(), cols.begin() + top_k, cols.end(),
+                   [&](int a, int b) { return best[a] != best[b] ? best[a] > best[b] : a < b; });
+  cols.resize(top_k);
+  std::sort(cols.begin(), cols.end());
+  // Softmax over the kept columns: weights [nq][k] in place of the first k columns of S's rows.
+  std::vector<float>& row_max = sc.row_max;
+  std::vector<float>& row_sum = sc.row_sum;
+  row_max.assign(nq, -INFINITY);
+  row_sum.assign(nq, 0.f);
+  if (sc.out.size() < size_t(nq) * D) sc.out.resize(size_t(nq) * D);
+  std::fill(sc.out.begin(), sc.out.begin() + size_t(nq) * D, 0.f);
+  thread_local AlignedVec<float> w;
+  if (w.size() < size_t(nq) * top_k) w.resize(size_t(nq) * top_k);
+  for (int i = 0; i < nq; ++i) {
+    float* wi = w.data() + size_t(i) * top_k;
+    for (int c = 0; c < top_k; ++c) wi[c] = S[size_t(i) * n + cols[c]];
+    row_max[i] = kk.max_of(wi, top_k);
+    row_sum[i] = kk.exp_shift_sum(wi, top_k, row_max[i]);
+  }
+  // Columns -> slots, then the values of each run of consecutive kept slots in one call.
+  for (int c = 0, j = 0, ri = 0; c < top_k; ++c) {
+    while (cols[c] >= j + (ranges[ri].s1 - ranges[ri].s0)) j += ranges[ri].s1 - ranges[ri].s0, ++ri;
+    cols[c] = ranges[ri].s0 + (cols[c] - j);
+  }
+  for (int a = 0; a < top_k;) {
+    int b = a + 1;
+    while (b < top_k && cols[b] == cols[b - 1] + 1) ++b;
+    kv.accumulate(h, w.data() + a, nq, top_k, cols[a], cols[b - 1] + 1, sc.out.data(), D);
+    a = b;
+  }
+  if (task.n_splits > 1) {
+    std::memcpy(part_out, sc.out.data(), size_t(nq) * D * sizeof(float));
+    std::copy(row_max.begin(), row_max.end(), part_max);
+    std::copy(row_sum.begin(), row_sum.end(), part_sum);
+    return;
+  }
+  for (int g = 0; g < G; ++g) {
+    float* dst = out + (size_t(task.first) * H + size_t(h) * G + g) * D;
+    const float inv = row_sum[g] > 0.f ? 1.f / row_sum[g] : 0.f;
+    for (int e = 0; e < D; ++e) dst[e] = sc.out[size_t(g) * D + e] * inv;
+  }
 }
 
 // For observers that want them (eviction policies): the final softmax weights of every visible

@@ -27,6 +27,7 @@ struct AttnToken {
   const KvStore* kv = nullptr;
   int pos = 0;
   AttentionObserver* observer = nullptr;
+  int top_k = 0;  // > 0: a decode step attends to its top_k slots only (see run_sparse_task)
 };
 
 struct SlotRange {
@@ -60,11 +61,19 @@ class Attention {
     // each row was shifted by in that chunk [chunk][nq], so the final weights need no second pass.
     AlignedVec<float> kept;
     std::vector<float> kept_max;
+    std::vector<int> cols;  // sparse attention: the kept columns, then their slots
   };
   void report_weights(const Task& task, const AttnShape& shape, const std::vector<AttnToken>& tokens,
                       const std::vector<SlotRange>& ranges, Scratch& sc, bool from_kept);
   void run_task(const Task& task, const AttnShape& shape, const std::vector<AttnToken>& tokens, const float* q,
                 float* out, Scratch& sc, float* part_out, float* part_max, float* part_sum);
+  // Sparse attention of one decode token (beyond the seed papers): every visible slot is scored the
+  // store's cheap way (PQ lookups, 2-bit codes), the top_k slots by their best score over the query
+  // rows that share the KV head are kept, and the softmax and the values cover those slots only:
+  // values, usually most of the bytes, are read for k slots instead of all. A split task keeps its
+  // share of k. sc.q holds the task's queries; results go where run_task's would.
+  void run_sparse_task(const Task& task, const AttnShape& shape, const std::vector<SlotRange>& ranges, int top_k,
+                       const KvStore& kv, float* out, Scratch& sc, float* part_out, float* part_max, float* part_sum);
 
   size_t kept_limit_ = size_t(4) << 20;  // 16 MiB of floats per thread
   std::vector<Scratch> scratch_;

@@ -229,6 +229,7 @@ int KvConfig::budget_for(int ctx) const {
 std::string KvConfig::name() const {
   std::string n = codec.name();
   if (think > 0) n += strfmt("+think%.0f%%", think * 100);
+  if (top_k > 0) n += strfmt("+top%d", top_k);
   if (evict.kind != EvictSpec::Kind::None) {
     n += "+" + evict.name();
     if (budget_frac > 0) n += strfmt("@%g%%", budget_frac * 100);

@@ -43,6 +43,7 @@ struct KvConfig {
   double budget_frac = 0.0;   // > 0: budget as a fraction of the context size
   double think = 0.0;         // ThinK: fraction of key channels pruned (0 = none)
   std::string codebooks;      // CQ codebook sidecar written by `leanlm calibrate`
+  int top_k = 0;              // > 0: sparse decode attention over the top_k highest-scoring slots (attention.h)
   int budget_for(int ctx) const;  // tokens, 0 = unlimited
   std::string name() const;       // e.g. "kivi2+scissorhands@20%"
   // Stores that never drop or change a token once written: frozen prefixes of them can be shared

@@ -73,6 +73,10 @@ std::unique_ptr<SequenceState> Forward::new_sequence(int max_ctx, const KvConfig
   auto s = std::make_unique<SequenceState>();
   s->pool = &pool;
   s->max_ctx = max_ctx;
+  if (kv.top_k < 0) fail("--kv-topk must be positive");
+  if (kv.top_k > 0 && (kv.evict.kind != EvictSpec::Kind::None || kv.think > 0))
+    fail("--kv-topk (sparse attention) does not combine with eviction or --kv-think");
+  s->attn_top_k = kv.top_k;
   for (int l = 0; l < c_.n_layer; ++l) s->layer_window.push_back(c_.is_local(l) ? c_.sliding_window : 0);
   // The factory outlives this call (freeze() uses it): it holds copies, the pool and the
   // engine-owned codebooks.
@@ -116,7 +120,7 @@ void Forward::attention(int layer, const std::vector<BatchEntry>& batch) {
   attn_tokens_.resize(batch.size());
   for (size_t t = 0; t < batch.size(); ++t) {
     KvStore* kv = batch[t].seq->layers[layer].get();
-    attn_tokens_[t] = {kv, batch[t].pos, kv->observer()};
+    attn_tokens_[t] = {kv, batch[t].pos, kv->observer(), batch[t].seq->attn_top_k};
   }
   attn_.run(pool_, shape, attn_tokens_, q_.data(), att_.data());
   // Eviction: each store applies its budget once its attention for this pass is done.

@@ -26,6 +26,7 @@ struct SequenceState {
   BlockPool* pool = nullptr;
   int max_ctx = 0;  // most positions this sequence may hold (its ring sizes and budgets derive from it)
   int n_past = 0;   // positions 0..n_past-1 are in the cache
+  int attn_top_k = 0;  // KvConfig::top_k: decode steps attend to this many slots per layer (0: all)
   size_t kv_bytes() const;  // bytes allocated by its stores (all charged to pool)
   // Bytes the stores may charge beyond kv_bytes() while n more tokens are appended in one pass.
   size_t kv_bytes_to_append(int n) const;

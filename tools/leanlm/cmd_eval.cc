@@ -37,6 +37,7 @@ struct EvalFlags {
   std::string codecs = "f16,q8_0,q4_0,kivi4,kivi2", evicts = "none", budgets = "20%";
   std::string codebooks;
   std::string thinks = "0";
+  std::string topks = "0";
   std::string ppl_ctx = "512,4096";
   int ppl_tokens = 4096;
   std::string lengths = "1024,4096";
@@ -48,6 +49,7 @@ struct EvalFlags {
 
 struct Result {
   KvConfig cfg;
+  std::string label;  // the configuration's name, and which codebook file when several are compared
   std::map<int, double> ppl, kld, top1;  // by perplexity context
   std::map<int, double> bytes_per_token;   // KV bytes allocated / tokens, at the end of each perplexity chunk, by context
   std::map<int, double> retrieval_bytes_per_token;  // the same after each retrieval prompt, by length (last prompt)
@@ -67,10 +69,31 @@ std::vector<int> parse_ints(const std::string& text, const char* what) {
   return out;
 }
 
-std::vector<KvConfig> build_configs(const EvalFlags& f) {
-  std::vector<KvConfig> out;
+// A codebook file's short name for row labels: its file name without directory and extension.
+std::string books_label(const std::string& path) {
+  std::string n = path.substr(path.find_last_of('/') + 1);
+  return n.substr(0, n.find('.'));
+}
+
+// Every configuration once, the f16 reference first. Configurations that read codebooks are run
+// once per --kv-codebooks file (comma-separated: e.g. plain and query-aware books side by side).
+std::vector<Result> build_configs(const EvalFlags& f) {
+  std::vector<Result> out;
   KvConfig base;  // f16, no eviction: the reference every row is compared with
-  out.push_back(base);
+  out.push_back({base, base.name()});
+  auto add = [&](const KvConfig& k) {
+    const std::vector<std::string> books =
+        k.codec.needs_codebooks() && !f.codebooks.empty() ? split_list(f.codebooks) : std::vector<std::string>{""};
+    for (const std::string& b : books) {
+      KvConfig c = k;
+      c.codebooks = b;
+      std::string label = c.name();
+      if (books.size() > 1) label += " [" + books_label(b) + "]";
+      bool seen = false;  // a name given twice (kivi2 and kivi2:r=128) is one row
+      for (const Result& r : out) seen = seen || r.label == label;
+      if (!seen) out.push_back({c, label});
+    }
+  };
   std::vector<double> thinks;
   for (const std::string& t : split_list(f.thinks)) {
     char* end = nullptr;
@@ -78,21 +101,29 @@ std::vector<KvConfig> build_configs(const EvalFlags& f) {
     if (*end != '\0' || !(v >= 0 && v <= 0.9)) fail("--kv-think: '" + t + "' is not a fraction between 0 and 0.9");
     thinks.push_back(v);
   }
+  std::vector<int> topks;
+  for (const std::string& t : split_list(f.topks)) {
+    char* end = nullptr;
+    const long v = std::strtol(t.c_str(), &end, 10);
+    if (*end != '\0' || v < 0 || v > (1 << 24)) fail("--kv-topk: '" + t + "' is not a slot count (0: all)");
+    topks.push_back(int(v));
+  }
   for (const std::string& c : split_list(f.codecs)) {
     for (const std::string& e : split_list(f.evicts)) {
-      for (double th : thinks) {
+      for (double th : thinks) for (int tk : topks) {
         KvConfig k;
         k.codec = parse_codec(c);
         k.evict = parse_evict(e);
         k.think = th;
-        k.codebooks = f.codebooks;
+        k.top_k = tk;
+        if (tk > 0 && (k.evict.kind != EvictSpec::Kind::None || th > 0)) continue;  // sparse attention: plain caches
         if (k.evict.kind == EvictSpec::Kind::None) {
-          if (k.name() != base.name()) out.push_back(k);
+          add(k);
           continue;
         }
         for (const std::string& b : split_list(f.budgets)) {
           parse_budget(b, k);
-          out.push_back(k);
+          add(k);
         }
       }
     }
@@ -119,12 +150,20 @@ void eval_perplexity(Engine& engine, const std::vector<int>& text, int ctx, int 
       for (int k = 0; k < C; ++k) {
         std::vector<BatchEntry> b;
         for (int j = 0; j < n; ++j) b.push_back({seqs[k].get(), chunk[start + j], start + j, start + j >= first && start + j < ctx - 1});
-        const float* logits = engine.forward().run(b);
+        // Sparse attention (--kv-topk) applies to decode steps: its rows go one token at a time.
+        const bool one_by_one = res[k].cfg.top_k > 0;
+        const float* logits = one_by_one ? nullptr : engine.forward().run(b);
         int row = 0;
         if (k == 0) base_lp.clear(), base_top.clear();
         for (int j = 0; j < n; ++j) {
-          if (!b[j].logits) continue;
-          const float* lg = logits + size_t(row) * V;
+          const float* lg = nullptr;
+          if (one_by_one) {
+            lg = engine.forward().run({b[j]});  // valid until the next run()
+            if (!b[j].logits) continue;
+          } else {
+            if (!b[j].logits) continue;
+            lg = logits + size_t(row) * V;
+          }
           log_softmax(lg, V, lp);
           nll[k] -= lp[chunk[start + j + 1]];
           if (k == 0) {
@@ -200,7 +239,7 @@ std::string markdown_table(const std::vector<Result>& res, const std::vector<int
   const double base_bpt = res[0].bytes_per_token.at(ctxs.back());
   for (const Result& r : res) {
     const double bpt = r.bytes_per_token.at(ctxs.back());
-    std::string row = "| " + r.cfg.name() + strfmt(" | %.0f | %.2fx |", bpt, base_bpt / bpt);
+    std::string row = "| " + r.label + strfmt(" | %.0f | %.2fx |", bpt, base_bpt / bpt);
     for (int c : ctxs) {
       const double d = 100.0 * (r.ppl.at(c) / res[0].ppl.at(c) - 1.0);
       row += strfmt(" %.3f | %+.2f%% |", r.ppl.at(c), d);
@@ -221,12 +260,7 @@ void eval(const EvalFlags& f) {
   const std::string file_text = read_text_file(f.file);
   const std::vector<int> ctxs = parse_ints(f.ppl_ctx, "--ppl-ctx");
   const std::vector<int> lens = f.lengths == "none" ? std::vector<int>{} : parse_ints(f.lengths, "--lengths");
-  std::vector<Result> res;
-  for (const KvConfig& c : build_configs(f)) {
-    Result r;
-    r.cfg = c;
-    res.push_back(r);
-  }
+  std::vector<Result> res = build_configs(f);
 
   EvalFlags ef = f;
   int max_len = *std::max_element(ctxs.begin(), ctxs.end());
@@ -305,7 +339,8 @@ void eval(const EvalFlags& f) {
   nlohmann::json j = nlohmann::json::array();
   for (const Result& r : res) {
     nlohmann::json o;
-    o["config"] = r.cfg.name();
+    o["config"] = r.label;
+    if (!r.cfg.codebooks.empty()) o["codebooks"] = r.cfg.codebooks;
     o["ppl"] = r.ppl.at(ctxs.front());
     nlohmann::json by_ctx, kb, rkb, pk, nd, kld_ctx, top_ctx;
     for (auto& [c, v] : r.ppl) by_ctx[std::to_string(c)] = v;
@@ -326,7 +361,7 @@ void eval(const EvalFlags& f) {
     o["passkey_accuracy"] = pk;
     o["needle_accuracy"] = nd;
     j.push_back(o);
-    points.push_back({r.cfg.name(), r.bytes_per_token.at(ctxs.back()),
+    points.push_back({r.label, r.bytes_per_token.at(ctxs.back()),
                       100.0 * (r.ppl.at(ctxs.back()) / res[0].ppl.at(ctxs.back()) - 1.0)});
   }
   if (!f.json.empty()) {
@@ -350,7 +385,9 @@ void add_eval(CLI::App& app) {
   c->add_option("--kv-evict", f->evicts, std::string("comma-separated list; ") + kKvEvictHelp)->capture_default_str();
   c->add_option("--kv-budget", f->budgets, std::string("comma-separated list; ") + kKvBudgetHelp)->capture_default_str();
   c->add_option("--kv-think", f->thinks, std::string("comma-separated list; ") + kKvThinkHelp)->capture_default_str();
-  c->add_option("--kv-codebooks", f->codebooks, "CQ codebook file written by `leanlm calibrate`");
+  c->add_option("--kv-topk", f->topks, std::string("comma-separated list; ") + kKvTopkHelp)->capture_default_str();
+  c->add_option("--kv-codebooks", f->codebooks,
+                "CQ/PQ codebook files written by `leanlm calibrate` (comma-separated: each CQ/PQ row runs with each)");
   c->add_option("--ppl-ctx", f->ppl_ctx, "contexts for perplexity and KL")->capture_default_str();
   c->add_option("--ppl-tokens", f->ppl_tokens, "tokens scored per context (whole chunks, at least one)")
       ->check(CLI::Range(16, 1 << 24))->capture_default_str();

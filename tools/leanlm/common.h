@@ -15,6 +15,7 @@ struct EngineFlags {
   // KV cache (see `leanlm eval` for comparing several of these at once).
   std::string kv_codec = "f16", kv_evict = "none", kv_budget, kv_codebooks;
   double kv_think = 0;
+  int kv_topk = 0;
   double kv_mem_mib = 0;
   // with_kv: add the KV flags (eval takes lists instead and adds its own).
   void add(CLI::App* app, int default_ctx, bool with_kv = true);
@@ -27,6 +28,7 @@ extern const char* const kKvCodecHelp;
 extern const char* const kKvEvictHelp;
 extern const char* const kKvThinkHelp;
 extern const char* const kKvBudgetHelp;
+extern const char* const kKvTopkHelp;
 
 // -m, else $LEANLM_MODEL, else the model that setup installs.
 std::string default_model_path();

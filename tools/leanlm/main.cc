@@ -25,6 +25,9 @@ const char* const kKvEvictHelp =
     "KV eviction policy when the cache reaches --kv-budget: none, streaming, h2o, scissorhands, snapkv; "
     "parameters as name:recent=N:sinks=N:history=N:window=N:pool=N:heads=any|mean (scissorhands); keep=CODEC keeps evicted tokens in "
     "CODEC (MiKV-style) instead of dropping them";
+const char* const kKvTopkHelp =
+    "sparse decode attention: each layer attends to the K slots with the highest scores (computed over every "
+    "slot the cache's cheap way, e.g. PQ lookups), reading only their values; 0: all slots";
 const char* const kKvBudgetHelp = "KV tokens kept per layer by the eviction policy: a count, or a percentage of -c like 20%";
 
 void EngineFlags::add(CLI::App* app, int default_ctx, bool with_kv) {
@@ -41,6 +44,7 @@ void EngineFlags::add(CLI::App* app, int default_ctx, bool with_kv) {
   app->add_option("--kv-evict", kv_evict, kKvEvictHelp)->capture_default_str();
   app->add_option("--kv-budget", kv_budget, kKvBudgetHelp);
   app->add_option("--kv-think", kv_think, kKvThinkHelp)->check(CLI::Range(0.0, 0.9));
+  app->add_option("--kv-topk", kv_topk, kKvTopkHelp)->check(CLI::Range(0, 1 << 24));
   app->add_option("--kv-codebooks", kv_codebooks, "CQ codebook file written by `leanlm calibrate`");
   app->add_option("--kv-mem", kv_mem_mib, "most MiB of KV cache, every byte counted (pages, fp16 windows, dense rows, position tables; 0: no limit); a batch that does not fit is refused")->check(CLI::Range(0.0, 1e9));
 }
@@ -55,6 +59,7 @@ EngineOptions EngineFlags::resolve(bool progress) const {
   o.kv.evict = parse_evict(kv_evict);
   parse_budget(kv_budget, o.kv);
   o.kv.think = kv_think;
+  o.kv.top_k = kv_topk;
   o.kv.codebooks = kv_codebooks;
   o.kv_mem = size_t(kv_mem_mib * 1024 * 1024);
   if (o.kv.evict.kind != EvictSpec::Kind::None && o.kv.budget_for(ctx) <= 0)
