@@ -230,7 +230,7 @@ TEST(Attention, SparseDecodeKeepsTheTopSlots) {
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0.f, 1.f);
   for (int i = 0; i < KVH * D * 16; ++i) book.centroids.push_back(nd(rng));
-  for (const char* codec : {"f16", "kivi2", "pq:v=kivi2"}) {
+  for (const char* codec : {"f16", "kivi2", "kivi2:sinks=4", "pq:v=kivi2"}) {
     SCOPED_TRACE(codec);
     KvConfig cfg;
     cfg.codec = parse_codec(codec);

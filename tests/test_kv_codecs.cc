@@ -451,7 +451,10 @@ TEST(KvConfig, ParsesNamesAndRejectsBadOnes) {
   EXPECT_THROW(parse_codec("kivi3"), Error);
   EXPECT_EQ(parse_codec("pq").cq_channels, 2);
   EXPECT_EQ(parse_codec("pq:dsub=4:v=kivi2").name(), "pq:dsub=4:v=kivi2");
-  EXPECT_EQ(parse_codec("pq:v=kivi2").value_spec().name(), "kivi2:r=32");
+  EXPECT_EQ(parse_codec("pq:v=kivi2").value_spec().name(), "kivi2:sinks=4");
+  EXPECT_EQ(parse_codec("pq:sinks=0").name(), "pq:sinks=0");
+  EXPECT_EQ(parse_codec("kivi2:rot=1:sinks=1").name(), "kivi2:rot=1:sinks=1");
+  EXPECT_THROW(parse_codec("f16:sinks=4"), Error);
   EXPECT_EQ(parse_codec("pq:v=f16").name(), "pq");
   EXPECT_THROW(parse_codec("pq:dsub=3"), Error);
   EXPECT_THROW(parse_codec("pq:v=cq-2c8b"), Error);

@@ -157,6 +157,51 @@ TEST(KvStores, BytesToAppendBoundsEveryPass) {
   }
 }
 
+// Sinks: the first positions stay in fp16 (their scores and values are the fp16 rows), the rest go
+// through the codec; sliding-window layers keep none; eviction does not combine with them.
+TEST(PagedStore, SinksStayInFp16) {
+  const int KVH = 2, D = 64, n = 150;
+  for (int window : {0, 64}) {
+    KvConfig cfg;
+    cfg.codec = parse_codec("q4_0:r=8:sinks=3");
+    BlockPool pool;
+    auto kv = make_kv_store(cfg, KvShape{KVH, D, window, 8, 4096}, pool, nullptr, nullptr);
+    const auto K = random_rows(n, KVH * D, 3), V = random_rows(n, KVH * D, 4);
+    for (int p = 0; p < n; ++p) kv->append(p, &K[size_t(p) * KVH * D], &V[size_t(p) * KVH * D]);
+    if (window == 0) EXPECT_EQ(kv->n_live(), n);
+    const int32_t* sp = kv->slot_positions();
+    const auto q = random_rows(1, D, 5);
+    int exact_sinks = 0, coded = 0;
+    for (int slot = 0; slot < kv->n_slots(); ++slot) {
+      const int p = sp[slot];
+      if (p < 0 || p >= n - 8) continue;  // the fp16 window is exact anyway
+      float s = 0, want = 0;
+      kv->scores(1, q.data(), 1, D, slot, slot + 1, &s, 1);
+      for (int c = 0; c < D; ++c) want += q[c] * fp16_to_f32(f32_to_fp16(K[(size_t(p) * KVH + 1) * D + c]));
+      const bool exact = std::fabs(s - want) < 1e-4f * (1 + std::fabs(want));
+      if (p < 3) {
+        EXPECT_TRUE(exact) << "sink " << p << ": " << s << " vs " << want;
+        std::vector<float> v(D, 0.f);
+        const float one = 1.f;
+        kv->accumulate(1, &one, 1, 1, slot, slot + 1, v.data(), D);
+        for (int c = 0; c < D; ++c) ASSERT_EQ(v[c], fp16_to_f32(f32_to_fp16(V[(size_t(p) * KVH + 1) * D + c])));
+        ++exact_sinks;
+      } else {
+        coded += !exact;
+      }
+    }
+    EXPECT_EQ(exact_sinks, window ? 0 : 3);
+    EXPECT_GT(coded, 50);  // the others went through q4_0
+    EXPECT_EQ(pool.in_use(), kv->bytes());
+  }
+  KvConfig bad;
+  bad.codec = parse_codec("q4_0:sinks=3");
+  bad.evict = parse_evict("h2o");
+  parse_budget("40", bad);
+  BlockPool pool;
+  EXPECT_THROW(make_kv_store(bad, KvShape{KVH, D, 0, 8, 4096}, pool, nullptr, nullptr), Error);
+}
+
 TEST(PagedStore, KiviKeysWaitForAFullGroupBeyondTheResidual) {
   StoreHarness hs("kivi2", 16);
   hs.append(16 + 31, 3);

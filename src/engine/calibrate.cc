@@ -39,7 +39,7 @@ QueryWeighting parse_query_weighting(const std::string& text) {
 
 std::vector<CodebookSet> learn_codebooks(Engine& engine, const std::vector<int>& text, int ctx, int n_tokens,
                                          const std::vector<CodecSpec>& specs, int iters, uint64_t seed, bool progress,
-                                         QueryWeighting weighting) {
+                                         QueryWeighting weighting, int skip_first) {
   const ModelConfig& mc = engine.model().config();
   const int L = mc.n_layer, KVH = mc.n_head_kv, H = mc.n_head, D = mc.head_dim, row = KVH * D;
   int cmax = 1;  // query moments are kept in diagonal blocks of the widest group (groups nest)
@@ -53,7 +53,8 @@ std::vector<CodebookSet> learn_codebooks(Engine& engine, const std::vector<int>&
 
   const int n_chunks = std::min(int(text.size()) / ctx, std::max(1, n_tokens / ctx));
   if (n_chunks == 0) fail(strfmt("calibration text: %zu tokens is less than one chunk of %d (lower -c)", text.size(), ctx));
-  const int N = n_chunks * ctx;
+  if (skip_first < 0 || skip_first >= ctx) fail(strfmt("calibrate: cannot leave out %d positions of chunks of %d", skip_first, ctx));
+  const int N = n_chunks * (ctx - skip_first);
 
   // Activations: [layer][token][KVH * D] for keys and values; query moments
   // [layer][KVH][D / cmax][cmax][cmax], summed over the queries of each KV head's group.
@@ -64,7 +65,8 @@ std::vector<CodebookSet> learn_codebooks(Engine& engine, const std::vector<int>&
     if (weighting != QueryWeighting::None) S[l].assign(size_t(KVH) * D * cmax, 0.0);
   }
   const int group_of = H / KVH;
-  engine.forward().set_kv_tap([&](int l, int, const float* q, const float* k, const float* v) {
+  engine.forward().set_kv_tap([&](int l, int pos, const float* q, const float* k, const float* v) {
+    if (pos < skip_first) return;
     K[l].insert(K[l].end(), k, k + row);
     V[l].insert(V[l].end(), v, v + row);
     if (weighting == QueryWeighting::None) return;

@@ -24,9 +24,11 @@ QueryWeighting parse_query_weighting(const std::string& text);  // "none", "diag
 // Runs the model over whole chunks of `ctx` tokens of `text` (up to n_tokens), collecting every
 // key and value as it enters the cache (and the queries' second moments), then learns one codebook
 // per (configuration, layer, side, KV head, channel group) by k-means: CQ both sides, PQ keys only
-// (16 centroids per sub-space). Deterministic for a seed.
+// (16 centroids per sub-space). The first skip_first positions of each chunk are left out (caches
+// with sinks=N keep those tokens in fp16: centroids spent on them would be wasted). Deterministic
+// for a seed.
 std::vector<CodebookSet> learn_codebooks(Engine& engine, const std::vector<int>& text, int ctx, int n_tokens,
                                          const std::vector<CodecSpec>& specs, int iters, uint64_t seed, bool progress,
-                                         QueryWeighting weighting = QueryWeighting::None);
+                                         QueryWeighting weighting = QueryWeighting::None, int skip_first = 0);
 
 }  // namespace leanlm

@@ -25,7 +25,7 @@ constexpr CodecRow kCodecs[] = {
     {"f16", CK::F16, 16, 0, 0},        {"f32", CK::F32, 32, 0, 0},         {"q8_0", CK::Q8_0, 8, 0, 0},
     {"q4_0", CK::Q4_0, 4, 0, 0},       {"kivi2", CK::Kivi, 2, 0, 128},     {"kivi4", CK::Kivi, 4, 0, 128},
     {"cq-2c8b", CK::CQ, 8, 2, 32},     {"cq-4c8b", CK::CQ, 8, 4, 32},      {"cq-8c8b", CK::CQ, 8, 8, 32},
-    {"cq-8c10b", CK::CQ, 10, 8, 32},   {"pq", CK::PQ, 4, 2, 32},
+    {"cq-8c10b", CK::CQ, 10, 8, 32},   {"pq", CK::PQ, 4, 2, 128},
 };
 
 struct EvictRow {
@@ -47,6 +47,10 @@ const CodecRow& codec_row(const CodecSpec& c) {
     if (r.kind == c.kind && r.bits == c.bits && (r.cq_channels == c.cq_channels || c.kind == CK::PQ)) return r;
   fail("internal error: a KV codec without a name");
 }
+
+// PQ keys lose most on the first token (the attention sink: small, unlike other keys, read by
+// every query), so PQ keeps the first 4 in fp16 unless told otherwise; other codecs keep none.
+int default_sinks(CK kind) { return kind == CK::PQ ? 4 : 0; }
 
 // "name:key=value:key=value" -> name and parameters.
 std::string split_params(const std::string& text, std::map<std::string, std::string>& params) {
@@ -119,6 +123,8 @@ CodecSpec parse_codec(const std::string& text) {
   int rot = 0;
   take(params, "rot", rot, name, 0, 1);
   c.rotate = rot == 1;
+  c.sinks = default_sinks(c.kind);
+  take(params, "sinks", c.sinks, name, 0, 1024);
   if (c.kind == CK::PQ) {
     take(params, "dsub", c.cq_channels, name, 1, 4);
     if (c.cq_channels == 3) fail("pq: dsub (channels per sub-space) is 1, 2 or 4");
@@ -129,9 +135,10 @@ CodecSpec parse_codec(const std::string& text) {
       if (v.kind != CK::F16) c.values = v.name();
       params.erase(it);
     }
-    no_leftovers(params, name, "dsub (channels per sub-space: 1, 2, 4), v (value codec), g, r");
+    no_leftovers(params, name, "dsub (channels per sub-space: 1, 2, 4), v (value codec), g, r, sinks");
   }
-  no_leftovers(params, name, "g (tokens per block), r (recent tokens kept in fp16), rot (0 or 1)");
+  no_leftovers(params, name, "g (tokens per block), r (recent tokens kept in fp16), rot (0 or 1), sinks (first tokens kept in fp16)");
+  if (c.sinks > 0 && c.kind == CK::F16) fail(name + ":sinks: the f16 cache keeps every token in fp16 already");
   if (c.kind == CK::PQ && c.rotate) fail("pq: rot=1 is not supported (its codebooks are learned on unrotated keys)");
   if (c.rotate && (c.kind == CK::F16 || c.kind == CK::CQ))
     fail(name + ":rot=1: rotation is for codecs with a quantization grid (q8_0, q4_0, kivi2, kivi4)");
@@ -146,6 +153,7 @@ std::string CodecSpec::name() const {
   if (group != 32) n += strfmt(":g=%d", group);
   if (residual != row.residual) n += strfmt(":r=%d", residual);
   if (rotate) n += ":rot=1";
+  if (sinks != default_sinks(kind)) n += strfmt(":sinks=%d", sinks);
   if (kind == CK::PQ) {
     if (cq_channels != row.cq_channels) n += strfmt(":dsub=%d", cq_channels);
     if (!values.empty()) n += ":v=" + values;
@@ -156,7 +164,7 @@ std::string CodecSpec::name() const {
 CodecSpec CodecSpec::value_spec() const {
   if (kind != CK::PQ) return *this;
   CodecSpec v = parse_codec(values.empty() ? "f16" : values);
-  v.group = group, v.residual = residual;  // one store: the same blocks and fp16 window on both sides
+  v.group = group, v.residual = residual, v.sinks = sinks;  // one store: the same blocks and fp16 window on both sides
   return v;
 }
 

@@ -99,15 +99,20 @@ void PagedKvStore::reserve(int n) {
 }
 
 void PagedKvStore::append(int pos, const float* k, const float* v) {
-  if (recent_.size() == recent_.capacity()) recent_.resize(2 * recent_.capacity());  // ThinK's wait
-  if (rotation_) {
+  if (rotation_) {  // stored rotated; a sink tier takes the rotated rows too (queries reach it rotated)
     thread_local std::vector<float> kr, vr;
     kr.assign(k, k + row_), vr.assign(v, v + row_);
     for (int h = 0; h < KVH_; ++h) rotation_->forward(kr.data() + size_t(h) * D_), rotation_->forward(vr.data() + size_t(h) * D_);
-    recent_.push(kr.data(), vr.data());
-  } else {
-    recent_.push(k, v);
+    k = kr.data(), v = vr.data();
   }
+  if (pos < opts_.sinks) {
+    opts_.low_tier->append(pos, k, v);
+    newest_ = std::max(newest_, pos);
+    sync_slots();
+    return;
+  }
+  if (recent_.size() == recent_.capacity()) recent_.resize(2 * recent_.capacity());  // ThinK's wait
+  recent_.push(k, v);
   pos_.push_back(pos);
   ++n_live_;
   newest_ = std::max(newest_, pos);

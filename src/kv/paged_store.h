@@ -2,6 +2,9 @@
 // pages from a BlockPool, plus a full-precision window of the most recent tokens.
 //
 //   slots:  [ low tier's slots | page 0: B slots | ... | page P-1 | recent window (fp16 ring) ]
+//
+// The low tier is either MiKV's store of evicted tokens or an fp16 store of the sink tokens (the
+// first positions, which attention leans on most: kept exact, as KV quantization methods do).
 //   page:   [n_kv_head][key block bytes] then [n_kv_head][value block bytes]
 //
 // New tokens enter the recent window (recent_window.h). Per-token codecs (q8_0, q4_0, kivi values,
@@ -47,6 +50,9 @@ struct PagedKvOptions {
   std::unique_ptr<EvictionPolicy> policy;         // null: no eviction
   int budget = 0;                                 // most tokens held (0: no limit)
   std::unique_ptr<class PagedKvStore> low_tier;   // MiKV: where evicted tokens go (null: dropped)
+  // Attention sinks: positions below `sinks` go straight to low_tier (then an fp16 store that keeps
+  // them whole) instead of the codec. Not combined with eviction or ThinK.
+  int sinks = 0;
   // ThinK: key channels kept per KV head (0: all), chosen in units of think_unit channels (CQ: its
   // group). make_key builds the key codec for the kept channels (dim, kept[h] ascending); a low tier
   // needs it too (it stores the channels its upper tier chose).

@@ -30,6 +30,7 @@ struct CalibrateFlags {
   int iters = 10;
   uint64_t seed = 1;
   std::string query_aware = "none";
+  int sinks = 0;
 };
 
 void calibrate(const CalibrateFlags& f) {
@@ -47,7 +48,7 @@ void calibrate(const CalibrateFlags& f) {
   const std::vector<int> text =
       engine.tokenizer().encode(all.substr(0, std::min(all.size(), size_t(f.tokens) * 8 + 4096)), true, false);
   const double t0 = now_seconds();
-  const std::vector<CodebookSet> sets = learn_codebooks(engine, text, eo.ctx, f.tokens, specs, f.iters, f.seed, true, weighting);
+  const std::vector<CodebookSet> sets = learn_codebooks(engine, text, eo.ctx, f.tokens, specs, f.iters, f.seed, true, weighting, f.sinks);
   save_codebooks(f.out, codebook_key(engine.model()), sets);
   std::fprintf(stderr, "calibrate: %s in %.0f s (key k-means weighted by queries: %s)\n", f.file.c_str(),
                now_seconds() - t0, f.query_aware.c_str());
@@ -67,6 +68,8 @@ void add_calibrate(CLI::App& app) {
   c->add_option("--query-aware", f->query_aware,
                 "key k-means in the metric of the queries' second moment: none, diag or full")
       ->check(CLI::IsMember({"none", "diag", "full"}))->capture_default_str();
+  c->add_option("--sinks", f->sinks, "leave the first N positions of each chunk out (for caches with :sinks=N)")
+      ->check(CLI::Range(0, 1024))->capture_default_str();
   c->add_option("--tokens", f->tokens, "calibration tokens (whole chunks of -c)")->check(CLI::Range(16, 1 << 22))
       ->capture_default_str();
   c->add_option("--iters", f->iters, "k-means iterations")->check(CLI::Range(0, 1000))->capture_default_str();
