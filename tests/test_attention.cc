@@ -219,8 +219,9 @@ TEST(Attention, CompressedStoreWithHolesLowTierAndThink) {
   }
 }
 
-// Sparse decode attention: the top_k slots by their best score over the query heads sharing a KV
-// head, a softmax over those only, their values only. Against the plain computation of exactly
+// Sparse decode attention: spans of 32 visible slots ranked by their best score over the query
+// heads sharing a KV head, the best spans up to top_k slots kept, a softmax over those only, their
+// values only. Against the plain computation of exactly
 // that, for the dense f16 store and compressed stores whose keys are scored the cheap way (PQ
 // lookups, 2-bit KIVI codes); with k at least the visible slots it is dense attention.
 TEST(Attention, SparseDecodeKeepsTheTopSlots) {
@@ -260,11 +261,20 @@ TEST(Attention, SparseDecodeKeepsTheTopSlots) {
             kv->scores(h, &q[size_t(h * G + g) * D], 1, D, slot, slot + 1, &s[size_t(g) * n + slot], 1);
             best[slot] = std::max(best[slot], s[size_t(g) * n + slot]);
           }
-        std::vector<int> order(n);
-        for (int i = 0; i < n; ++i) order[i] = i;
-        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return best[a] > best[b]; });
-        order.resize(std::min<size_t>(std::count_if(best.begin(), best.end(), [](float b) { return b > -INFINITY; }),
-                                      size_t(top_k)));
+        // Visible slots in order, cut into spans of 32; the spans with the best scores are kept.
+        std::vector<int> vis;
+        for (int slot = 0; slot < n; ++slot)
+          if (best[slot] > -INFINITY) vis.push_back(slot);
+        const int n_spans = (int(vis.size()) + 31) / 32, keep = std::min(n_spans, (top_k + 31) / 32);
+        std::vector<float> span_best(n_spans, -INFINITY);
+        for (size_t c = 0; c < vis.size(); ++c) span_best[c / 32] = std::max(span_best[c / 32], best[vis[c]]);
+        std::vector<int> span_order(n_spans);
+        for (int i = 0; i < n_spans; ++i) span_order[i] = i;
+        std::stable_sort(span_order.begin(), span_order.end(), [&](int a, int b) { return span_best[a] > span_best[b]; });
+        std::vector<int> order;
+        for (int k = 0; k < keep; ++k)
+          for (size_t c = size_t(span_order[k]) * 32; c < std::min(vis.size(), size_t(span_order[k] + 1) * 32); ++c)
+            order.push_back(vis[c]);
         for (int g = 0; g < G; ++g) {
           double mx = -1e300, z = 0;
           for (int slot : order) mx = std::max(mx, double(s[size_t(g) * n + slot]));

@@ -17,6 +17,8 @@ namespace {
 // Slots are scored in chunks of at most this many, with an online softmax across chunks, so the
 // score buffer stays small at any context length.
 constexpr int kSlotChunk = 2048;
+// Sparse attention keeps slots in spans of this many consecutive visible slots.
+constexpr int kSparseSpan = 32;
 // A split of a decode step's slots is worth a thread only above this many slots.
 constexpr int kMinSlotsPerSplit = 256;
 
@@ -222,14 +224,27 @@ void Attention::run_sparse_task(const Task& task, const AttnShape& sh, const std
   std::copy(S, S + n, best);
   for (int i = 1; i < nq; ++i)
     for (int j = 0; j < n; ++j) best[j] = std::max(best[j], S[size_t(i) * n + j]);
-  // The k best columns (ties to the earlier slot: the same choice on every run), in slot order.
+  // Columns are kept in spans of kSparseSpan consecutive visible slots (the stores' blocks), the
+  // spans with the highest best score first (ties to the earlier span: the same choice on every
+  // run), so that values are read in a few contiguous runs.
+  const int n_spans = (n + kSparseSpan - 1) / kSparseSpan;
+  const int keep = std::min(n_spans, (top_k + kSparseSpan - 1) / kSparseSpan);
+  thread_local std::vector<float> span_best;
+  thread_local std::vector<int> spans;
+  span_best.assign(n_spans, -INFINITY);
+  for (int j = 0; j < n; ++j) span_best[j / kSparseSpan] = std::max(span_best[j / kSparseSpan], best[j]);
+  spans.resize(n_spans);
+  std::iota(spans.begin(), spans.end(), 0);
+  std::nth_element(spans.begin(), spans.begin() + (keep - 1), spans.end(), [&](int a, int b) {
+    return span_best[a] != span_best[b] ? span_best[a] > span_best[b] : a < b;
+  });
+  spans.resize(keep);
+  std::sort(spans.begin(), spans.end());
   std::vector<int>& cols = sc.cols;
-  cols.resize(n);
-  std::iota(cols.begin(), cols.end(), 0);
-  std::nth_element(cols.begin(), cols.begin() + top_k, cols.end(),
-                   [&](int a, int b) { return best[a] != best[b] ? best[a] > best[b] : a < b; });
-  cols.resize(top_k);
-  std::sort(cols.begin(), cols.end());
+  cols.clear();
+  for (int sp : spans)
+    for (int j = sp * kSparseSpan; j < std::min(n, (sp + 1) * kSparseSpan); ++j) cols.push_back(j);
+  top_k = int(cols.size());
   // Softmax over the kept columns: weights [nq][k] in place of the first k columns of S's rows.
   std::vector<float>& row_max = sc.row_max;
   std::vector<float>& row_sum = sc.row_sum;

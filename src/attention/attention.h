@@ -68,10 +68,11 @@ class Attention {
   void run_task(const Task& task, const AttnShape& shape, const std::vector<AttnToken>& tokens, const float* q,
                 float* out, Scratch& sc, float* part_out, float* part_max, float* part_sum);
   // Sparse attention of one decode token (beyond the seed papers): every visible slot is scored the
-  // store's cheap way (PQ lookups, 2-bit codes), the top_k slots by their best score over the query
-  // rows that share the KV head are kept, and the softmax and the values cover those slots only:
-  // values, usually most of the bytes, are read for k slots instead of all. A split task keeps its
-  // share of k. sc.q holds the task's queries; results go where run_task's would.
+  // store's cheap way (PQ lookups, 2-bit codes); about top_k slots are kept, in spans of 32
+  // consecutive visible slots, the spans whose best score over the query rows sharing the KV head
+  // is highest; the softmax and the values cover those slots only: values, usually most of the
+  // bytes, are read for k slots in k / 32 runs instead of all. A split task keeps its share of k.
+  // sc.q holds the task's queries; results go where run_task's would.
   void run_sparse_task(const Task& task, const AttnShape& shape, const std::vector<SlotRange>& ranges, int top_k,
                        const KvStore& kv, float* out, Scratch& sc, float* part_out, float* part_max, float* part_sum);
 

@@ -108,41 +108,52 @@ struct Avx2 {
   static F exp(F x) { return simd::exp(x); }
 };
 
-// PQ keys (kv_kernels.h): two sub-spaces per step, one 128-bit lane each (see the AVX-512 kernel).
+// PQ keys (kv_kernels.h): two sub-spaces per step, one 128-bit lane each (see the AVX-512 kernel:
+// the same even/odd widening, codes split once for up to QT queries).
+template <int QT>
+void pq_tile(const uint8_t* sub, int M, const uint8_t* lut, const float* scale, const float* bias, float* tmp) {
+  const __m256i low4 = _mm256_set1_epi8(0x0f), low8 = _mm256_set1_epi16(0x00ff);
+  __m256i acc[QT][4];  // [even lo, odd lo, even hi, odd hi]
+  for (int i = 0; i < QT; ++i)
+    for (auto& x : acc[i]) x = _mm256_setzero_si256();
+  for (int m = 0; m < M; m += 2) {
+    const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sub + m * 16));
+    const __m256i lo = _mm256_and_si256(c, low4), hi = _mm256_and_si256(_mm256_srli_epi16(c, 4), low4);
+    for (int i = 0; i < QT; ++i) {
+      const __m256i tab = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lut + (size_t(i) * M + m) * 16));
+      const __m256i vl = _mm256_shuffle_epi8(tab, lo), vh = _mm256_shuffle_epi8(tab, hi);
+      acc[i][0] = _mm256_add_epi16(acc[i][0], _mm256_and_si256(vl, low8));
+      acc[i][1] = _mm256_add_epi16(acc[i][1], _mm256_srli_epi16(vl, 8));
+      acc[i][2] = _mm256_add_epi16(acc[i][2], _mm256_and_si256(vh, low8));
+      acc[i][3] = _mm256_add_epi16(acc[i][3], _mm256_srli_epi16(vh, 8));
+    }
+  }
+  for (int i = 0; i < QT; ++i) {
+    const __m256 sc = _mm256_set1_ps(scale[i]), bi = _mm256_set1_ps(bias[i]);
+    auto to_f = [&](__m128i w) { return _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(w)), bi); };
+    for (int half = 0; half < 2; ++half) {  // tokens 0-15 from (even, odd) lo, 16-31 from hi
+      const __m256i e = acc[i][2 * half], o = acc[i][2 * half + 1];
+      // [even summed over lanes, odd summed over lanes], then interleaved back into token order.
+      const __m256i t = _mm256_add_epi16(_mm256_permute2x128_si256(e, o, 0x20), _mm256_permute2x128_si256(e, o, 0x31));
+      const __m128i ev = _mm256_castsi256_si128(t), od = _mm256_extracti128_si256(t, 1);
+      _mm256_storeu_ps(tmp + i * 32 + half * 16, to_f(_mm_unpacklo_epi16(ev, od)));
+      _mm256_storeu_ps(tmp + i * 32 + half * 16 + 8, to_f(_mm_unpackhi_epi16(ev, od)));
+    }
+  }
+}
+
 void pq_scores(const uint8_t* codes, int j0, int j1, int M, const uint8_t* lut, int nq, const float* scale,
                const float* bias, float* out, int os) {
-  const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+  alignas(32) float tmp[2 * 32];
   for (int s = j0 / 32; s * 32 < j1; ++s) {
     const uint8_t* sub = codes + size_t(s) * M * 16;
     const int a = std::max(j0, s * 32), b = std::min(j1, s * 32 + 32);
-    for (int i = 0; i < nq; ++i) {
-      const uint8_t* t = lut + size_t(i) * M * 16;
-      __m256i acc0 = zero, acc1 = zero, acc2 = zero, acc3 = zero;  // tokens 0-7, 8-15, 16-23, 24-31
-      for (int m = 0; m < M; m += 2) {
-        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sub + m * 16));
-        const __m256i tab = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + m * 16));
-        const __m256i lo = _mm256_shuffle_epi8(tab, _mm256_and_si256(c, low4));
-        const __m256i hi = _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(c, 4), low4));
-        acc0 = _mm256_add_epi16(acc0, _mm256_unpacklo_epi8(lo, zero));
-        acc1 = _mm256_add_epi16(acc1, _mm256_unpackhi_epi8(lo, zero));
-        acc2 = _mm256_add_epi16(acc2, _mm256_unpacklo_epi8(hi, zero));
-        acc3 = _mm256_add_epi16(acc3, _mm256_unpackhi_epi8(hi, zero));
-      }
-      // [acc0 total, acc1 total] = tokens 0-15, [acc2 total, acc3 total] = tokens 16-31.
-      const __m256i u01 = _mm256_add_epi16(_mm256_permute2x128_si256(acc0, acc1, 0x20), _mm256_permute2x128_si256(acc0, acc1, 0x31));
-      const __m256i u23 = _mm256_add_epi16(_mm256_permute2x128_si256(acc2, acc3, 0x20), _mm256_permute2x128_si256(acc2, acc3, 0x31));
-      const __m256 sc = _mm256_set1_ps(scale[i]), bi = _mm256_set1_ps(bias[i]);
-      auto to_f = [&](__m128i w) { return _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(w)), bi); };
-      alignas(32) float tmp[32];
-      float* o = out + size_t(i) * os;
-      const bool whole = a == s * 32 && b == s * 32 + 32;
-      float* dst = whole ? o + (a - j0) : tmp;
-      _mm256_storeu_ps(dst, to_f(_mm256_castsi256_si128(u01)));
-      _mm256_storeu_ps(dst + 8, to_f(_mm256_extracti128_si256(u01, 1)));
-      _mm256_storeu_ps(dst + 16, to_f(_mm256_castsi256_si128(u23)));
-      _mm256_storeu_ps(dst + 24, to_f(_mm256_extracti128_si256(u23, 1)));
-      if (!whole)
-        for (int j = a; j < b; ++j) o[j - j0] = tmp[j - s * 32];
+    for (int i0 = 0; i0 < nq; i0 += 2) {
+      const int qt = std::min(2, nq - i0);
+      const uint8_t* t = lut + size_t(i0) * M * 16;
+      if (qt == 2) pq_tile<2>(sub, M, t, scale + i0, bias + i0, tmp);
+      else pq_tile<1>(sub, M, t, scale + i0, bias + i0, tmp);
+      for (int i = 0; i < qt; ++i) std::copy(tmp + i * 32 + (a - s * 32), tmp + i * 32 + (b - s * 32), out + size_t(i0 + i) * os + (a - j0));
     }
   }
 }

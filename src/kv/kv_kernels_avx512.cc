@@ -131,46 +131,63 @@ struct Avx512 {
 // PQ keys (kv_kernels.h): four sub-spaces per step. One 64-byte load holds the codes of sub-spaces
 // m..m+3 for the 32 tokens of a sub-block, one 128-bit lane each, and the matching 4 x 16 table
 // bytes sit in the same lanes, so vpshufb looks up 16 tokens' (low nibbles) or the other 16
-// tokens' (high nibbles) entries of 4 sub-spaces at once. The bytes are widened to uint16 by
-// interleaving with zero inside each lane, and the lanes are summed at the end.
+// tokens' (high nibbles) entries of 4 sub-spaces at once. The looked-up bytes are widened to
+// uint16 as even and odd bytes (a mask and a shift, no shuffle port), the codes are split once for
+// up to QT queries, and the lanes are summed and the tokens put back in order at the end.
+template <int QT>
+void pq_tile(const uint8_t* sub, int M, const uint8_t* lut, const float* scale, const float* bias, float* tmp) {
+  const __m512i low4 = _mm512_set1_epi8(0x0f), low8 = _mm512_set1_epi16(0x00ff);
+  // [even lo, odd lo, even hi, odd hi] per query: tokens 2k / 2k+1 of 0-15, then of 16-31.
+  __m512i acc[QT][4];
+  for (int i = 0; i < QT; ++i)
+    for (auto& a : acc[i]) a = _mm512_setzero_si512();
+  for (int m = 0; m < M; m += 4) {
+    const __m512i c = _mm512_loadu_si512(sub + m * 16);
+    const __m512i lo = _mm512_and_si512(c, low4), hi = _mm512_and_si512(_mm512_srli_epi16(c, 4), low4);
+    for (int i = 0; i < QT; ++i) {
+      const __m512i tab = _mm512_loadu_si512(lut + (size_t(i) * M + m) * 16);
+      const __m512i vl = _mm512_shuffle_epi8(tab, lo), vh = _mm512_shuffle_epi8(tab, hi);
+      acc[i][0] = _mm512_add_epi16(acc[i][0], _mm512_and_si512(vl, low8));
+      acc[i][1] = _mm512_add_epi16(acc[i][1], _mm512_srli_epi16(vl, 8));
+      acc[i][2] = _mm512_add_epi16(acc[i][2], _mm512_and_si512(vh, low8));
+      acc[i][3] = _mm512_add_epi16(acc[i][3], _mm512_srli_epi16(vh, 8));
+    }
+  }
+  // u = [even lo, odd lo, even hi, odd hi] summed over the lanes: word w of 128-bit lane k is token
+  // 2w (+1 for odd lanes) (+16 for the hi lanes). kOrder puts token t at word t.
+  alignas(64) static const uint16_t kOrder[32] = {0,  8,  1,  9,  2,  10, 3,  11, 4,  12, 5,  13, 6,  14, 7,  15,
+                                                  16, 24, 17, 25, 18, 26, 19, 27, 20, 28, 21, 29, 22, 30, 23, 31};
+  const __m512i order = _mm512_load_si512(kOrder);
+  for (int i = 0; i < QT; ++i) {
+    const __m512i t01 = _mm512_add_epi16(_mm512_shuffle_i64x2(acc[i][0], acc[i][1], 0x44),
+                                         _mm512_shuffle_i64x2(acc[i][0], acc[i][1], 0xee));
+    const __m512i t23 = _mm512_add_epi16(_mm512_shuffle_i64x2(acc[i][2], acc[i][3], 0x44),
+                                         _mm512_shuffle_i64x2(acc[i][2], acc[i][3], 0xee));
+    const __m512i u = _mm512_permutexvar_epi16(
+        order, _mm512_add_epi16(_mm512_shuffle_i64x2(t01, t23, 0x88), _mm512_shuffle_i64x2(t01, t23, 0xdd)));
+    const __m512 sc = _mm512_set1_ps(scale[i]), bi = _mm512_set1_ps(bias[i]);
+    _mm512_storeu_ps(tmp + i * 32, _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(u))), bi));
+    _mm512_storeu_ps(tmp + i * 32 + 16,
+                     _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(u, 1))), bi));
+  }
+}
+
 void pq_scores(const uint8_t* codes, int j0, int j1, int M, const uint8_t* lut, int nq, const float* scale,
                const float* bias, float* out, int os) {
-  const __m512i low4 = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
+  alignas(64) float tmp[4 * 32];
   for (int s = j0 / 32; s * 32 < j1; ++s) {
     const uint8_t* sub = codes + size_t(s) * M * 16;
     const int a = std::max(j0, s * 32), b = std::min(j1, s * 32 + 32);
-    for (int i = 0; i < nq; ++i) {
-      const uint8_t* t = lut + size_t(i) * M * 16;
-      // acc0: tokens 0-7 of each lane's sub-spaces, acc1: 8-15, acc2: 16-23, acc3: 24-31.
-      __m512i acc0 = zero, acc1 = zero, acc2 = zero, acc3 = zero;
-      for (int m = 0; m < M; m += 4) {
-        const __m512i c = _mm512_loadu_si512(sub + m * 16);
-        const __m512i tab = _mm512_loadu_si512(t + m * 16);
-        const __m512i lo = _mm512_shuffle_epi8(tab, _mm512_and_si512(c, low4));
-        const __m512i hi = _mm512_shuffle_epi8(tab, _mm512_and_si512(_mm512_srli_epi16(c, 4), low4));
-        acc0 = _mm512_add_epi16(acc0, _mm512_unpacklo_epi8(lo, zero));
-        acc1 = _mm512_add_epi16(acc1, _mm512_unpackhi_epi8(lo, zero));
-        acc2 = _mm512_add_epi16(acc2, _mm512_unpacklo_epi8(hi, zero));
-        acc3 = _mm512_add_epi16(acc3, _mm512_unpackhi_epi8(hi, zero));
+    for (int i0 = 0; i0 < nq; i0 += 4) {
+      const int qt = std::min(4, nq - i0);
+      const uint8_t* t = lut + size_t(i0) * M * 16;
+      switch (qt) {
+        case 4: pq_tile<4>(sub, M, t, scale + i0, bias + i0, tmp); break;
+        case 3: pq_tile<3>(sub, M, t, scale + i0, bias + i0, tmp); break;
+        case 2: pq_tile<2>(sub, M, t, scale + i0, bias + i0, tmp); break;
+        default: pq_tile<1>(sub, M, t, scale + i0, bias + i0, tmp); break;
       }
-      // Sum the four lanes of each accumulator: [acc0 total, acc1 total, acc2 total, acc3 total]
-      // = the 32 tokens' sums in order.
-      const __m512i t01 = _mm512_add_epi16(_mm512_shuffle_i64x2(acc0, acc1, 0x44), _mm512_shuffle_i64x2(acc0, acc1, 0xee));
-      const __m512i t23 = _mm512_add_epi16(_mm512_shuffle_i64x2(acc2, acc3, 0x44), _mm512_shuffle_i64x2(acc2, acc3, 0xee));
-      const __m512i u = _mm512_add_epi16(_mm512_shuffle_i64x2(t01, t23, 0x88), _mm512_shuffle_i64x2(t01, t23, 0xdd));
-      const __m512 sc = _mm512_set1_ps(scale[i]), bi = _mm512_set1_ps(bias[i]);
-      const __m512 f0 = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(u))), bi);
-      const __m512 f1 = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(u, 1))), bi);
-      float* o = out + size_t(i) * os;
-      if (a == s * 32 && b == s * 32 + 32) {
-        _mm512_storeu_ps(o + (a - j0), f0);
-        _mm512_storeu_ps(o + (a - j0) + 16, f1);
-      } else {
-        alignas(64) float tmp[32];
-        _mm512_store_ps(tmp, f0);
-        _mm512_store_ps(tmp + 16, f1);
-        for (int j = a; j < b; ++j) o[j - j0] = tmp[j - s * 32];
-      }
+      for (int i = 0; i < qt; ++i) std::copy(tmp + i * 32 + (a - s * 32), tmp + i * 32 + (b - s * 32), out + size_t(i0 + i) * os + (a - j0));
     }
   }
 }
