@@ -252,6 +252,13 @@ TEST(Attention, SparseDecodeKeepsTheTopSlots) {
       Attention attn(threads.size());
       std::vector<float> out(q.size());
       attn.run(threads, {H, KVH, D, 0}, {{kv.get(), n_prompt, nullptr, top_k}}, q.data(), out.data());
+      {  // the same choice whatever the thread count (sparse steps are never split)
+        ThreadPool two(2);
+        Attention attn2(two.size());
+        std::vector<float> out2(q.size());
+        attn2.run(two, {H, KVH, D, 0}, {{kv.get(), n_prompt, nullptr, top_k}}, q.data(), out2.data());
+        ASSERT_EQ(out, out2) << "k " << top_k;
+      }
       const int n = kv->n_slots();
       for (int h = 0; h < KVH; ++h) {
         std::vector<float> s(size_t(G) * n), best(n, -INFINITY);
@@ -296,6 +303,37 @@ TEST(Attention, SparseDecodeKeepsTheTopSlots) {
       }
     }
   }
+}
+
+// Sparse attention is for decode steps only: a prompt's tokens (here the 33rd of a block of 33,
+// alone in its query block) are computed densely, so chunking never changes them.
+TEST(Attention, SparseLeavesPromptTokensDense) {
+  const int H = 2, KVH = 1, D = 32, n = 600, T = 33;
+  BlockPool pool;
+  auto kv = make_kv_store(KvType::F16, KvShape{KVH, D, 0, T, n + T}, pool);
+  const auto K = [] {
+    std::mt19937 rng(3);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::vector<float> x(size_t(n + T) * KVH * D * 2);
+    for (auto& v : x) v = nd(rng);
+    return x;
+  }();
+  for (int p = 0; p < n + T; ++p) kv->append(p, &K[size_t(p) * D], &K[size_t(n + T + p) * D]);
+  std::vector<float> q(size_t(T) * H * D);
+  for (size_t i = 0; i < q.size(); ++i) q[i] = K[i % K.size()] * 0.5f;
+  ThreadPool threads(1);
+  Attention attn(threads.size());
+  std::vector<float> dense(q.size()), sparse(q.size());
+  std::vector<AttnToken> toks(T);
+  for (int t = 0; t < T; ++t) toks[t] = {kv.get(), n + t, nullptr, 0};
+  attn.run(threads, {H, KVH, D, 0}, toks, q.data(), dense.data());
+  for (auto& t : toks) t.top_k = 64;
+  attn.run(threads, {H, KVH, D, 0}, toks, q.data(), sparse.data());
+  EXPECT_EQ(dense, sparse);
+  // Alone in the batch, the last token is a decode step: sparse, so different.
+  std::vector<float> one(size_t(H) * D);
+  attn.run(threads, {H, KVH, D, 0}, {toks.back()}, q.data() + size_t(T - 1) * H * D, one.data());
+  EXPECT_NE(one, std::vector<float>(dense.end() - H * D, dense.end()));
 }
 
 // What an eviction policy is told: per query token and KV head, the softmax weights averaged over

@@ -451,7 +451,11 @@ TEST(KvConfig, ParsesNamesAndRejectsBadOnes) {
   EXPECT_THROW(parse_codec("kivi3"), Error);
   EXPECT_EQ(parse_codec("pq").cq_channels, 2);
   EXPECT_EQ(parse_codec("pq:dsub=4:v=kivi2").name(), "pq:dsub=4:v=kivi2");
-  EXPECT_EQ(parse_codec("pq:v=kivi2").value_spec().name(), "kivi2:sinks=4");
+  EXPECT_EQ(parse_codec("pq:v=kivi2").value_spec().name(), "kivi2");
+  EXPECT_EQ(parse_codec("pq").sinks_for(false), 4);
+  EXPECT_EQ(parse_codec("pq").sinks_for(true), 0);  // eviction keeps sinks its own way
+  EXPECT_THROW(parse_codec("pq:sinks=2").sinks_for(true), Error);
+  EXPECT_EQ(parse_codec("kivi2").sinks_for(false), 0);
   EXPECT_EQ(parse_codec("pq:sinks=0").name(), "pq:sinks=0");
   EXPECT_EQ(parse_codec("kivi2:rot=1:sinks=1").name(), "kivi2:rot=1:sinks=1");
   EXPECT_THROW(parse_codec("f16:sinks=4"), Error);

@@ -109,12 +109,10 @@ void Attention::run_task(const Task& task, const AttnShape& sh, const std::vecto
   if (sc.out.size() < size_t(nq) * D) sc.out.resize(size_t(nq) * D);
   std::fill(sc.out.begin(), sc.out.begin() + size_t(nq) * D, 0.f);
   const int top_k = tokens[task.first].top_k;
-  if (top_k > 0 && task.count == 1 && !(obs && obs->wants_weights())) {
+  if (top_k > 0 && task.decode && task.n_splits == 1 && !(obs && obs->wants_weights())) {
     size_t n_vis = 0;
     for (const SlotRange& r : mine) n_vis += size_t(r.s1 - r.s0);
-    const int k_share = (top_k + task.n_splits - 1) / task.n_splits;
-    if (n_vis > size_t(k_share))
-      return run_sparse_task(task, sh, mine, k_share, kv, out, sc, part_out, part_max, part_sum);
+    if (n_vis > size_t(top_k)) return run_sparse_task(task, sh, mine, top_k, kv, out, sc);
   }
   if (sc.scores.size() < size_t(nq) * kSlotChunk) sc.scores.resize(size_t(nq) * kSlotChunk);
   std::vector<float>& row_max = sc.row_max;
@@ -206,8 +204,7 @@ void Attention::run_task(const Task& task, const AttnShape& sh, const std::vecto
 }
 
 void Attention::run_sparse_task(const Task& task, const AttnShape& sh, const std::vector<SlotRange>& ranges, int top_k,
-                                const KvStore& kv, float* out, Scratch& sc, float* part_out, float* part_max,
-                                float* part_sum) {
+                                const KvStore& kv, float* out, Scratch& sc) {
   const int D = sh.head_dim, H = sh.n_head, G = sh.n_head / sh.n_head_kv, h = task.kv_head, nq = G;
   const KvKernels& kk = best_kv_kernels();
   int n = 0;
@@ -232,7 +229,8 @@ void Attention::run_sparse_task(const Task& task, const AttnShape& sh, const std
   thread_local std::vector<float> span_best;
   thread_local std::vector<int> spans;
   span_best.assign(n_spans, -INFINITY);
-  for (int j = 0; j < n; ++j) span_best[j / kSparseSpan] = std::max(span_best[j / kSparseSpan], best[j]);
+  for (int j = 0; j < n; ++j)  // NaN (an overflowing fp16 key) ranks last: the order must stay strict
+    if (!std::isnan(best[j])) span_best[j / kSparseSpan] = std::max(span_best[j / kSparseSpan], best[j]);
   spans.resize(n_spans);
   std::iota(spans.begin(), spans.end(), 0);
   std::nth_element(spans.begin(), spans.begin() + (keep - 1), spans.end(), [&](int a, int b) {
@@ -270,12 +268,6 @@ void Attention::run_sparse_task(const Task& task, const AttnShape& sh, const std
     while (b < top_k && cols[b] == cols[b - 1] + 1) ++b;
     kv.accumulate(h, w.data() + a, nq, top_k, cols[a], cols[b - 1] + 1, sc.out.data(), D);
     a = b;
-  }
-  if (task.n_splits > 1) {
-    std::memcpy(part_out, sc.out.data(), size_t(nq) * D * sizeof(float));
-    std::copy(row_max.begin(), row_max.end(), part_max);
-    std::copy(row_sum.begin(), row_sum.end(), part_sum);
-    return;
   }
   for (int g = 0; g < G; ++g) {
     float* dst = out + (size_t(task.first) * H + size_t(h) * G + g) * D;
@@ -354,7 +346,7 @@ void Attention::run(ThreadPool& pool, const AttnShape& sh, const std::vector<Att
     int end = first;
     while (end < T && tokens[end].kv == tokens[first].kv) ++end;
     for (int b = first; b < end; b += kQueryBlock)
-      for (int h = 0; h < sh.n_head_kv; ++h) tasks.push_back({b, std::min(kQueryBlock, end - b), h, 0, 1});
+      for (int h = 0; h < sh.n_head_kv; ++h) tasks.push_back({b, std::min(kQueryBlock, end - b), h, 0, 1, end - first == 1});
     first = end;
   }
 
@@ -367,9 +359,9 @@ void Attention::run(ThreadPool& pool, const AttnShape& sh, const std::vector<Att
   const int nth = pool.size();
   int n_splits = 1;
   bool any_weights = false;
-  for (const Task& t : tasks) {
+  for (const Task& t : tasks) {  // one softmax per task: observers of the weights, sparse steps
     const AttentionObserver* obs = tokens[t.first].observer;
-    any_weights |= obs && obs->wants_weights();
+    any_weights |= (obs && obs->wants_weights()) || tokens[t.first].top_k > 0;
   }
   bool single_tokens = true;
   for (const Task& t : tasks) single_tokens &= t.count == 1;

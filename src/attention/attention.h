@@ -52,6 +52,7 @@ class Attention {
     int first = 0, count = 0;  // tokens [first, first + count) of the batch, same store
     int kv_head = 0;
     int split = 0, n_splits = 1;  // this task's share of the visible slots
+    bool decode = false;          // the sequence's only token in the batch (a decode step)
   };
   // Per thread scratch.
   struct Scratch {
@@ -71,10 +72,10 @@ class Attention {
   // store's cheap way (PQ lookups, 2-bit codes); about top_k slots are kept, in spans of 32
   // consecutive visible slots, the spans whose best score over the query rows sharing the KV head
   // is highest; the softmax and the values cover those slots only: values, usually most of the
-  // bytes, are read for k slots in k / 32 runs instead of all. A split task keeps its share of k.
-  // sc.q holds the task's queries; results go where run_task's would.
+  // bytes, are read for k slots in k / 32 runs instead of all. Such steps are never split between
+  // threads (one selection per step, whatever the thread count). sc.q holds the task's queries.
   void run_sparse_task(const Task& task, const AttnShape& shape, const std::vector<SlotRange>& ranges, int top_k,
-                       const KvStore& kv, float* out, Scratch& sc, float* part_out, float* part_max, float* part_sum);
+                       const KvStore& kv, float* out, Scratch& sc);
 
   size_t kept_limit_ = size_t(4) << 20;  // 16 MiB of floats per thread
   std::vector<Scratch> scratch_;

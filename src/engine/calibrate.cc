@@ -46,6 +46,8 @@ std::vector<CodebookSet> learn_codebooks(Engine& engine, const std::vector<int>&
   for (const CodecSpec& s : specs) {
     if (!s.needs_codebooks()) fail(s.name() + ": only CQ (cq-*) and PQ (pq) codecs have codebooks to learn");
     if (D % s.cq_channels != 0) fail(strfmt("%s: head size %d is not a multiple of %d", s.name().c_str(), D, s.cq_channels));
+    if (s.kind == CodecSpec::Kind::PQ && (D / s.cq_channels) % 4 != 0)
+      fail(strfmt("%s: head size %d does not split into a multiple of 4 sub-spaces", s.name().c_str(), D));
     cmax = std::max(cmax, s.cq_channels);
   }
   for (const CodecSpec& s : specs)

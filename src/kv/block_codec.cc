@@ -131,6 +131,8 @@ std::unique_ptr<BlockCodec> make_pq(const CodecSpec& s, KvSide side, int n_kv_he
   if (kept_channels) fail(s.name() + ": key-channel pruning (--kv-think) is not supported with PQ keys");
   if (!book) fail(s.name() + " needs codebooks: run `leanlm calibrate --kv-codec " + s.name() +
                   "` and pass --kv-codebooks FILE");
+  if (book->channels != s.cq_channels || book->bits != s.bits)
+    fail(s.name() + ": the codebooks are for another configuration (recalibrate)");
   return make_pq_codec(*book, n_kv_head, dim, s.group);
 }
 

@@ -123,7 +123,6 @@ CodecSpec parse_codec(const std::string& text) {
   int rot = 0;
   take(params, "rot", rot, name, 0, 1);
   c.rotate = rot == 1;
-  c.sinks = default_sinks(c.kind);
   take(params, "sinks", c.sinks, name, 0, 1024);
   if (c.kind == CK::PQ) {
     take(params, "dsub", c.cq_channels, name, 1, 4);
@@ -138,7 +137,7 @@ CodecSpec parse_codec(const std::string& text) {
     no_leftovers(params, name, "dsub (channels per sub-space: 1, 2, 4), v (value codec), g, r, sinks");
   }
   no_leftovers(params, name, "g (tokens per block), r (recent tokens kept in fp16), rot (0 or 1), sinks (first tokens kept in fp16)");
-  if (c.sinks > 0 && c.kind == CK::F16) fail(name + ":sinks: the f16 cache keeps every token in fp16 already");
+  if (c.sinks >= 0 && c.kind == CK::F16) fail(name + ":sinks: the f16 cache keeps every token in fp16 already");
   if (c.kind == CK::PQ && c.rotate) fail("pq: rot=1 is not supported (its codebooks are learned on unrotated keys)");
   if (c.rotate && (c.kind == CK::F16 || c.kind == CK::CQ))
     fail(name + ":rot=1: rotation is for codecs with a quantization grid (q8_0, q4_0, kivi2, kivi4)");
@@ -153,12 +152,19 @@ std::string CodecSpec::name() const {
   if (group != 32) n += strfmt(":g=%d", group);
   if (residual != row.residual) n += strfmt(":r=%d", residual);
   if (rotate) n += ":rot=1";
-  if (sinks != default_sinks(kind)) n += strfmt(":sinks=%d", sinks);
+  if (sinks >= 0 && sinks != default_sinks(kind)) n += strfmt(":sinks=%d", sinks);
   if (kind == CK::PQ) {
     if (cq_channels != row.cq_channels) n += strfmt(":dsub=%d", cq_channels);
     if (!values.empty()) n += ":v=" + values;
   }
   return n;
+}
+
+int CodecSpec::sinks_for(bool evicting_or_pruning) const {
+  if (sinks > 0 && evicting_or_pruning)
+    fail(name() + ": sinks= does not combine with eviction (whose policies keep sinks of their own) or --kv-think");
+  if (evicting_or_pruning) return 0;
+  return sinks >= 0 ? sinks : default_sinks(kind);
 }
 
 CodecSpec CodecSpec::value_spec() const {

@@ -14,7 +14,7 @@ struct CodecSpec {
   int group = 32;       // tokens per block (KIVI's group size G; also its value group in channels)
   int residual = 0;     // most recent tokens kept in fp16 (KIVI's R; CQ's window)
   bool rotate = false;  // rot=1: Hadamard rotation of keys, values and queries per KV head (kv/rotation.h)
-  int sinks = 0;        // the first `sinks` positions stay in fp16 (attention sinks; full-attention layers)
+  int sinks = -1;       // the first `sinks` positions stay in fp16 (attention sinks); -1: the codec's default
   std::string values;   // PQ (a key codec): the codec of the values, by name (v=kivi2); "" = f16
   std::string name() const;  // canonical name, parameters that differ from the defaults included
   bool compressed() const { return kind != Kind::F16 && kind != Kind::F32; }
@@ -22,6 +22,9 @@ struct CodecSpec {
   bool needs_codebooks() const { return kind == Kind::CQ || kind == Kind::PQ; }
   // The codec values are stored in (PQ codes keys only; every other codec serves both sides).
   CodecSpec value_spec() const;
+  // Sinks kept in fp16 for a store that evicts or prunes (none: those keep sinks their own way)
+  // or not; an explicit sinks= with eviction or ThinK is an error.
+  int sinks_for(bool evicting_or_pruning) const;
 };
 
 struct EvictSpec {

@@ -45,16 +45,15 @@ std::unique_ptr<KvStore> make_kv_store(const KvConfig& cfg, const KvShape& shape
     };
   }
   o.value = make_block_codec(spec, KvSide::Value, shape.n_kv_head, shape.head_dim, value_book);
-  if (spec.sinks > 0 && (evicting || cfg.think > 0))
-    fail(spec.name() + ": sinks= does not combine with eviction (whose policies keep sinks of their own) or --kv-think");
-  if (spec.sinks > 0 && shape.window == 0) {  // sliding-window layers soon see no sink at all
+  const int sinks = spec.sinks_for(evicting || cfg.think > 0);
+  if (sinks > 0 && shape.window == 0) {  // sliding-window layers soon see no sink at all
     PagedKvOptions so;
     CodecSpec f16 = parse_codec("f16");
     f16.group = spec.group;
     so.key = make_block_codec(f16, KvSide::Key, shape.n_kv_head, shape.head_dim, nullptr);
     so.value = make_block_codec(f16, KvSide::Value, shape.n_kv_head, shape.head_dim, nullptr);
-    so.residual = spec.sinks;  // its window holds every sink: nothing is ever paged
-    o.sinks = spec.sinks;
+    so.residual = sinks;  // its window holds every sink: nothing is ever paged
+    o.sinks = sinks;
     o.low_tier = std::make_unique<PagedKvStore>(shape, pool, std::move(so));
   }
   if (evicting) {

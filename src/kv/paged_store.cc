@@ -309,7 +309,8 @@ size_t PagedKvStore::bytes_to_append(int n) const {
     if (cap != recent_.capacity()) b += recent_.bytes_for(cap);
     b += size_t((recent_.size() + n) / B_ + 2) * per_page + recent_.bytes_for(base_cap_);
   }
-  if (opts_.low_tier) b += opts_.low_tier->bytes_to_append(n);
+  // A sink tier's window was sized for every sink when it was made; it never grows.
+  if (opts_.low_tier && opts_.sinks == 0) b += opts_.low_tier->bytes_to_append(n);
   return b;
 }
 

@@ -72,7 +72,7 @@ std::vector<int> parse_ints(const std::string& text, const char* what) {
 // A codebook file's short name for row labels: its file name without directory and extension.
 std::string books_label(const std::string& path) {
   std::string n = path.substr(path.find_last_of('/') + 1);
-  return n.substr(0, n.find('.'));
+  return n.substr(0, n.find_last_of('.'));
 }
 
 // Every configuration once, the f16 reference first. Configurations that read codebooks are run
@@ -89,9 +89,12 @@ std::vector<Result> build_configs(const EvalFlags& f) {
       c.codebooks = b;
       std::string label = c.name();
       if (books.size() > 1) label += " [" + books_label(b) + "]";
-      bool seen = false;  // a name given twice (kivi2 and kivi2:r=128) is one row
-      for (const Result& r : out) seen = seen || r.label == label;
-      if (!seen) out.push_back({c, label});
+      bool seen = false;  // a configuration given twice (kivi2 and kivi2:r=128) is one row
+      for (const Result& r : out) seen = seen || (r.cfg.name() == c.name() && r.cfg.codebooks == c.codebooks);
+      if (seen) continue;
+      for (const Result& r : out)  // two book files of the same name: tell them apart by position
+        if (r.label == label) label += strfmt(" [file %zu]", size_t(&b - books.data()) + 1);
+      out.push_back({c, label});
     }
   };
   std::vector<double> thinks;

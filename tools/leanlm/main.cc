@@ -17,8 +17,10 @@ namespace leanlm::cli {
 const char* const kModelHelp =
     "GGUF model file, or a short name (`leanlm list`): gemma3-270m (default), smollm2-135m, qwen2.5-coder-1.5b";
 const char* const kKvCodecHelp =
-    "KV cache codec: f16, f32, q8_0, q4_0, kivi2, kivi4, cq-2c8b, cq-4c8b, cq-8c8b, cq-8c10b; parameters as "
-    "name:g=G:r=R:rot=1 (g: tokens per block/group, r: recent tokens kept in fp16, rot=1: Hadamard rotation before quantizing; kivi defaults g=32 r=128)";
+    "KV cache codec: f16, f32, q8_0, q4_0, kivi2, kivi4, cq-2c8b, cq-4c8b, cq-8c8b, cq-8c10b, pq; parameters as "
+    "name:g=G:r=R:rot=1:sinks=N (g: tokens per block/group, r: recent tokens kept in fp16, rot=1: Hadamard rotation "
+    "before quantizing, sinks: first N tokens kept in fp16; kivi defaults g=32 r=128); pq (product-quantized keys "
+    "scored by lookups, codebooks from `leanlm calibrate`): pq:dsub=1|2|4:v=VALUE_CODEC, defaults dsub=2 v=f16 r=128 sinks=4";
 const char* const kKvThinkHelp =
     "ThinK: fraction of key channels pruned, 0-0.9 (kept channels in multiples of 32, chosen from the prompt's queries and keys; the newest 32+ keys stay whole)";
 const char* const kKvEvictHelp =

@@ -40,6 +40,7 @@ class PqCodec : public BlockCodec {
     if (dsub_ <= 0 || dim % dsub_ != 0 || m_ % 4 != 0)
       fail(strfmt("pq: head size %d does not split into a multiple of 4 sub-spaces of %d channels", dim, dsub_));
     if (tokens % kSubBlock != 0) fail(strfmt("pq: tokens per block (g=%d) must be a multiple of 32", tokens));
+    if (m_ > 256 || dsub_ > 4) fail("pq: at most 256 sub-spaces of at most 4 channels");
     if (book.centroids.size() != size_t(n_kv_head) * m_ * kCentroids * dsub_)
       fail("PQ codebook has the wrong size for this model (recalibrate)");
     cen_.assign(book.centroids.begin(), book.centroids.end());
@@ -79,7 +80,7 @@ class PqCodec : public BlockCodec {
 
   void prepare(int h, const float* q, int n_q, int q_stride, QueryPrep& p) const override {
     BlockCodec::prepare(h, q, n_q, q_stride, p);
-    p.lut8.clear();
+    p.lut8.clear(), p.lut_scale.clear(), p.lut_bias.clear();
     if (n_q > kMaxLutQueries) return;
     p.lut8.resize(size_t(n_q) * m_ * kCentroids);
     p.lut_scale.resize(n_q);
