@@ -47,7 +47,7 @@ expect_error "CQ without codebooks" "needs codebooks" "$LEANLM" run -m "$MODEL" 
 printf 'LLMCQ\0\0\1garbage-garbage-garbage-garbage-garbage' > "$TMP/other.cq"
 expect_error "codebooks of another model" "different model" "$LEANLM" run -m "$MODEL" --kv-codec cq-4c8b --kv-codebooks "$TMP/other.cq" -p hi
 expect_error "not a codebook file" "not a leanlm codebook file" "$LEANLM" run -m "$MODEL" --kv-codec cq-4c8b --kv-codebooks "$TMP/text.gguf" -p hi
-expect_error "calibrate a non-CQ codec" "only CQ codecs" "$LEANLM" calibrate -m "$MODEL" -f "$ROOT/data/hamlet.txt" --out "$TMP/x.cq" --kv-codec kivi2
+expect_error "calibrate a codec without codebooks" "and PQ (pq) codecs have codebooks to learn" "$LEANLM" calibrate -m "$MODEL" -f "$ROOT/data/hamlet.txt" --out "$TMP/x.cq" --kv-codec kivi2
 expect_error "eval with a bad list" "empty item" "$LEANLM" eval -m "$MODEL" -f "$ROOT/data/hamlet.txt" --kv-codec f16,,kivi2
 expect_error "missing text file" "cannot open" "$LEANLM" perplexity -m "$MODEL" -f "$TMP/none.txt"
 expect_error "ThinK that prunes nothing" "prunes no channel" "$LEANLM" run -m "$MODEL" --kv-think 0.05 -p hi
