@@ -439,6 +439,53 @@ TEST(KMeans, QueryAwareMetricCutsTheScoreError) {
   EXPECT_LT(score_err(aware), 0.8 * score_err(plain));
 }
 
+// Query-aware books carry their metric U: CQ and PQ keys are coded to the centroid nearest in
+// |U (x - c)|, which with a strongly anisotropic U differs from the Euclidean choice.
+TEST(QueryAwareBooks, KeysAreCodedInTheBooksMetric) {
+  for (const char* name : {"cq-2c8b", "pq"}) {
+    SCOPED_TRACE(name);
+    const CodecSpec spec = parse_codec(name);
+    const int c = spec.cq_channels, k = 1 << spec.bits, G = kDim / c;
+    Codebook book = random_codebook(1, kDim, c, spec.bits, 9);
+    book.metric.assign(size_t(G) * c * c, 0.f);
+    for (int g = 0; g < G; ++g) {  // U = [[10, 3], [0, 0.5]]: the first channel of a pair counts most
+      book.metric[size_t(g) * 4 + 0] = 10.f, book.metric[size_t(g) * 4 + 1] = 3.f;
+      book.metric[size_t(g) * 4 + 3] = 0.5f;
+    }
+    const auto codec = make_block_codec(spec, KvSide::Key, 1, kDim, &book);
+    const int T = codec->tokens();
+    const auto x = random_rows(T, kDim, 12);
+    std::vector<uint8_t> blk(codec->block_bytes());
+    codec->encode(0, x.data(), kDim, 0, T, blk.data());
+    std::vector<float> y(size_t(T) * kDim);
+    codec->decode_ref(0, blk.data(), 0, T, y.data());
+    int differs = 0;
+    for (int j = 0; j < T; ++j)
+      for (int g = 0; g < G; ++g) {
+        const float* xv = &x[size_t(j) * kDim + g * c];
+        auto metric_d = [&](const float* cen) {
+          const float e0 = xv[0] - cen[0], e1 = xv[1] - cen[1];
+          const float u0 = 10.f * e0 + 3.f * e1, u1 = 0.5f * e1;
+          return u0 * u0 + u1 * u1;
+        };
+        int best = 0, best_euclid = 0;
+        for (int m = 0; m < k; ++m) {
+          const float* cen = &book.centroids[(size_t(g) * k + m) * c];
+          const float* b = &book.centroids[(size_t(g) * k + best) * c];
+          const float* be = &book.centroids[(size_t(g) * k + best_euclid) * c];
+          if (metric_d(cen) < metric_d(b)) best = m;
+          auto ed = [&](const float* p) { return (xv[0] - p[0]) * (xv[0] - p[0]) + (xv[1] - p[1]) * (xv[1] - p[1]); };
+          if (ed(cen) < ed(be)) best_euclid = m;
+        }
+        const float* want = &book.centroids[(size_t(g) * k + best) * c];
+        ASSERT_NEAR(metric_d(&y[size_t(j) * kDim + g * c]), metric_d(want), 1e-3f * (1 + metric_d(want)))
+            << "token " << j << " group " << g;
+        differs += best != best_euclid;
+      }
+    EXPECT_GT(differs, T * G / 20) << "the metric should change some choices";
+  }
+}
+
 TEST(KvConfig, ParsesNamesAndRejectsBadOnes) {
   EXPECT_EQ(parse_codec("kivi2").residual, 128);
   EXPECT_EQ(parse_codec("kivi4:g=64:r=32").name(), "kivi4:g=64:r=32");
