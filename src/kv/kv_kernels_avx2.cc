@@ -144,18 +144,11 @@ void pq_tile(const uint8_t* sub, int M, const uint8_t* lut, const float* scale, 
 
 void pq_scores(const uint8_t* codes, int j0, int j1, int M, const uint8_t* lut, int nq, const float* scale,
                const float* bias, float* out, int os) {
-  alignas(32) float tmp[2 * 32];
-  for (int s = j0 / 32; s * 32 < j1; ++s) {
-    const uint8_t* sub = codes + size_t(s) * M * 16;
-    const int a = std::max(j0, s * 32), b = std::min(j1, s * 32 + 32);
-    for (int i0 = 0; i0 < nq; i0 += 2) {
-      const int qt = std::min(2, nq - i0);
-      const uint8_t* t = lut + size_t(i0) * M * 16;
-      if (qt == 2) pq_tile<2>(sub, M, t, scale + i0, bias + i0, tmp);
-      else pq_tile<1>(sub, M, t, scale + i0, bias + i0, tmp);
-      for (int i = 0; i < qt; ++i) std::copy(tmp + i * 32 + (a - s * 32), tmp + i * 32 + (b - s * 32), out + size_t(i0 + i) * os + (a - j0));
-    }
-  }
+  kv_simd::pq_over_subblocks<2>(codes, j0, j1, M, lut, nq, scale, bias, out, os,
+                                [M](int qt, const uint8_t* sub, const uint8_t* t, const float* sc, const float* bi, float* tmp) {
+                                  if (qt == 2) pq_tile<2>(sub, M, t, sc, bi, tmp);
+                                  else pq_tile<1>(sub, M, t, sc, bi, tmp);
+                                });
 }
 
 }  // namespace

@@ -580,6 +580,25 @@ float max_of(const float* x, int n) {
   return m;
 }
 
+// PQ scores (kv_kernels.h) sub-block by sub-block: tile(qt, sub, lut, scale, bias, tmp) scores the
+// 32 tokens of one sub-block for qt <= QMAX queries into tmp[qt][32]; only tokens [j0, j1) are
+// written to out. The ISA files supply the tile (their lookups differ in register width).
+template <int QMAX, typename Tile>
+void pq_over_subblocks(const uint8_t* codes, int j0, int j1, int M, const uint8_t* lut, int nq, const float* scale,
+                       const float* bias, float* out, int os, Tile&& tile) {
+  alignas(64) float tmp[QMAX * 32];
+  for (int s = j0 / 32; s * 32 < j1; ++s) {
+    const uint8_t* sub = codes + size_t(s) * M * 16;
+    const int a = std::max(j0, s * 32), b = std::min(j1, s * 32 + 32);
+    for (int i0 = 0; i0 < nq; i0 += QMAX) {
+      const int qt = std::min(QMAX, nq - i0);
+      tile(qt, sub, lut + size_t(i0) * M * 16, scale + i0, bias + i0, tmp);
+      for (int i = 0; i < qt; ++i)
+        std::copy(tmp + i * 32 + (a - s * 32), tmp + i * 32 + (b - s * 32), out + size_t(i0 + i) * os + (a - j0));
+    }
+  }
+}
+
 template <class S>
 void fill(KvKernels& t) {
   t.rows_scores_f16 = rows_scores<S, uint16_t>;
