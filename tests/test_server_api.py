@@ -222,6 +222,10 @@ def prefix_reuse_checks(port):
     check(ttft_cold >= 5 * ttft_warm, "the cached prefix cuts the time to first token at least 5x")
     hits = metric(port, f'vllm:prefix_cache_hits{{model_name="{MODEL_ID}"}}') - hits_before
     check(hits >= n, "vllm:prefix_cache_hits counts the reused prompt tokens")
+    usage = client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=4, temperature=0).usage
+    cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else -1
+    check(n - 8 <= cached < usage.prompt_tokens,
+          f"usage.prompt_tokens_details.cached_tokens reports the reused prompt tokens ({cached} of {usage.prompt_tokens})")
     # Another question after the same system prompt also skips it.
     other = [messages[0], {"role": "user", "content": "Where does the scene take place?"}]
     ttft_other, _ = streamed_chat(client, other, 8)

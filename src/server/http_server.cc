@@ -29,6 +29,12 @@ std::string random_id(const char* prefix) {
   return strfmt("%s%016llx%08llx", prefix, (unsigned long long)rng(), (unsigned long long)(rng() & 0xffffffffu));
 }
 
+// The request's token counts, read under its lock (the loop writes them).
+Usage usage_of(Request& r) {
+  std::lock_guard<std::mutex> lk(r.mu);
+  return {r.prompt_tokens, r.completion_tokens, r.cached_tokens};
+}
+
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
   res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
@@ -140,13 +146,8 @@ struct HttpServer::Impl {
       send_error(res, {503, "the request was cancelled (server shutting down)", "unavailable_error", "", "cancelled"});
       return;
     }
-    int pt, ct;
-    {
-      std::lock_guard<std::mutex> lk(p.req->mu);
-      pt = p.req->prompt_tokens, ct = p.req->completion_tokens;
-    }
     metrics.count_http(200);
-    send_json(res, 200, final_response(p, meta, text, toks, ev.reason, pt, ct, engine->tokenizer()));
+    send_json(res, 200, final_response(p, meta, text, toks, ev.reason, usage_of(*p.req), engine->tokenizer()));
   }
 
   // Server-sent events: one chunk per event, then the usage chunk if asked, then [DONE]. A write
@@ -194,12 +195,7 @@ struct HttpServer::Impl {
           if (ok && ev.final) {
             ok = send(stream_chunk(*pr, meta, "", {}, ev.reason, false, *tok));
             if (ok && pr->include_usage) {
-              int pt, ct;
-              {
-                std::lock_guard<std::mutex> lk(pr->req->mu);
-                pt = pr->req->prompt_tokens, ct = pr->req->completion_tokens;
-              }
-              ok = send(usage_chunk(*pr, meta, pt, ct));
+              ok = send(usage_chunk(*pr, meta, usage_of(*pr->req)));
             }
             if (ok) ok = sink.write("data: [DONE]\n\n", 14);
             if (ok) sink.done();

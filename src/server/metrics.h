@@ -40,8 +40,8 @@ class ServerMetrics : public SchedulerObserver {
   std::string render(const SchedulerStats& st) const;
 
  private:
-  Histogram ttft_, itl_, e2e_;
   std::string model_;
+  Histogram ttft_, itl_, e2e_;
   mutable std::mutex mu_;
   unsigned long long http_2xx_ = 0, http_4xx_ = 0, http_429_ = 0, http_5xx_ = 0;
 };

@@ -244,10 +244,11 @@ ParsedRequest parse_completion_request(const json& body, const ApiLimits& lim, c
   return p;
 }
 
-json usage_json(int prompt_tokens, int completion_tokens) {
-  return {{"prompt_tokens", prompt_tokens},
-          {"completion_tokens", completion_tokens},
-          {"total_tokens", prompt_tokens + completion_tokens}};
+json usage_json(const Usage& u) {
+  return {{"prompt_tokens", u.prompt},
+          {"completion_tokens", u.completion},
+          {"total_tokens", u.prompt + u.completion},
+          {"prompt_tokens_details", {{"cached_tokens", u.cached}}}};
 }
 
 json logprobs_json(const std::vector<TokenLogprob>& toks, const Tokenizer& tok, bool chat, size_t text_offset0) {
@@ -280,8 +281,8 @@ json logprobs_json(const std::vector<TokenLogprob>& toks, const Tokenizer& tok, 
 }
 
 json final_response(const ParsedRequest& p, const ResponseMeta& m, const std::string& text,
-                    const std::vector<TokenLogprob>& toks, FinishReason reason, int prompt_tokens,
-                    int completion_tokens, const Tokenizer& tok) {
+                    const std::vector<TokenLogprob>& toks, FinishReason reason, const Usage& u,
+                    const Tokenizer& tok) {
   json choice = {{"index", 0}, {"finish_reason", finish_reason_name(reason)}};
   choice["logprobs"] = p.logprobs ? logprobs_json(toks, tok, p.chat) : json(nullptr);
   if (p.chat) choice["message"] = {{"role", "assistant"}, {"content", text}};
@@ -291,7 +292,7 @@ json final_response(const ParsedRequest& p, const ResponseMeta& m, const std::st
           {"created", m.created},
           {"model", m.model},
           {"choices", json::array({choice})},
-          {"usage", usage_json(prompt_tokens, completion_tokens)}};
+          {"usage", usage_json(u)}};
 }
 
 json stream_chunk(const ParsedRequest& p, const ResponseMeta& m, const std::string& text,
@@ -316,13 +317,13 @@ json stream_chunk(const ParsedRequest& p, const ResponseMeta& m, const std::stri
   return out;
 }
 
-json usage_chunk(const ParsedRequest& p, const ResponseMeta& m, int prompt_tokens, int completion_tokens) {
+json usage_chunk(const ParsedRequest& p, const ResponseMeta& m, const Usage& u) {
   return {{"id", m.id},
           {"object", p.chat ? "chat.completion.chunk" : "text_completion"},
           {"created", m.created},
           {"model", m.model},
           {"choices", json::array()},
-          {"usage", usage_json(prompt_tokens, completion_tokens)}};
+          {"usage", usage_json(u)}};
 }
 
 }  // namespace leanlm

@@ -51,14 +51,19 @@ struct ResponseMeta {
 };
 nlohmann::json logprobs_json(const std::vector<TokenLogprob>& toks, const Tokenizer& tok, bool chat,
                              size_t text_offset0 = 0);
-nlohmann::json usage_json(int prompt_tokens, int completion_tokens);
+// Token counts of one request; `cached` of the prompt's were read from the prefix cache (reported
+// as usage.prompt_tokens_details.cached_tokens, as OpenAI and vLLM do).
+struct Usage {
+  int prompt = 0, completion = 0, cached = 0;
+};
+nlohmann::json usage_json(const Usage& u);
 nlohmann::json final_response(const ParsedRequest& p, const ResponseMeta& m, const std::string& text,
-                              const std::vector<TokenLogprob>& toks, FinishReason reason, int prompt_tokens,
-                              int completion_tokens, const Tokenizer& tok);
+                              const std::vector<TokenLogprob>& toks, FinishReason reason, const Usage& u,
+                              const Tokenizer& tok);
 // One streaming chunk: text delta (chat: delta.content; completions: text), optional finish reason.
 nlohmann::json stream_chunk(const ParsedRequest& p, const ResponseMeta& m, const std::string& text,
                             const std::vector<TokenLogprob>& toks, FinishReason reason, bool first,
                             const Tokenizer& tok);
-nlohmann::json usage_chunk(const ParsedRequest& p, const ResponseMeta& m, int prompt_tokens, int completion_tokens);
+nlohmann::json usage_chunk(const ParsedRequest& p, const ResponseMeta& m, const Usage& u);
 
 }  // namespace leanlm

@@ -145,11 +145,12 @@ TEST_F(OpenAiApiTest, ResponseShapes) {
   const ResponseMeta m{"chatcmpl-1", "smol", 7};
   const int hello = engine_->tokenizer().encode("Hello", false, false)[0];
   std::vector<TokenLogprob> toks = {{hello, -0.25f, {{hello, -0.25f}}}};
-  const json r = final_response(p, m, "Hello", toks, FinishReason::Stop, 5, 1, engine_->tokenizer());
+  const json r = final_response(p, m, "Hello", toks, FinishReason::Stop, Usage{5, 1, 3}, engine_->tokenizer());
   EXPECT_EQ(r["object"], "chat.completion");
   EXPECT_EQ(r["choices"][0]["message"]["content"], "Hello");
   EXPECT_EQ(r["choices"][0]["finish_reason"], "stop");
   EXPECT_EQ(r["usage"]["total_tokens"], 6);
+  EXPECT_EQ(r["usage"]["prompt_tokens_details"]["cached_tokens"], 3);
   EXPECT_FLOAT_EQ(r["choices"][0]["logprobs"]["content"][0]["logprob"].get<float>(), -0.25f);
   EXPECT_EQ(r["choices"][0]["logprobs"]["content"][0]["top_logprobs"].size(), 1u);
   const json c = stream_chunk(p, m, "He", toks, FinishReason::None, true, engine_->tokenizer());

@@ -204,6 +204,10 @@ void Scheduler::add_parts(const Slot* s, std::set<const KvStore*>& out) {
 
 // Prefix-cache counters, once per admission that runs: prompt tokens asked for, and found.
 void Scheduler::count_lookup(Slot& s) {
+  {
+    std::lock_guard<std::mutex> rk(s.req->mu);
+    s.req->cached_tokens = s.seq->n_past;
+  }
   if (!cache_.enabled() || !s.req->kv.shareable()) return;
   std::lock_guard<std::mutex> lk(mu_);  // counted now: a request may end within this step
   stats_.prefix_query_tokens += s.tokens.size();

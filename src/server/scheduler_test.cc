@@ -287,6 +287,8 @@ TEST_F(SchedulerTest, PrefixReuseSharesEarlierPromptsAndKeepsOutputs) {
     const uint64_t hit_b = sched.stats().prefix_hit_tokens;
     EXPECT_GE(hit_b, uint64_t(n_sys - 2));  // the last tokens of the system prompt may merge with the question
     EXPECT_EQ(sched.stats().prompt_tokens - computed_a, b->prompt.size() - hit_b);
+    EXPECT_EQ(uint64_t(b->cached_tokens), hit_b);  // what usage.prompt_tokens_details reports
+    EXPECT_EQ(a->cached_tokens, 0);
 
     // The same request again: all but the last kMinGemmTokens prompt tokens come from the cache.
     const auto got_again = run_one(sched, b_again);
