@@ -102,13 +102,16 @@ def main():
         system = "You are a patient teacher. " * 40
         for user, header in [("alice", None), ("bob", None), ("carol", None), (None, "session-dave")]:
             messages = [{"role": "system", "content": system}]
-            served, hits = [], []
+            served, hits, named = [], [], []
             for turn in range(4):
                 messages.append({"role": "user", "content": f"Question {turn}: tell me one fact about the number {turn}."})
                 before = [admitted(p) for p in ports]
                 hits_before = [metrics(p)[f'vllm:prefix_cache_hits{{model_name="{MODEL_ID}"}}'] for p in ports]
                 kw = {"user": user} if user else {"extra_headers": {"X-Session-Id": header}}
-                r = client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=16, temperature=0, **kw)
+                raw = client.chat.completions.with_raw_response.create(model=MODEL_ID, messages=messages, max_tokens=16,
+                                                                       temperature=0, **kw)
+                r = raw.parse()
+                named.append(raw.headers.get("x-served-by"))
                 messages.append({"role": "assistant", "content": r.choices[0].message.content})
                 after = [admitted(p) for p in ports]
                 which = [i for i in range(len(ports)) if after[i] > before[i]]
@@ -117,6 +120,7 @@ def main():
                             hits_before[which[0]] if len(which) == 1 else 0)
             name = user or header
             check(None not in served and len(set(served)) == 1, f"every turn of {name}'s conversation on one replica {served}")
+            check(named == [f"r{i}" for i in served], f"HAProxy's X-Served-By names the replica that served it {named}")
             # The system prompt alone is over 200 tokens; a later turn finds at least that.
             check(all(h >= 200 for h in hits[1:]), f"{name}'s later turns are prefix-cache hits {hits}")
 
