@@ -1,22 +1,40 @@
 #!/usr/bin/env python3
-"""Multi-round conversations through HAProxy (scripts/cluster.py): one replica with all cores against
-several with a share each, and round-robin against session-hash routing.
+"""Multi-round conversations through a balancer (scripts/cluster.py): one replica with all cores against
+several with a share each, and round-robin against session-affine routing.
 
   .venv/bin/python bench/cluster_load.py [-m MODEL] [--users 8] [--turns 6] [--system-tokens 1000]
-      [--answer-tokens 100] [--configs 1:session,2:roundrobin,2:session] [--json out.json]
+      [--doc-tokens 0] [--answer-tokens 100] [--think 0] [--spread 0] [--kv-mem 1024]
+      [--configs 1:session,2:roundrobin,2:session] [--repeats 1] [--json out.json]
 
-Every user holds one conversation: a shared system prompt of about --system-tokens tokens of prose,
-then --turns turns, each a short question and an answer of at most --answer-tokens tokens (greedy, so
-the same in every configuration), the whole history sent each turn with the user's id in the body's
-"user" field. Users run concurrently, each turn right after the previous answer. Reported: generated
-tok/s over the run, time to first token p50/p99, the prefix-cache hit rate summed over the replicas'
-/metrics (vllm:prefix_cache_hits / vllm:prefix_cache_queries), and failed requests.
+The workload (the same in every configuration; bench/route_sim.py models the same one):
+- U users, each holding one conversation: a system prompt of about --system-tokens tokens of prose
+  shared by all users; with --doc-tokens, the first user message carries a document of about that
+  many tokens of the user's own (a different passage for each user), so that a conversation's own
+  history, not the shared prompt, is most of what a replica has to hold or recompute;
+- --turns turns, each a short question and an answer of at most --answer-tokens tokens (greedy, so
+  the same in every configuration), the whole history sent each turn, named by the body's "user"
+  field;
+- user u starts at a time drawn from [0, --spread) s and sends each next turn a think time after the
+  previous answer ends (exponential, mean --think s; 0: at once). Start and think times are drawn
+  from --seed, so every configuration replays the same trace.
+- --kv-mem MiB of KV in all, split evenly between the replicas (the same memory for every layout).
+
+A configuration is REPLICAS:ROUTING[:ROUTER]: routing session | roundrobin | leastconn; router
+haproxy (default) or sglang (SGLang's router, cache_aware for session, from --sglang-python).
+
+Reported per configuration (the median over --repeats runs): generated tok/s over the run, time to
+first token p50/p99 (all requests, and p99 of the later turns alone: the first turn of a conversation
+is cold under any routing), the prefix-cache hit rate summed over the replicas' /metrics
+(vllm:prefix_cache_hits / vllm:prefix_cache_queries), how the users spread over the replicas
+(HAProxy's X-Served-By), and failed requests.
 """
 import argparse
 import asyncio
 import json
 import os
+import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +45,7 @@ from openai import AsyncOpenAI
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_ID = "m"
+CHARS_PER_TOKEN = 3.1  # English prose under SmolLM2's and Gemma's tokenizers, near enough
 
 
 def metric_sum(ports, name):
@@ -39,72 +58,120 @@ def metric_sum(ports, name):
     return total
 
 
-async def conversation(client, user, system, a, ttfts, counts):
+def percentile(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * (len(xs) - 1)))] if xs else float("nan")
+
+
+def trace(a):
+    """Per user: (start time, think times before turns 2..T), drawn from the seed."""
+    rng = random.Random(a.seed)
+    return [(rng.uniform(0, a.spread) if a.spread > 0 else 0.0,
+             [rng.expovariate(1.0 / a.think) if a.think > 0 else 0.0 for _ in range(a.turns - 1)])
+            for _ in range(a.users)]
+
+
+async def conversation(client, user, system, doc, plan, a, t_start, records):
+    start, thinks = plan
+    await asyncio.sleep(max(0.0, t_start + start - time.perf_counter()))
     messages = [{"role": "system", "content": system}]
     for turn in range(a.turns):
-        messages.append({"role": "user", "content": f"Question {turn + 1}: what happens next in this scene?"})
+        if turn > 0 and thinks[turn - 1] > 0:
+            await asyncio.sleep(thinks[turn - 1])
+        question = f"Question {turn + 1}: what happens next in this scene?"
+        if turn == 0 and doc:
+            question = f"Here is my passage:\n\n{doc}\n\n{question}"
+        messages.append({"role": "user", "content": question})
+        rec = {"user": user, "turn": turn, "ttft": None, "replica": None, "prompt": 0, "cached": 0, "tokens": 0,
+               "failed": False}
         t0 = time.perf_counter()
-        first, parts = None, []
+        parts = []
         try:
-            stream = await client.chat.completions.create(model=MODEL_ID, messages=messages, user=f"user-{user}",
-                                                          max_tokens=a.answer_tokens, temperature=0, stream=True,
-                                                          stream_options={"include_usage": True})
-            async for c in stream:
+            raw = await client.chat.completions.with_raw_response.create(
+                model=MODEL_ID, messages=messages, user=f"user-{user}", max_tokens=a.answer_tokens, temperature=0,
+                stream=True, stream_options={"include_usage": True})
+            rec["replica"] = raw.headers.get("x-served-by")
+            async for c in raw.parse():
                 if c.choices and c.choices[0].delta.content:
-                    if first is None:
-                        first = time.perf_counter() - t0
+                    if rec["ttft"] is None:
+                        rec["ttft"] = time.perf_counter() - t0
                     parts.append(c.choices[0].delta.content)
                 if c.usage:
-                    counts["tokens"] += c.usage.completion_tokens
+                    rec["tokens"] = c.usage.completion_tokens
+                    rec["prompt"] = c.usage.prompt_tokens
+                    d = c.usage.prompt_tokens_details
+                    rec["cached"] = d.cached_tokens if d and d.cached_tokens else 0
         except Exception:  # noqa: BLE001 - counted; the conversation goes on without this answer
-            counts["failed"] += 1
+            rec["failed"] = True
             messages.pop()
+            records.append(rec)
             continue
-        if first is not None:
-            ttfts.append(first)
+        records.append(rec)
         messages.append({"role": "assistant", "content": "".join(parts)})
 
 
-async def workload(port, system, a):
+async def workload(port, system, docs, plans, a):
     client = AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=3600)
-    ttfts, counts = [], {"tokens": 0, "failed": 0}
+    records = []
     t0 = time.perf_counter()
-    await asyncio.gather(*[conversation(client, u, system, a, ttfts, counts) for u in range(a.users)])
+    await asyncio.gather(*[conversation(client, u, system, docs[u], plans[u], a, t0, records) for u in range(a.users)])
     wall = time.perf_counter() - t0
     await client.close()
-    return ttfts, counts, wall
+    return records, wall
 
 
-def run_config(a, n, routing, system):
+def run_config(a, n, routing, router, system, docs, plans):
     ready = os.path.join(tempfile.mkdtemp(), "ready.json")
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "cluster.py"), "-n", str(n), "-m", a.m,
-                             "--port", "0", "--routing", routing, "--kv-mem", str(a.kv_mem // n),
-                             "--maxconn", "16", "--ready-file", ready, "--", "--model-id", MODEL_ID, "-c", "8192"],
-                            stderr=subprocess.DEVNULL)
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "cluster.py"), "-n", str(n), "-m", a.m, "--port", "0",
+           "--routing", routing, "--router", router, "--sglang-python", a.sglang_python,
+           "--kv-mem", str(a.kv_mem // n), "--maxconn", "16", "--ready-file", ready,
+           "--", "--model-id", MODEL_ID, "-c", "8192"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     try:
         t0 = time.time()
         while not os.path.exists(ready):
             if proc.poll() is not None or time.time() - t0 > 180:
-                raise SystemExit("cluster did not start")
+                raise SystemExit(f"cluster {n}:{routing}:{router} did not start")
             time.sleep(0.1)
         info = json.load(open(ready))
-        base = info["port"]
         ports = [r["port"] for r in info["replicas"]]
         q0 = metric_sum(ports, "vllm:prefix_cache_queries")
         h0 = metric_sum(ports, "vllm:prefix_cache_hits")
-        ttfts, counts, wall = asyncio.run(workload(base, system, a))
+        records, wall = asyncio.run(workload(info["port"], system, docs, plans, a))
         q = metric_sum(ports, "vllm:prefix_cache_queries") - q0
         h = metric_sum(ports, "vllm:prefix_cache_hits") - h0
-        ttfts.sort()
-        if not ttfts:
-            raise SystemExit(f"no request of {n}:{routing} answered")
-        return {"replicas": n, "threads_each": len(os.sched_getaffinity(0)) // n, "routing": routing,
-                "tok_s": counts["tokens"] / wall, "ttft_p50": ttfts[len(ttfts) // 2],
-                "ttft_p99": ttfts[min(len(ttfts) - 1, int(0.99 * (len(ttfts) - 1)))],
-                "hit_rate": h / q if q else 0.0, "failed": counts["failed"], "wall_s": wall}
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(180)
+    ok = [r for r in records if not r["failed"] and r["ttft"] is not None]
+    if not ok:
+        raise SystemExit(f"no request of {n}:{routing}:{router} answered")
+    users_on = {}
+    for r in ok:
+        users_on.setdefault(r["replica"], set()).add(r["user"])
+    moved = sum(1 for u in range(a.users) if len({r["replica"] for r in ok if r["user"] == u}) > 1)
+    return {"replicas": n, "threads_each": len(os.sched_getaffinity(0)) // n, "routing": routing, "router": router,
+            "tok_s": sum(r["tokens"] for r in ok) / wall,
+            "ttft_p50": percentile([r["ttft"] for r in ok], 0.5),
+            "ttft_p99": percentile([r["ttft"] for r in ok], 0.99),
+            "ttft_p99_later": percentile([r["ttft"] for r in ok if r["turn"] > 0], 0.99),
+            "hit_rate": h / q if q else 0.0,
+            "hit_rate_usage": sum(r["cached"] for r in ok) / max(1, sum(r["prompt"] for r in ok)),
+            "mean_prompt": statistics.mean(r["prompt"] for r in ok),
+            "users_per_replica": sorted((len(v) for k, v in users_on.items() if k), reverse=True),
+            "users_moved": moved, "failed": sum(1 for r in records if r["failed"]), "wall_s": wall,
+            "requests": records}
+
+
+def median_row(runs):
+    """One row from several runs of a configuration: medians of the figures, failures summed."""
+    row = dict(runs[0])
+    for k in ("tok_s", "ttft_p50", "ttft_p99", "ttft_p99_later", "hit_rate", "hit_rate_usage", "wall_s"):
+        row[k] = statistics.median(r[k] for r in runs)
+    row["failed"] = sum(r["failed"] for r in runs)
+    row["runs"] = [{k: v for k, v in r.items() if k != "requests"} for r in runs]
+    row["requests"] = [r["requests"] for r in runs]
+    return row
 
 
 def main():
@@ -113,26 +180,47 @@ def main():
     ap.add_argument("--users", type=int, default=8)
     ap.add_argument("--turns", type=int, default=6)
     ap.add_argument("--system-tokens", type=int, default=1000)
+    ap.add_argument("--doc-tokens", type=int, default=0, help="a document of the user's own in the first turn")
     ap.add_argument("--answer-tokens", type=int, default=100)
+    ap.add_argument("--think", type=float, default=0.0, help="mean think time between turns, s (0: none)")
+    ap.add_argument("--spread", type=float, default=0.0, help="users start within this many seconds")
+    ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--kv-mem", type=int, default=1024, help="KV MiB in all, split between the replicas")
     ap.add_argument("--configs", default="1:session,2:roundrobin,2:session")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per configuration, interleaved; medians reported")
+    ap.add_argument("--sglang-python", default=sys.executable, help="a Python with sglang-router (for :sglang)")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     prose = open(os.path.join(ROOT, "data", "hamlet.txt"), encoding="utf-8").read()
-    system = "Answer questions about this text.\n\n" + prose[:int(a.system_tokens * 3.1)]
-    rows = []
-    for spec in a.configs.split(","):
-        n, routing = spec.split(":")
-        r = run_config(a, int(n), routing, system)
-        rows.append(r)
-        print(r, flush=True)
-    print(f"\n{a.users} users x {a.turns} turns, ~{a.system_tokens}-token shared system prompt, answers of at most "
-          f"{a.answer_tokens} tokens ({os.path.basename(a.m)})\n")
-    print("| replicas x threads | routing | generated tok/s | TTFT p50 s | TTFT p99 s | prefix hit rate | failed |")
-    print("|---|---|---|---|---|---|---|")
+    system = "Answer questions about this text.\n\n" + prose[:int(a.system_tokens * CHARS_PER_TOKEN)]
+    docs = [""] * a.users
+    if a.doc_tokens:
+        works = open(os.path.join(ROOT, "data", "shakespeare.txt"), encoding="utf-8").read()
+        n = int(a.doc_tokens * CHARS_PER_TOKEN)
+        stride = max(n, (len(works) - n) // a.users)
+        docs = [works[u * stride:u * stride + n] for u in range(a.users)]
+    plans = trace(a)
+    specs = [(int(s.split(":")[0]), s.split(":")[1], s.split(":")[2] if s.count(":") > 1 else "haproxy")
+             for s in a.configs.split(",")]
+    runs = {s: [] for s in specs}
+    for _ in range(a.repeats):
+        for s in specs:
+            r = run_config(a, *s, system, docs, plans)
+            runs[s].append(r)
+            print({k: v for k, v in r.items() if k != "requests"}, flush=True)
+    rows = [median_row(runs[s]) for s in specs]
+    print(f"\n{a.users} users x {a.turns} turns, ~{a.system_tokens}-token shared system prompt"
+          + (f", a ~{a.doc_tokens}-token document per user" if a.doc_tokens else "")
+          + f", answers of at most {a.answer_tokens} tokens, think {a.think} s, spread {a.spread} s, "
+          f"{a.kv_mem} MiB KV in all ({os.path.basename(a.m)}; median of {a.repeats})\n")
+    print("| replicas x threads | routing | generated tok/s | TTFT p50 s | TTFT p99 s | p99 later turns s | "
+          "prefix hit rate | users per replica | failed |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['replicas']} x {r['threads_each']} | {r['routing']} | {r['tok_s']:.1f} | {r['ttft_p50']:.3f} | "
-              f"{r['ttft_p99']:.3f} | {r['hit_rate']:.2f} | {r['failed']} |")
+        name = r["routing"] + (" (sglang-router)" if r["router"] == "sglang" else "")
+        spread = "/".join(map(str, r["users_per_replica"])) if r["router"] == "haproxy" else "-"
+        print(f"| {r['replicas']} x {r['threads_each']} | {name} | {r['tok_s']:.1f} | {r['ttft_p50']:.3f} | "
+              f"{r['ttft_p99']:.3f} | {r['ttft_p99_later']:.3f} | {r['hit_rate']:.2f} | {spread} | {r['failed']} |")
     if a.json:
         json.dump(rows, open(a.json, "w"), indent=1)
 

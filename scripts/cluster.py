@@ -2,7 +2,8 @@
 """Several `leanlm serve` replicas on one machine behind one HAProxy.
 
   scripts/cluster.py [-n 2] [-m MODEL] [--port 8080] [--routing session|leastconn|roundrobin]
-                     [--kv-mem MiB] [--maxconn 16] [--ready-file F] [-- extra `leanlm serve` flags]
+                     [--kv-mem MiB] [--maxconn 16] [--ready-file F] [--router haproxy|sglang]
+                     [-- extra `leanlm serve` flags]
 
 Each replica gets its share of the cores (pinned with taskset, as many threads as cores), a port of
 its own (--port + 1 + i) and --kv-mem MiB of KV. HAProxy listens on --port with the configuration
@@ -10,6 +11,9 @@ rendered from deploy/haproxy/haproxy.cfg.in (session-affine consistent hashing w
 least connections for requests without a session, health checks on /health, a queue in front of a
 per-replica connection limit, retries on another replica). A replica that exits is started again;
 Ctrl-C or SIGTERM drains the replicas (they finish what they run) and stops everything.
+
+--router sglang puts SGLang's router (PyPI sglang-router, run with --sglang-python) in front instead
+of HAProxy, with its cache-aware policy (--routing roundrobin: its round_robin); see docs/scale-out.md.
 
 --ready-file: written once HAProxy and every replica answer, as JSON: the port, the stats page, and
 each replica's port and process id (tests read it).
@@ -88,6 +92,22 @@ class Replica:
         self.started_at = time.time()
 
 
+def router_ready(port):
+    """True when SGLang's router answers and has workers to route to (a request goes through)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readiness", timeout=2) as r:
+            return r.status == 200
+    except Exception:  # noqa: BLE001 - not up (yet)
+        return False
+
+
+def sglang_router_cmd(a, replicas):
+    policy = {"session": "cache_aware", "roundrobin": "round_robin", "leastconn": "power_of_two"}[a.routing]
+    return [a.sglang_python, "-m", "sglang_router.launch_router", "--host", a.host, "--port", str(a.port),
+            "--worker-urls"] + [f"http://127.0.0.1:{r.port}" for r in replicas] + [
+            "--policy", policy, "--health-check-endpoint", "/health", "--log-level", "warn"]
+
+
 def render(template, a, replicas, stats_port):
     session = "\n".join(f"    server r{r.i} 127.0.0.1:{r.port} check" for r in replicas)
     load = "\n".join(f"    server r{r.i} 127.0.0.1:{r.port} check" for r in replicas)
@@ -124,10 +144,13 @@ def main():
     ap.add_argument("--shutdown-grace", type=int, default=110,
                     help="seconds a draining replica finishes its requests before cancelling them")
     ap.add_argument("--ready-file", default="")
+    ap.add_argument("--router", choices=["haproxy", "sglang"], default="haproxy")
+    ap.add_argument("--sglang-python", default=sys.executable,
+                    help="a Python with sglang-router installed (for --router sglang)")
     a = ap.parse_args(argv)
     if a.replicas < 1:
         ap.error("-n must be at least 1")
-    for tool in ("haproxy", "taskset"):
+    for tool in ("haproxy", "taskset") if a.router == "haproxy" else ("taskset",):
         if not shutil.which(tool):
             sys.exit(f"cluster: {tool} is not installed (scripts/setup.sh installs it)")
     if a.cores:
@@ -155,7 +178,8 @@ def main():
     cfg_path = os.path.join(work, "haproxy.cfg")
     with open(cfg_path, "w") as f:
         f.write(cfg)
-    check = subprocess.run(["haproxy", "-c", "-q", "-f", cfg_path], capture_output=True, text=True)
+    check = subprocess.run(["haproxy", "-c", "-q", "-f", cfg_path], capture_output=True, text=True) \
+        if a.router == "haproxy" else subprocess.CompletedProcess([], 0)
     if check.returncode != 0:
         sys.exit("cluster: HAProxy refused the configuration:\n" + check.stdout + check.stderr)
 
@@ -167,21 +191,25 @@ def main():
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    haproxy = None
+    balancer = None
     ready = False
     quick_exits = [0] * len(replicas)
     try:
         for r in replicas:
             r.start(work)
-        with open(os.path.join(work, "haproxy.log"), "a") as haproxy_log:
-            haproxy = subprocess.Popen(["haproxy", "-db", "-f", cfg_path], stdout=haproxy_log, stderr=subprocess.STDOUT,
+        # The balancer: HAProxy, or SGLang's router (started, watched and stopped alike).
+        balancer_cmd = ["haproxy", "-db", "-f", cfg_path] if a.router == "haproxy" else sglang_router_cmd(a, replicas)
+        with open(os.path.join(work, f"{a.router}.log"), "a") as balancer_log:
+            balancer = subprocess.Popen(balancer_cmd, stdout=balancer_log, stderr=subprocess.STDOUT,
                                        start_new_session=True)
+        where = (f"HAProxy on {a.host}:{a.port} ({a.routing} routing), stats on 127.0.0.1:{stats_port}/stats, "
+                 f"runtime API on {a.stats_socket}" if a.router == "haproxy" else
+                 f"SGLang's router on {a.host}:{a.port} ({sglang_router_cmd(a, replicas)[-5]} policy)")
         print(f"cluster: {a.replicas} replicas ({share} cores each) on ports {replicas[0].port}-{replicas[-1].port}, "
-              f"HAProxy on {a.host}:{a.port} ({a.routing} routing), stats on 127.0.0.1:{stats_port}/stats, "
-              f"runtime API on {a.stats_socket}; logs in {work}", file=sys.stderr)
+              f"{where}; logs in {work}", file=sys.stderr)
         while not stopping:
-            if haproxy.poll() is not None:
-                sys.exit(f"cluster: HAProxy exited ({haproxy.returncode}); see {work}/haproxy.log")
+            if balancer.poll() is not None:
+                sys.exit(f"cluster: {a.router} exited ({balancer.returncode}); see {work}/{a.router}.log")
             for i, r in enumerate(replicas):
                 if r.proc.poll() is None:
                     continue
@@ -195,7 +223,8 @@ def main():
                 time.sleep(0.5)
                 r.start(work)
                 ready = False  # the ready file is rewritten (new process id) once HAProxy routes to it
-            if not ready and all(healthy(r.port) for r in replicas) and haproxy_all_up(stats_port, len(replicas)):
+            balancer_up = haproxy_all_up(stats_port, len(replicas)) if a.router == "haproxy" else router_ready(a.port)
+            if not ready and all(healthy(r.port) for r in replicas) and balancer_up:
                 ready = True
                 if a.ready_file:
                     tmp = a.ready_file + ".tmp"
@@ -220,12 +249,12 @@ def main():
                 r.proc.wait(max(1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 r.proc.kill()
-        if haproxy:
-            haproxy.terminate()
+        if balancer:
+            balancer.terminate()
             try:
-                haproxy.wait(10)
+                balancer.wait(10)
             except subprocess.TimeoutExpired:
-                haproxy.kill()
+                balancer.kill()
     return 0
 
 
