@@ -19,8 +19,9 @@ The workload (the same in every configuration; bench/route_sim.py models the sam
   from --seed, so every configuration replays the same trace.
 - --kv-mem MiB of KV in all, split evenly between the replicas (the same memory for every layout).
 
-A configuration is REPLICAS:ROUTING[:ROUTER]: routing session | roundrobin | leastconn; router
-haproxy (default) or sglang (SGLang's router, cache_aware for session, from --sglang-python).
+A configuration is REPLICAS:ROUTING[:OPTION...]: routing session | roundrobin | leastconn; options
+sglang (SGLang's router instead of HAProxy: cache_aware for session, from --sglang-python) and
+bf=PERCENT (HAProxy's hash-balance-factor, 150 by default).
 
 Reported per configuration (the median over --repeats runs): generated tok/s over the run, time to
 first token p50/p99 (all requests, and p99 of the later turns alone: the first turn of a conversation
@@ -32,7 +33,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -42,6 +42,9 @@ import time
 import urllib.request
 
 from openai import AsyncOpenAI
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from route_sim import trace  # noqa: E402 - the same trace the simulation replays
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_ID = "m"
@@ -61,14 +64,6 @@ def metric_sum(ports, name):
 def percentile(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * (len(xs) - 1)))] if xs else float("nan")
-
-
-def trace(a):
-    """Per user: (start time, think times before turns 2..T), drawn from the seed."""
-    rng = random.Random(a.seed)
-    return [(rng.uniform(0, a.spread) if a.spread > 0 else 0.0,
-             [rng.expovariate(1.0 / a.think) if a.think > 0 else 0.0 for _ in range(a.turns - 1)])
-            for _ in range(a.users)]
 
 
 async def conversation(client, user, system, doc, plan, a, t_start, records):
@@ -120,10 +115,25 @@ async def workload(port, system, docs, plans, a):
     return records, wall
 
 
-def run_config(a, n, routing, router, system, docs, plans):
+def parse_config(spec):
+    parts = spec.split(":")
+    cfg = {"n": int(parts[0]), "routing": parts[1], "router": "haproxy", "bf": 150}
+    for opt in parts[2:]:
+        if opt in ("haproxy", "sglang"):
+            cfg["router"] = opt
+        elif opt.startswith("bf="):
+            cfg["bf"] = int(opt[3:])
+        else:
+            raise SystemExit(f"cluster_load: unknown option {opt!r} in {spec!r}")
+    return cfg
+
+
+def run_config(a, cfg, system, docs, plans):
+    n, routing, router = cfg["n"], cfg["routing"], cfg["router"]
     ready = os.path.join(tempfile.mkdtemp(), "ready.json")
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "cluster.py"), "-n", str(n), "-m", a.m, "--port", "0",
            "--routing", routing, "--router", router, "--sglang-python", a.sglang_python,
+           "--balance-factor", str(cfg["bf"]),
            "--kv-mem", str(a.kv_mem // n), "--maxconn", "16", "--ready-file", ready,
            "--", "--model-id", MODEL_ID, "-c", "8192"]
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
@@ -150,7 +160,7 @@ def run_config(a, n, routing, router, system, docs, plans):
     for r in ok:
         users_on.setdefault(r["replica"], set()).add(r["user"])
     moved = sum(1 for u in range(a.users) if len({r["replica"] for r in ok if r["user"] == u}) > 1)
-    return {"replicas": n, "threads_each": len(os.sched_getaffinity(0)) // n, "routing": routing, "router": router,
+    return {"replicas": n, "threads_each": len(os.sched_getaffinity(0)) // n, "routing": routing, "router": router, "bf": cfg["bf"],
             "tok_s": sum(r["tokens"] for r in ok) / wall,
             "ttft_p50": percentile([r["ttft"] for r in ok], 0.5),
             "ttft_p99": percentile([r["ttft"] for r in ok], 0.99),
@@ -199,13 +209,12 @@ def main():
         n = int(a.doc_tokens * CHARS_PER_TOKEN)
         stride = max(n, (len(works) - n) // a.users)
         docs = [works[u * stride:u * stride + n] for u in range(a.users)]
-    plans = trace(a)
-    specs = [(int(s.split(":")[0]), s.split(":")[1], s.split(":")[2] if s.count(":") > 1 else "haproxy")
-             for s in a.configs.split(",")]
+    plans = trace(a.users, a.turns, a.think, a.spread, a.seed)
+    specs = a.configs.split(",")
     runs = {s: [] for s in specs}
     for _ in range(a.repeats):
         for s in specs:
-            r = run_config(a, *s, system, docs, plans)
+            r = run_config(a, parse_config(s), system, docs, plans)
             runs[s].append(r)
             print({k: v for k, v in r.items() if k != "requests"}, flush=True)
     rows = [median_row(runs[s]) for s in specs]
@@ -218,6 +227,8 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         name = r["routing"] + (" (sglang-router)" if r["router"] == "sglang" else "")
+        if r["routing"] == "session" and r["router"] == "haproxy" and r["replicas"] > 1:
+            name += f", factor {r['bf']}"
         spread = "/".join(map(str, r["users_per_replica"])) if r["router"] == "haproxy" else "-"
         print(f"| {r['replicas']} x {r['threads_each']} | {name} | {r['tok_s']:.1f} | {r['ttft_p50']:.3f} | "
               f"{r['ttft_p99']:.3f} | {r['ttft_p99_later']:.3f} | {r['hit_rate']:.2f} | {spread} | {r['failed']} |")

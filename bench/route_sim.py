@@ -4,6 +4,7 @@ sizes this machine cannot run (N = 2 ... 128), with per-token costs measured on 
 
   .venv/bin/python bench/route_sim.py --measure costs.json [-m MODEL] [--threads 1]   # real replica
   .venv/bin/python bench/route_sim.py --costs costs.json [--replicas 2,8,32,128] [--users-per-replica 4]
+      [--doc-tokens 0] [--think 2] [--spread 5] [--kv-mem MiB --kv-bytes-per-token B | --cache-tokens T]
 
 Measured (--measure, one `leanlm serve` with --threads threads): the time per prompt token computed
 (a 1,000-token prompt, cold) and the engine step time of a decode batch of b sequences (b = 1 ... 16,
@@ -11,15 +12,18 @@ from the inter-token latency of b concurrent streams), fitted as t(b) = t0 + t1 
 
 The model (its assumptions):
 - Trace: U users; each holds a conversation of --turns turns: a shared system prompt of S tokens, a
-  user message of u tokens per turn, an answer of a tokens; a user sends the next turn a think time
-  (exponential, mean --think s) after the previous answer ends; users start spread over --spread s.
+  document of --doc-tokens tokens of the user's own in the first turn, a user message of u tokens per
+  turn, an answer of a tokens; a user sends the next turn a think time (exponential, mean --think s)
+  after the previous answer ends; users start at uniform times in [0, --spread) s. The times come
+  from trace() with --seed, the same draws bench/cluster_load.py replays against real replicas.
 - A replica runs continuous batching: each step decodes one token of every running sequence and
   reads up to 512 prompt tokens, taking t(b) + (prompt tokens) x t_prompt; up to --max-running
   sequences run at once, the rest queue (first come, first served).
-- Prefix cache per replica: the conversations it served, each its whole history so far, least
-  recently used first, at most --cache-tokens tokens; a request finds the longest cached prefix
-  (its own conversation's history, or another conversation's system prompt) and computes only the
-  rest. Real replicas are bounded by bytes; tokens stand in for them here.
+- Prefix cache per replica: the conversations it served, each its whole history so far, dropped
+  least recently used first once they hold more than --cache-tokens tokens (the system prompt counted
+  once: its memory is shared, as in the server), or --kv-mem MiB / --kv-bytes-per-token; a request
+  finds the longest cached prefix (its own conversation's history, or another conversation's system
+  prompt) and computes only the rest. Running sequences' own growth is not charged to the cache.
 - Routing: round-robin; least connections (running + queued); session hash: consistent hashing of
   the user id on a ring (100 virtual nodes per replica), moving to the next replica on the ring while
   the chosen one carries more than --balance-factor x the average load (HAProxy's bounded load).
@@ -104,13 +108,20 @@ def measure(a):
 
 # ---- the simulation -----------------------------------------------------------------------------
 
+def trace(users, turns, think, spread, seed):
+    """Per user: (start time, think times before turns 2..T), drawn from the seed."""
+    rng = random.Random(seed)
+    return [(rng.uniform(0, spread) if spread > 0 else 0.0,
+             [rng.expovariate(1.0 / think) if think > 0 else 0.0 for _ in range(turns - 1)])
+            for _ in range(users)]
+
+
 class Replica:
     def __init__(self, i, a, costs):
         self.i, self.a, self.c = i, a, costs
         self.queue, self.running = [], []
         self.busy_until = 0.0
         self.cache = {}  # user -> cached history tokens (LRU order = insertion order)
-        self.system_cached = False
 
     def load(self):
         return len(self.running) + len(self.queue)
@@ -118,20 +129,34 @@ class Replica:
     def cached_prefix(self, req):
         own = self.cache.get(req["user"], 0)
         hit = min(own, req["prompt"] - 1)
-        if hit < self.a.system and self.system_cached:
+        if hit < self.a.system and (self.cache or self.running):  # another conversation's system prompt
             hit = min(self.a.system, req["prompt"] - 1)
         return hit
+
+    def held(self):
+        """Tokens of KV in use: cached histories (the system prompt once) and running sequences' own."""
+        cached = self.a.system + sum(t - self.a.system for t in self.cache.values()) if self.cache else 0
+        return cached + sum(q["own"] for q in self.running)
+
+    def admit(self, q):
+        """Takes q in if its own tokens fit the budget, dropping other users' cached histories least
+        recently used first (as the server does); False if it has to wait for running sequences."""
+        q["hit"] = self.cached_prefix(q)
+        q["own"] = q["prompt"] - q["hit"] + q["left_gen"]
+        busy = {r["user"] for r in self.running} | {q["user"]}
+        while self.held() + q["own"] > self.a.cache_tokens:
+            victims = [u for u in self.cache if u not in busy]
+            if not victims:
+                return bool(not self.running)  # alone, it runs anyway (the server would preempt)
+            self.cache.pop(victims[0])
+        return True
 
     def remember(self, user, tokens):
         self.cache.pop(user, None)
         self.cache[user] = tokens
-        self.system_cached = True
-        while sum(self.cache.values()) > self.a.cache_tokens and len(self.cache) > 1:
-            self.cache.pop(next(iter(self.cache)))
 
 
-def simulate(a, costs, n_rep, policy, seed=1):
-    rng = random.Random(seed)
+def simulate(a, costs, n_rep, policy, seed=1, factor=1.5):
     users = n_rep * a.users_per_replica
     reps = [Replica(i, a, costs) for i in range(n_rep)]
     ring = sorted((int(hashlib.md5(f"r{r}-{v}".encode()).hexdigest()[:12], 16), r)
@@ -146,13 +171,15 @@ def simulate(a, costs, n_rep, policy, seed=1):
         seq[0] += 1
         heapq.heappush(events, (t, seq[0], kind, payload))
 
-    history = {u: a.system for u in range(users)}
+    history = {u: a.system + a.doc_tokens for u in range(users)}
     turn = {u: 0 for u in range(users)}
     # Every policy sees the same workload: start and think times drawn per user in advance.
-    think = {u: [rng.expovariate(1.0 / a.think) if a.think > 0 else 0.0 for _ in range(a.turns)] for u in range(users)}
+    plans = trace(users, a.turns, a.think, a.spread, seed)
     for u in range(users):
-        push(rng.uniform(0, a.spread), "arrive", u)
-    ttft, hit_tok, prompt_tok, gen_tok = [], 0, 0, 0
+        push(plans[u][0], "arrive", u)
+    served_by = {u: set() for u in range(users)}
+    ttft, ttft_later, gen_tok = [], [], 0
+    stats = {"hit": 0, "prompt": 0}  # prompt tokens found in the cache at admission, and in all
     t_end = 0.0
 
     def route(u):
@@ -167,7 +194,7 @@ def simulate(a, costs, n_rep, policy, seed=1):
         # replica on the ring from the key's point with a free slot takes it.
         h = int(hashlib.md5(f"user-{u}".encode()).hexdigest()[:12], 16)
         start = bisect.bisect(keys, h) % len(ring)
-        slots = max(1, math.ceil((sum(r.load() for r in reps) + 1) * a.balance_factor / n_rep))
+        slots = max(1, math.ceil((sum(r.load() for r in reps) + 1) * factor / n_rep))
         for k in range(len(ring)):
             r = reps[ring[(start + k) % len(ring)][1]]
             if r.load() < slots:
@@ -176,8 +203,11 @@ def simulate(a, costs, n_rep, policy, seed=1):
 
     def step(r, now):
         """Runs one engine step of replica r starting at now; schedules the next one."""
-        while r.queue and len(r.running) < a.max_running:
-            r.running.append(r.queue.pop(0))
+        while r.queue and len(r.running) < a.max_running and r.admit(r.queue[0]):
+            q = r.queue.pop(0)
+            q["left_prompt"] = q["prompt"] - q["hit"]
+            stats["hit"] += q["hit"]
+            r.running.append(q)
         if not r.running:
             return
         # One step's tokens: one per decoding sequence, the rest of 512 for prompts.
@@ -199,6 +229,8 @@ def simulate(a, costs, n_rep, policy, seed=1):
             if q.get("fresh"):  # prompt finished this step: first token
                 q["fresh"] = False
                 ttft.append(t - q["t_arrive"])
+                if q["turn"] > 0:
+                    ttft_later.append(t - q["t_arrive"])
                 q["left_gen"] -= 1
             elif q["left_prompt"] == 0:
                 q["left_gen"] -= 1
@@ -216,11 +248,9 @@ def simulate(a, costs, n_rep, policy, seed=1):
             u = payload
             prompt = history[u] + a.user_tokens
             r = route(u)
-            req = {"user": u, "prompt": prompt, "t_arrive": now, "left_gen": a.answer_tokens}
-            hit = r.cached_prefix(req)
-            req["left_prompt"] = prompt - hit
-            hit_tok += hit
-            prompt_tok += prompt
+            req = {"user": u, "prompt": prompt, "t_arrive": now, "left_gen": a.answer_tokens, "turn": turn[u]}
+            served_by[u].add(r.i)
+            stats["prompt"] += prompt
             r.queue.append(req)
             if r.busy_until <= now:
                 r.busy_until = now
@@ -238,11 +268,18 @@ def simulate(a, costs, n_rep, policy, seed=1):
             t_end = max(t_end, now)
             turn[u] += 1
             if turn[u] < a.turns:
-                push(now + think[u][turn[u]], "arrive", u)
+                push(now + plans[u][1][turn[u] - 1], "arrive", u)
     ttft.sort()
-    return {"replicas": n_rep, "policy": policy, "users": users, "hit_rate": hit_tok / prompt_tok,
-            "ttft_p50": ttft[len(ttft) // 2], "ttft_p99": ttft[min(len(ttft) - 1, int(0.99 * (len(ttft) - 1)))],
-            "tok_s": gen_tok / t_end}
+    ttft_later.sort()
+    pct = lambda xs, q: xs[min(len(xs) - 1, int(q * (len(xs) - 1)))] if xs else float("nan")  # noqa: E731
+    per_replica = [0] * n_rep
+    for u in range(users):
+        for i in served_by[u]:
+            per_replica[i] += 1
+    return {"replicas": n_rep, "policy": policy if policy != "session-hash" else f"session-hash, factor {factor:g}", "users": users, "hit_rate": stats["hit"] / stats["prompt"],
+            "ttft_p50": pct(ttft, 0.5), "ttft_p99": pct(ttft, 0.99), "ttft_p99_later": pct(ttft_later, 0.99),
+            "tok_s": gen_tok / t_end, "users_per_replica": sorted(per_replica, reverse=True),
+            "users_moved": sum(1 for u in range(users) if len(served_by[u]) > 1)}
 
 
 def main():
@@ -255,13 +292,17 @@ def main():
     ap.add_argument("--users-per-replica", type=int, default=4)
     ap.add_argument("--turns", type=int, default=6)
     ap.add_argument("--system", type=int, default=1000, help="shared system prompt tokens")
+    ap.add_argument("--doc-tokens", type=int, default=0, help="a document of the user's own in the first turn")
     ap.add_argument("--user-tokens", type=int, default=40)
     ap.add_argument("--answer-tokens", type=int, default=100)
     ap.add_argument("--think", type=float, default=2.0, help="mean seconds between an answer and the next turn")
     ap.add_argument("--spread", type=float, default=5.0, help="users start within this many seconds")
     ap.add_argument("--max-running", type=int, default=16)
     ap.add_argument("--cache-tokens", type=int, default=40000, help="prefix cache per replica, in tokens")
-    ap.add_argument("--balance-factor", type=float, default=1.5)
+    ap.add_argument("--kv-mem", type=float, default=0, help="KV MiB per replica (sets --cache-tokens)")
+    ap.add_argument("--kv-bytes-per-token", type=int, default=23040, help="with --kv-mem (SmolLM2, f16: 23040)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--balance-factor", default="1.5", help="session hashing's load bounds to try, e.g. 1.5,2,3")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     if a.measure:
@@ -270,19 +311,24 @@ def main():
     if not a.costs:
         sys.exit("route_sim: --costs FILE (from --measure) is required")
     costs = json.load(open(a.costs))
+    if a.kv_mem:
+        a.cache_tokens = int(a.kv_mem * 2**20 / a.kv_bytes_per_token)
     rows = []
     for n in [int(x) for x in a.replicas.split(",")]:
-        for policy in ("round-robin", "least-conn", "session-hash"):
-            rows.append(simulate(a, costs, n, policy))
-    print(f"\n{a.users_per_replica} users per replica x {a.turns} turns, system prompt {a.system}, user {a.user_tokens}, "
-          f"answers {a.answer_tokens} tokens; costs from {costs['model']} ({costs['threads']} threads): "
+        for policy in ("round-robin", "least-conn"):
+            rows.append(simulate(a, costs, n, policy, a.seed))
+        for f in a.balance_factor.split(","):
+            rows.append(simulate(a, costs, n, "session-hash", a.seed, float(f)))
+    print(f"\n{a.users_per_replica} users per replica x {a.turns} turns, system prompt {a.system}, document "
+          f"{a.doc_tokens}, user {a.user_tokens}, answers {a.answer_tokens} tokens, think {a.think} s, spread "
+          f"{a.spread} s, cache {a.cache_tokens} tokens per replica; costs from {costs['model']} ({costs['threads']} threads): "
           f"{costs['t_prompt_token'] * 1000:.2f} ms per prompt token, step {costs['t0'] * 1000:.1f} + "
           f"{costs['t1'] * 1000:.2f} x batch ms\n")
-    print("| replicas | routing | prefix hit rate | TTFT p50 s | TTFT p99 s | generated tok/s |")
-    print("|---|---|---|---|---|---|")
+    print("| replicas | routing | prefix hit rate | TTFT p50 s | TTFT p99 s | p99 later turns s | generated tok/s |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['replicas']} | {r['policy']} | {r['hit_rate']:.2f} | {r['ttft_p50']:.3f} | {r['ttft_p99']:.3f} | "
-              f"{r['tok_s']:.0f} |")
+              f"{r['ttft_p99_later']:.3f} | {r['tok_s']:.0f} |")
     if a.json:
         json.dump(rows, open(a.json, "w"), indent=1)
 

@@ -116,6 +116,7 @@ def render(template, a, replicas, stats_port):
         "@STATS_BIND@": f"127.0.0.1:{stats_port}",
         "@STATS_SOCKET@": a.stats_socket,
         "@MAXCONN@": str(a.maxconn),
+        "@BALANCE_FACTOR@": str(a.balance_factor),
         "@SESSION_ROUTING@": "" if a.routing == "session" else "FALSE",
         "@LOAD_BALANCE@": "roundrobin" if a.routing == "roundrobin" else "leastconn",
         "@SESSION_SERVERS@": session,
@@ -139,6 +140,9 @@ def main():
     ap.add_argument("--port", type=int, default=8080, help="HAProxy's port (0: any free range; see --ready-file)")
     ap.add_argument("--routing", choices=["session", "leastconn", "roundrobin"], default="session")
     ap.add_argument("--kv-mem", type=int, default=0, help="KV MiB per replica (0: leanlm's default)")
+    ap.add_argument("--balance-factor", type=int, default=150,
+                    help="HAProxy's hash-balance-factor: a conversation moves off a replica carrying more than this "
+                         "percentage of the average load (>= 100)")
     ap.add_argument("--maxconn", type=int, default=16, help="requests in flight per replica; more wait in HAProxy")
     ap.add_argument("--cores", default="", help="cores to use, e.g. 0-3 (default: all)")
     ap.add_argument("--shutdown-grace", type=int, default=110,
@@ -150,6 +154,8 @@ def main():
     a = ap.parse_args(argv)
     if a.replicas < 1:
         ap.error("-n must be at least 1")
+    if a.balance_factor < 100:
+        ap.error("--balance-factor must be at least 100")
     for tool in ("haproxy", "taskset") if a.router == "haproxy" else ("taskset",):
         if not shutil.which(tool):
             sys.exit(f"cluster: {tool} is not installed (scripts/setup.sh installs it)")

@@ -402,14 +402,23 @@ bool Scheduler::step() {
   admit();
   if (running_.empty()) return false;
 
-  // The plan: one token for every decoding sequence, then prompt chunks in admission order.
+  // The plan: one token for every decoding sequence, then prompt chunks, the prompts with the
+  // fewest tokens left first. A turn whose history came from the prefix cache has a few dozen
+  // tokens to read: it gets its first token at the next step instead of waiting behind a cold
+  // prompt of thousands (which still gets the rest of every step's budget).
   std::vector<std::pair<Slot*, int>> plan;
   while (true) {
     plan.clear();
     int budget = o_.step_tokens;
-    for (auto& s : running_)
-      if (s->fed() == int(s->tokens.size()) - 1) plan.push_back({s.get(), 1}), --budget;
+    std::vector<Slot*> prompts;
     for (auto& s : running_) {
+      if (s->fed() == int(s->tokens.size()) - 1) plan.push_back({s.get(), 1}), --budget;
+      else prompts.push_back(s.get());
+    }
+    std::stable_sort(prompts.begin(), prompts.end(), [](const Slot* a, const Slot* b) {
+      return int(a->tokens.size()) - a->fed() < int(b->tokens.size()) - b->fed();
+    });
+    for (Slot* s : prompts) {
       const int left = int(s->tokens.size()) - s->fed();
       if (left > 1 && budget > 0) {
         int n = std::min(left, budget);
@@ -419,14 +428,14 @@ bool Scheduler::step() {
         // recomputed tail matches the run that filled the cache).
         if (n < left && left - n < kMinGemmTokens) n = left - kMinGemmTokens;
         if (n < kMinGemmTokens && n < left) continue;  // a later step has room for a full chunk
-        plan.push_back({s.get(), n});
+        plan.push_back({s, n});
         budget -= n;
       }
     }
-    if (plan.empty()) {  // only prompts, each waiting for a full chunk: take the first as it is
-      for (auto& s : running_)
+    if (plan.empty()) {  // only prompts, each waiting for a full chunk: take the shortest as it is
+      for (Slot* s : prompts)
         if (int(s->tokens.size()) - s->fed() > 1) {
-          plan.push_back({s.get(), std::min(int(s->tokens.size()) - s->fed(), o_.step_tokens)});
+          plan.push_back({s, std::min(int(s->tokens.size()) - s->fed(), o_.step_tokens)});
           break;
         }
     }
