@@ -21,7 +21,7 @@ The workload (the same in every configuration; bench/route_sim.py models the sam
 
 A configuration is REPLICAS:ROUTING[:OPTION...]: routing session | roundrobin | leastconn; options
 sglang (SGLang's router instead of HAProxy: cache_aware for session, from --sglang-python) and
-bf=PERCENT (HAProxy's hash-balance-factor, 150 by default).
+bf=PERCENT (HAProxy's hash-balance-factor, 150 by default), abs=N (SGLang's balance-abs-threshold).
 
 Reported per configuration (the median over --repeats runs): generated tok/s over the run, time to
 first token p50/p99 (all requests, and p99 of the later turns alone: the first turn of a conversation
@@ -117,12 +117,14 @@ async def workload(port, system, docs, plans, a):
 
 def parse_config(spec):
     parts = spec.split(":")
-    cfg = {"n": int(parts[0]), "routing": parts[1], "router": "haproxy", "bf": 150}
+    cfg = {"n": int(parts[0]), "routing": parts[1], "router": "haproxy", "bf": 150, "abs": None}
     for opt in parts[2:]:
         if opt in ("haproxy", "sglang"):
             cfg["router"] = opt
         elif opt.startswith("bf="):
             cfg["bf"] = int(opt[3:])
+        elif opt.startswith("abs="):
+            cfg["abs"] = int(opt[4:])
         else:
             raise SystemExit(f"cluster_load: unknown option {opt!r} in {spec!r}")
     return cfg
@@ -133,7 +135,7 @@ def run_config(a, cfg, system, docs, plans):
     ready = os.path.join(tempfile.mkdtemp(), "ready.json")
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "cluster.py"), "-n", str(n), "-m", a.m, "--port", "0",
            "--routing", routing, "--router", router, "--sglang-python", a.sglang_python,
-           "--balance-factor", str(cfg["bf"]),
+           "--balance-factor", str(cfg["bf"])] + (["--sglang-balance-abs", str(cfg["abs"])] if cfg["abs"] else []) + [
            "--kv-mem", str(a.kv_mem // n), "--maxconn", "16", "--ready-file", ready,
            "--", "--model-id", MODEL_ID, "-c", "8192"]
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
@@ -160,7 +162,7 @@ def run_config(a, cfg, system, docs, plans):
     for r in ok:
         users_on.setdefault(r["replica"], set()).add(r["user"])
     moved = sum(1 for u in range(a.users) if len({r["replica"] for r in ok if r["user"] == u}) > 1)
-    return {"replicas": n, "threads_each": len(os.sched_getaffinity(0)) // n, "routing": routing, "router": router, "bf": cfg["bf"],
+    return {"replicas": n, "threads_each": len(os.sched_getaffinity(0)) // n, "routing": routing, "router": router, "bf": cfg["bf"], "abs": cfg["abs"],
             "tok_s": sum(r["tokens"] for r in ok) / wall,
             "ttft_p50": percentile([r["ttft"] for r in ok], 0.5),
             "ttft_p99": percentile([r["ttft"] for r in ok], 0.99),
@@ -226,7 +228,8 @@ def main():
           "prefix hit rate | users per replica | failed |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        name = r["routing"] + (" (sglang-router)" if r["router"] == "sglang" else "")
+        name = r["routing"] + (" (sglang-router" + (f", abs {r['abs']})" if r["abs"] else ")")
+                               if r["router"] == "sglang" else "")
         if r["routing"] == "session" and r["router"] == "haproxy" and r["replicas"] > 1:
             name += f", factor {r['bf']}"
         spread = "/".join(map(str, r["users_per_replica"])) if r["router"] == "haproxy" else "-"

@@ -105,7 +105,8 @@ def sglang_router_cmd(a, replicas):
     policy = {"session": "cache_aware", "roundrobin": "round_robin", "leastconn": "power_of_two"}[a.routing]
     return [a.sglang_python, "-m", "sglang_router.launch_router", "--host", a.host, "--port", str(a.port),
             "--worker-urls"] + [f"http://127.0.0.1:{r.port}" for r in replicas] + [
-            "--policy", policy, "--health-check-endpoint", "/health", "--log-level", "warn"]
+            "--policy", policy, "--health-check-endpoint", "/health", "--log-level", "warn"] + (
+            ["--balance-abs-threshold", str(a.sglang_balance_abs)] if a.sglang_balance_abs is not None else [])
 
 
 def render(template, a, replicas, stats_port):
@@ -151,6 +152,8 @@ def main():
     ap.add_argument("--router", choices=["haproxy", "sglang"], default="haproxy")
     ap.add_argument("--sglang-python", default=sys.executable,
                     help="a Python with sglang-router installed (for --router sglang)")
+    ap.add_argument("--sglang-balance-abs", type=int, default=None,
+                    help="SGLang's --balance-abs-threshold (requests of imbalance before it balances by load)")
     a = ap.parse_args(argv)
     if a.replicas < 1:
         ap.error("-n must be at least 1")
