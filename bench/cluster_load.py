@@ -19,7 +19,7 @@ The workload (the same in every configuration; bench/route_sim.py models the sam
   from --seed, so every configuration replays the same trace.
 - --kv-mem MiB of KV in all, split evenly between the replicas (the same memory for every layout).
 
-A configuration is REPLICAS:ROUTING[:OPTION...]: routing session | roundrobin | leastconn; options
+A configuration is REPLICAS:ROUTING[:OPTION...]: routing session | sticky | roundrobin | leastconn; options
 sglang (SGLang's router instead of HAProxy: cache_aware for session, from --sglang-python) and
 bf=PERCENT (HAProxy's hash-balance-factor, 150 by default), abs=N (SGLang's balance-abs-threshold).
 

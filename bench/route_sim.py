@@ -17,18 +17,23 @@ The model (its assumptions):
   after the previous answer ends; users start at uniform times in [0, --spread) s. The times come
   from trace() with --seed, the same draws bench/cluster_load.py replays against real replicas.
 - A replica runs continuous batching: each step decodes one token of every running sequence and
-  reads up to 512 prompt tokens, taking t(b) + (prompt tokens) x t_prompt; up to --max-running
-  sequences run at once, the rest queue (first come, first served).
-- Prefix cache per replica: the conversations it served, each its whole history so far, dropped
-  least recently used first once they hold more than --cache-tokens tokens (the system prompt counted
-  once: its memory is shared, as in the server), or --kv-mem MiB / --kv-bytes-per-token; a request
-  finds the longest cached prefix (its own conversation's history, or another conversation's system
-  prompt) and computes only the rest. Running sequences' own growth is not charged to the cache.
+  reads up to 512 prompt tokens (the prompts with the fewest tokens left first, as the server does),
+  taking t(b) + (prompt tokens) x t_prompt; up to --max-running sequences run at once, and a
+  request is admitted (first come, first served) when its own new tokens fit the KV budget beside
+  the running sequences and cached histories, cached histories of other conversations giving way.
+- KV budget per replica: --cache-tokens tokens, or --kv-mem MiB / --kv-bytes-per-token. It holds
+  the running sequences' own tokens (prompt not found in cache, plus the answer) and the prefix cache:
+  the conversations the replica served, each its whole history so far (the system prompt counted
+  once: its memory is shared, as in the server), dropped least recently used first when a request
+  needs room. A request finds the longest cached prefix (its own conversation's history, or another
+  conversation's system prompt) when it is admitted and computes only the rest.
 - Routing: round-robin; least connections (running + queued); session hash: consistent hashing of
   the user id on a ring (100 virtual nodes per replica), moving to the next replica on the ring while
   the chosen one carries more than --balance-factor x the average load (HAProxy's bounded load).
-Reported per policy and N: prefix hit rate (prompt tokens found / prompt tokens), TTFT p50/p99,
-generated tok/s over the run.
+Not modelled: the bit of HAProxy's hash that picks a replica (users spread over replicas differently
+from the real run), preemption, the HTTP and balancer overheads. Reported per policy and N: prefix
+hit rate (prompt tokens found / prompt tokens), TTFT p50/p99 (and p99 of later turns), generated
+tok/s over the run.
 """
 import argparse
 import bisect
@@ -213,7 +218,7 @@ def simulate(a, costs, n_rep, policy, seed=1, factor=1.5):
         # One step's tokens: one per decoding sequence, the rest of 512 for prompts.
         budget = 512 - sum(1 for q in r.running if q["left_prompt"] == 0 and not q.get("fresh"))
         prompt_now = 0
-        for q in r.running:
+        for q in sorted(r.running, key=lambda q: q["left_prompt"]):  # fewest prompt tokens left first
             if q["left_prompt"] > 0 and budget > 0:
                 n = min(q["left_prompt"], budget)
                 q["left_prompt"] -= n

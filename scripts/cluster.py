@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Several `leanlm serve` replicas on one machine behind one HAProxy.
 
-  scripts/cluster.py [-n 2] [-m MODEL] [--port 8080] [--routing session|leastconn|roundrobin]
+  scripts/cluster.py [-n 2] [-m MODEL] [--port 8080] [--routing session|sticky|leastconn|roundrobin]
                      [--kv-mem MiB] [--maxconn 16] [--ready-file F] [--router haproxy|sglang]
                      [-- extra `leanlm serve` flags]
 
@@ -54,15 +54,15 @@ def free_port_range(n):
 
 
 def haproxy_all_up(stats_port, n):
-    """True when HAProxy's statistics show every replica UP in both backends (it routes to them)."""
+    """True when HAProxy's statistics show every replica UP in every backend (it routes to them)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}/stats;csv", timeout=2) as r:
             rows = [line.split(",") for line in r.read().decode().splitlines() if line and not line.startswith("#")]
     except Exception:  # noqa: BLE001 - not up (yet)
         return False
-    up = [row for row in rows if len(row) > 17 and row[0] in ("by_session", "by_load") and row[1].startswith("r")
+    up = [row for row in rows if len(row) > 17 and row[0].startswith("by_") and row[1].startswith("r")
           and row[17].startswith("UP")]
-    return len(up) == 2 * n
+    return len(up) == 3 * n
 
 
 def healthy(port):
@@ -102,7 +102,8 @@ def router_ready(port):
 
 
 def sglang_router_cmd(a, replicas):
-    policy = {"session": "cache_aware", "roundrobin": "round_robin", "leastconn": "power_of_two"}[a.routing]
+    policy = {"session": "cache_aware", "sticky": "cache_aware", "roundrobin": "round_robin",
+              "leastconn": "power_of_two"}[a.routing]
     return [a.sglang_python, "-m", "sglang_router.launch_router", "--host", a.host, "--port", str(a.port),
             "--worker-urls"] + [f"http://127.0.0.1:{r.port}" for r in replicas] + [
             "--policy", policy, "--health-check-endpoint", "/health", "--log-level", "warn"] + (
@@ -110,18 +111,19 @@ def sglang_router_cmd(a, replicas):
 
 
 def render(template, a, replicas, stats_port):
-    session = "\n".join(f"    server r{r.i} 127.0.0.1:{r.port} check" for r in replicas)
-    load = "\n".join(f"    server r{r.i} 127.0.0.1:{r.port} check" for r in replicas)
+    servers = "\n".join(f"    server r{r.i} 127.0.0.1:{r.port} check" for r in replicas)
     fields = {
         "@BIND@": f"{a.host}:{a.port}",
         "@STATS_BIND@": f"127.0.0.1:{stats_port}",
         "@STATS_SOCKET@": a.stats_socket,
         "@MAXCONN@": str(a.maxconn),
         "@BALANCE_FACTOR@": str(a.balance_factor),
-        "@SESSION_ROUTING@": "" if a.routing == "session" else "FALSE",
+        "@SESSION_ROUTING@": "" if a.routing in ("session", "sticky") else "FALSE",
+        "@SESSION_BACKEND@": "by_session_table" if a.routing == "sticky" else "by_session",
         "@LOAD_BALANCE@": "roundrobin" if a.routing == "roundrobin" else "leastconn",
-        "@SESSION_SERVERS@": session,
-        "@LOAD_SERVERS@": load,
+        "@SESSION_SERVERS@": servers,
+        "@TABLE_SERVERS@": servers,
+        "@LOAD_SERVERS@": servers,
     }
     for k, v in fields.items():
         template = template.replace(k, v)
@@ -139,7 +141,9 @@ def main():
     ap.add_argument("-m", "--model", default="")
     ap.add_argument("--host", default="127.0.0.1", help="address HAProxy listens on")
     ap.add_argument("--port", type=int, default=8080, help="HAProxy's port (0: any free range; see --ready-file)")
-    ap.add_argument("--routing", choices=["session", "leastconn", "roundrobin"], default="session")
+    ap.add_argument("--routing", choices=["session", "sticky", "leastconn", "roundrobin"], default="session",
+                    help="session: consistent hashing with bounded load; sticky: a new conversation to the least "
+                         "busy replica, then kept there (a stick table)")
     ap.add_argument("--kv-mem", type=int, default=0, help="KV MiB per replica (0: leanlm's default)")
     ap.add_argument("--balance-factor", type=int, default=150,
                     help="HAProxy's hash-balance-factor: a conversation moves off a replica carrying more than this "
