@@ -6,9 +6,10 @@ sizes this machine cannot run (N = 2 ... 128), with per-token costs measured on 
   .venv/bin/python bench/route_sim.py --costs costs.json [--replicas 2,8,32,128] [--users-per-replica 4]
       [--doc-tokens 0] [--think 2] [--spread 5] [--kv-mem MiB --kv-bytes-per-token B | --cache-tokens T]
 
-Measured (--measure, one `leanlm serve` with --threads threads): the time per prompt token computed
-(a 1,000-token prompt, cold) and the engine step time of a decode batch of b sequences (b = 1 ... 16,
-from the inter-token latency of b concurrent streams), fitted as t(b) = t0 + t1 * b.
+Measured (--measure, one `leanlm serve` pinned to --threads cores): cold prompts of 500 to 3,000
+tokens, fitted as t(n) = a n + c n^2 (attention over the earlier positions grows with n), and the
+inter-token latency of b = 1 ... 8 concurrent streams at contexts of ~30 and ~2,500 tokens, fitted as
+t = t0 + t1 b + t2 (b x context): decode reads every cached token's K and V at each step.
 
 The model (its assumptions):
 - Trace: U users; each holds a conversation of --turns turns: a shared system prompt of S tokens, a
@@ -18,7 +19,7 @@ The model (its assumptions):
   from trace() with --seed, the same draws bench/cluster_load.py replays against real replicas.
 - A replica runs continuous batching: each step decodes one token of every running sequence and
   reads up to 512 prompt tokens (the prompts with the fewest tokens left first, as the server does),
-  taking t(b) + (prompt tokens) x t_prompt; up to --max-running sequences run at once, and a
+  taking the measured decode and prompt costs at the sequences' positions; up to --max-running sequences run at once, and a
   request is admitted (first come, first served) when its own new tokens fit the KV budget beside
   the running sequences and cached histories, cached histories of other conversations giving way.
 - KV budget per replica: --cache-tokens tokens, or --kv-mem MiB / --kv-bytes-per-token. It holds
@@ -27,7 +28,8 @@ The model (its assumptions):
   once: its memory is shared, as in the server), dropped least recently used first when a request
   needs room. A request finds the longest cached prefix (its own conversation's history, or another
   conversation's system prompt) when it is admitted and computes only the rest.
-- Routing: round-robin; least connections (running + queued); session hash: consistent hashing of
+- Routing: round-robin; least connections (running + queued); sticky: a conversation's first
+  request by least connections, the rest where it went (HAProxy's stick table); session hash: consistent hashing of
   the user id on a ring (100 virtual nodes per replica), moving to the next replica on the ring while
   the chosen one carries more than --balance-factor x the average load (HAProxy's bounded load).
 Not modelled: the bit of HAProxy's hash that picks a replica (users spread over replicas differently
@@ -56,53 +58,72 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ---- measuring a real replica ---------------------------------------------------------------------
 
 def measure(a):
+    """Costs of one real replica: prompt time as a function of length, decode step time as a function
+    of batch size and context (KV read per step)."""
+    import threading
+
+    import numpy as np
     from openai import OpenAI  # only needed here
     ready = os.path.join(tempfile.mkdtemp(), "ready")
-    proc = subprocess.Popen([os.path.join(ROOT, "build", "leanlm"), "serve", "-m", a.m, "--port", "0",
-                             "--model-id", "m", "-t", str(a.threads), "-c", "4096", "--ready-file", ready],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cores = ",".join(map(str, sorted(os.sched_getaffinity(0))[:a.threads]))
+    proc = subprocess.Popen(["taskset", "-c", cores, os.path.join(ROOT, "build", "leanlm"), "serve", "-m", a.m,
+                             "--port", "0", "--model-id", "m", "-t", str(a.threads), "-c", "8192",
+                             "--ready-file", ready], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while not os.path.exists(ready):
             time.sleep(0.05)
         port = int(open(ready).read())
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
-        prose = open(os.path.join(ROOT, "data", "hamlet.txt"), encoding="utf-8").read()
+        works = open(os.path.join(ROOT, "data", "shakespeare.txt"), encoding="utf-8").read()
+        offset = [100000]
+
+        def passage(tokens):  # fresh text every time: no prefix-cache hits between measurements
+            offset[0] += 20000
+            return works[offset[0]:offset[0] + int(tokens * 3.1)]
 
         def prompt_time(text):
             t0 = time.perf_counter()
             r = client.completions.create(model="m", prompt=text, max_tokens=1, temperature=0)
             return time.perf_counter() - t0, r.usage.prompt_tokens
 
-        prompt_time("warm up " + prose[:400])
-        cold = [prompt_time(f"{i} " + prose[1000 * i:1000 * i + 4000]) for i in range(1, 4)]
-        t_prompt = statistics.median(t / n for t, n in cold)
-        import threading
-        steps = {}
-        for b in (1, 2, 4, 8, 16):
-            gaps = []
+        prompt_time(passage(200))  # warm up
+        # Prompt time t(n) = a n + c n^2: the n^2 term is attention over the positions before.
+        cold = [prompt_time(passage(n)) for n in (500, 1500, 3000) for _ in range(2)]
+        (pa, pc), *_ = np.linalg.lstsq(np.array([[n, n * n] for _, n in cold], float),
+                                       np.array([t for t, _ in cold]), rcond=None)
+        # Decode steps of b sequences at a context of L tokens each: t = t0 + t1 b + t2 b L.
+        samples = []
+        for ctx in (30, 2500):
+            prefix = passage(ctx) if ctx > 30 else "Chapter one. It was a cold morning when"
+            prompt_time(prefix)  # cached: the streams below read their prompts from it
+            for b in (1, 2, 4, 8):
+                gaps, lens = [], []
 
-            def stream(i):
-                last = None
-                for c in client.completions.create(model="m", prompt=f"Chapter {i}. It was a cold morning when",
-                                                   max_tokens=48, temperature=0.8, seed=i, stream=True):
-                    now = time.perf_counter()
-                    if last is not None:
-                        gaps.append(now - last)
-                    last = now
+                def stream(i):
+                    last = None
+                    for c in client.completions.create(model="m", prompt=prefix + f" {i}.", max_tokens=48,
+                                                       temperature=0.8, seed=i, stream=True,
+                                                       stream_options={"include_usage": True}):
+                        if c.usage:
+                            lens.append(c.usage.prompt_tokens)
+                            continue
+                        now = time.perf_counter()
+                        if last is not None:
+                            gaps.append(now - last)
+                        last = now
 
-            th = [threading.Thread(target=stream, args=(i,)) for i in range(b)]
-            for t in th:
-                t.start()
-            for t in th:
-                t.join()
-            steps[b] = statistics.median(gaps)
-        bs = sorted(steps)
-        mb = statistics.mean(bs)
-        mt = statistics.mean(steps[b] for b in bs)
-        t1 = sum((b - mb) * (steps[b] - mt) for b in bs) / sum((b - mb) ** 2 for b in bs)
-        t0 = mt - t1 * mb
-        costs = {"model": os.path.basename(a.m), "threads": a.threads, "t_prompt_token": t_prompt,
-                 "step_s_by_batch": steps, "t0": t0, "t1": t1}
+                th = [threading.Thread(target=stream, args=(i,)) for i in range(b)]
+                for t in th:
+                    t.start()
+                for t in th:
+                    t.join()
+                samples.append((b, statistics.mean(lens), statistics.median(gaps)))
+        (t0, t1, t2), *_ = np.linalg.lstsq(np.array([[1, b, b * L] for b, L, _ in samples], float),
+                                           np.array([g for _, _, g in samples]), rcond=None)
+        costs = {"model": os.path.basename(a.m), "threads": a.threads,
+                 "prompt_s": [[n, t] for t, n in cold], "prompt_a": pa, "prompt_c": pc,
+                 "t_prompt_token": (pa * 1000 + pc * 1000 * 1000) / 1000,  # per token of a 1,000-token prompt
+                 "step_s": [[b, L, g] for b, L, g in samples], "t0": t0, "t1": t1, "t2": t2}
         with open(a.measure, "w") as f:
             json.dump(costs, f, indent=1)
         print(json.dumps(costs, indent=1))
@@ -168,7 +189,11 @@ def simulate(a, costs, n_rep, policy, seed=1, factor=1.5):
                   for r in range(n_rep) for v in range(100))
     keys = [k for k, _ in ring]
     rr = [0]
-    t_prompt, t0, t1 = costs["t_prompt_token"], costs["t0"], costs["t1"]
+    table = {}  # sticky: user -> replica
+    # Costs: prompt tokens from position p0 to p1 take pa (p1 - p0) + pc (p1^2 - p0^2); a decode
+    # step of b sequences holding L tokens in all takes t0 + t1 b + t2 L.
+    pa, pc = costs.get("prompt_a", costs["t_prompt_token"]), costs.get("prompt_c", 0.0)
+    t0, t1, t2 = costs["t0"], costs["t1"], costs.get("t2", 0.0)
     events = []  # (time, seq, kind, payload)
     seq = [0]
 
@@ -191,9 +216,13 @@ def simulate(a, costs, n_rep, policy, seed=1, factor=1.5):
         if policy == "round-robin":
             rr[0] = (rr[0] + 1) % n_rep
             return reps[rr[0]]
-        if policy == "least-conn":  # ties rotate, as HAProxy's leastconn does
-            rr[0] += 1
-            return min(reps, key=lambda r: (r.load(), (r.i - rr[0]) % n_rep))
+        if policy in ("least-conn", "sticky") and not (policy == "sticky" and u in table):
+            rr[0] += 1  # ties rotate, as HAProxy's leastconn does
+            r = min(reps, key=lambda r: (r.load(), (r.i - rr[0]) % n_rep))
+            table[u] = r  # sticky: the conversation stays where its first request went
+            return r
+        if policy == "sticky":
+            return table[u]
         # Consistent hashing with bounded load, as HAProxy computes it: the requests in flight plus
         # this one, times the factor, shared out per replica (at least one slot each); the first
         # replica on the ring from the key's point with a free slot takes it.
@@ -217,16 +246,18 @@ def simulate(a, costs, n_rep, policy, seed=1, factor=1.5):
             return
         # One step's tokens: one per decoding sequence, the rest of 512 for prompts.
         budget = 512 - sum(1 for q in r.running if q["left_prompt"] == 0 and not q.get("fresh"))
-        prompt_now = 0
+        prompt_s = 0.0
         for q in sorted(r.running, key=lambda q: q["left_prompt"]):  # fewest prompt tokens left first
             if q["left_prompt"] > 0 and budget > 0:
                 n = min(q["left_prompt"], budget)
+                p0 = q["prompt"] - q["left_prompt"]
+                prompt_s += pa * n + pc * ((p0 + n) ** 2 - p0 ** 2)
                 q["left_prompt"] -= n
                 budget -= n
-                prompt_now += n
                 q["fresh"] = q["left_prompt"] == 0
         decoders = [q for q in r.running if q["left_prompt"] == 0 and not q.get("fresh")]
-        dt = (t0 + t1 * len(decoders) if decoders else 0.0) + prompt_now * t_prompt
+        held = sum(q["prompt"] + a.answer_tokens - q["left_gen"] for q in decoders)
+        dt = (t0 + t1 * len(decoders) + t2 * held if decoders else 0.0) + prompt_s
         dt = max(dt, 1e-4)
         t = now + dt
         done = []
@@ -320,15 +351,16 @@ def main():
         a.cache_tokens = int(a.kv_mem * 2**20 / a.kv_bytes_per_token)
     rows = []
     for n in [int(x) for x in a.replicas.split(",")]:
-        for policy in ("round-robin", "least-conn"):
+        for policy in ("round-robin", "least-conn", "sticky"):
             rows.append(simulate(a, costs, n, policy, a.seed))
         for f in a.balance_factor.split(","):
             rows.append(simulate(a, costs, n, "session-hash", a.seed, float(f)))
     print(f"\n{a.users_per_replica} users per replica x {a.turns} turns, system prompt {a.system}, document "
           f"{a.doc_tokens}, user {a.user_tokens}, answers {a.answer_tokens} tokens, think {a.think} s, spread "
           f"{a.spread} s, cache {a.cache_tokens} tokens per replica; costs from {costs['model']} ({costs['threads']} threads): "
-          f"{costs['t_prompt_token'] * 1000:.2f} ms per prompt token, step {costs['t0'] * 1000:.1f} + "
-          f"{costs['t1'] * 1000:.2f} x batch ms\n")
+          f"prompt {costs.get('prompt_a', costs['t_prompt_token']) * 1e3:.3f} ms/token + "
+          f"{costs.get('prompt_c', 0) * 1e6:.3f} us x position, decode step {costs['t0'] * 1e3:.1f} ms + "
+          f"{costs['t1'] * 1e3:.2f} ms x batch + {costs.get('t2', 0) * 1e6:.3f} us x tokens held\n")
     print("| replicas | routing | prefix hit rate | TTFT p50 s | TTFT p99 s | p99 later turns s | generated tok/s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
