@@ -318,6 +318,22 @@ def simulate(a, costs, n_rep, policy, seed=1, factor=1.5):
             "users_moved": sum(1 for u in range(users) if len(served_by[u]) > 1)}
 
 
+def compare(a, costs):
+    """The model beside real runs of the same workload (give route_sim the workload's parameters)."""
+    policy = {"roundrobin": "round-robin", "leastconn": "least-conn", "sticky": "sticky", "session": "session-hash"}
+    print("| replicas | routing | hit rate real / model | TTFT p50 s real / model | TTFT p99 s real / model | "
+          "p99 later turns s real / model | tok/s real / model |")
+    print("|---|---|---|---|---|---|---|")
+    for r in json.load(open(a.compare)):
+        if r["router"] != "haproxy" or r["replicas"] < 2:
+            continue
+        m = simulate(a, costs, r["replicas"], policy[r["routing"]], a.seed, r.get("bf", 150) / 100)
+        name = r["routing"] + (f", factor {r['bf']}" if r["routing"] == "session" else "")
+        print(f"| {r['replicas']} | {name} | {r['hit_rate']:.2f} / {m['hit_rate']:.2f} | {r['ttft_p50']:.2f} / "
+              f"{m['ttft_p50']:.2f} | {r['ttft_p99']:.1f} / {m['ttft_p99']:.1f} | {r['ttft_p99_later']:.1f} / "
+              f"{m['ttft_p99_later']:.1f} | {r['tok_s']:.0f} / {m['tok_s']:.0f} |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--measure", default="", help="measure a real replica and write the costs here")
@@ -339,6 +355,7 @@ def main():
     ap.add_argument("--kv-bytes-per-token", type=int, default=23040, help="with --kv-mem (SmolLM2, f16: 23040)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--balance-factor", default="1.5", help="session hashing's load bounds to try, e.g. 1.5,2,3")
+    ap.add_argument("--compare", default="", help="bench/cluster_load.py results (--json) to set beside the model")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     if a.measure:
@@ -349,6 +366,9 @@ def main():
     costs = json.load(open(a.costs))
     if a.kv_mem:
         a.cache_tokens = int(a.kv_mem * 2**20 / a.kv_bytes_per_token)
+    if a.compare:
+        compare(a, costs)
+        return
     rows = []
     for n in [int(x) for x in a.replicas.split(",")]:
         for policy in ("round-robin", "least-conn", "sticky"):

@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """Several `leanlm serve` replicas on one machine behind one HAProxy.
 
-  scripts/cluster.py [-n 2] [-m MODEL] [--port 8080] [--routing session|sticky|leastconn|roundrobin]
+  scripts/cluster.py [-n 2] [-m MODEL] [--port 8080] [--routing sticky|session|leastconn|roundrobin]
                      [--kv-mem MiB] [--maxconn 16] [--ready-file F] [--router haproxy|sglang]
                      [-- extra `leanlm serve` flags]
 
 Each replica gets its share of the cores (pinned with taskset, as many threads as cores), a port of
 its own (--port + 1 + i) and --kv-mem MiB of KV. HAProxy listens on --port with the configuration
-rendered from deploy/haproxy/haproxy.cfg.in (session-affine consistent hashing with bounded load,
-least connections for requests without a session, health checks on /health, a queue in front of a
-per-replica connection limit, retries on another replica). A replica that exits is started again;
+rendered from deploy/haproxy/haproxy.cfg.in (every turn of a conversation to one replica: by a stick
+table, or by consistent hashing with bounded load; least connections for requests without a
+session; health checks on /health, a queue in front of a per-replica connection limit, retries on
+another replica). A replica that exits is started again;
 Ctrl-C or SIGTERM drains the replicas (they finish what they run) and stops everything.
 
 --router sglang puts SGLang's router (PyPI sglang-router, run with --sglang-python) in front instead
@@ -141,9 +142,9 @@ def main():
     ap.add_argument("-m", "--model", default="")
     ap.add_argument("--host", default="127.0.0.1", help="address HAProxy listens on")
     ap.add_argument("--port", type=int, default=8080, help="HAProxy's port (0: any free range; see --ready-file)")
-    ap.add_argument("--routing", choices=["session", "sticky", "leastconn", "roundrobin"], default="session",
-                    help="session: consistent hashing with bounded load; sticky: a new conversation to the least "
-                         "busy replica, then kept there (a stick table)")
+    ap.add_argument("--routing", choices=["sticky", "session", "leastconn", "roundrobin"], default="sticky",
+                    help="sticky: a new conversation to the least busy replica, then kept there (a stick table); "
+                         "session: consistent hashing with bounded load (stateless: for several HAProxy processes)")
     ap.add_argument("--kv-mem", type=int, default=0, help="KV MiB per replica (0: leanlm's default)")
     ap.add_argument("--balance-factor", type=int, default=150,
                     help="HAProxy's hash-balance-factor: a conversation moves off a replica carrying more than this "

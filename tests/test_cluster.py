@@ -4,7 +4,9 @@
 Usage: test_cluster.py SOURCE_DIR
 Checks that the official openai client's chat, streaming and completions work through the balancer;
 that every turn of a conversation (named by the body's "user" field or an X-Session-Id header) lands
-on one replica and its later turns are prefix-cache hits there; that the vLLM metric names are
+on one replica (named by HAProxy's X-Served-By) and its later turns are prefix-cache hits there,
+with the default sticky routing (which also spreads new conversations by load) and with consistent
+hashing (--routing session); that the vLLM metric names are
 present; that when a replica is killed under load, requests sent after it died all succeed and the
 replica, started again, rejoins; and that SIGTERM stops everything with exit 0.
 """
@@ -63,13 +65,49 @@ def read_ready(path, proc, deadline_s=180, min_starts=None):
     raise SystemExit("cluster not ready")
 
 
+def affinity_checks(client, ports, conversations):
+    """Every turn of each conversation (by `user` or X-Session-Id) on one replica, named by X-Served-By;
+    its later turns prefix-cache hits. Returns the replica each conversation went to."""
+    system = "You are a patient teacher. " * 40
+    where = []
+    for user, header in conversations:
+        messages = [{"role": "system", "content": system}]
+        served, hits, named = [], [], []
+        for turn in range(4):
+            messages.append({"role": "user", "content": f"Question {turn}: tell me one fact about the number {turn}."})
+            before = [admitted(p) for p in ports]
+            hits_before = [metrics(p)[f'vllm:prefix_cache_hits{{model_name="{MODEL_ID}"}}'] for p in ports]
+            kw = {"user": user} if user else {"extra_headers": {"X-Session-Id": header}}
+            raw = client.chat.completions.with_raw_response.create(model=MODEL_ID, messages=messages, max_tokens=16,
+                                                                   temperature=0, **kw)
+            r = raw.parse()
+            named.append(raw.headers.get("x-served-by"))
+            messages.append({"role": "assistant", "content": r.choices[0].message.content})
+            after = [admitted(p) for p in ports]
+            which = [i for i in range(len(ports)) if after[i] > before[i]]
+            served.append(which[0] if len(which) == 1 else None)
+            hits.append(metrics(ports[which[0]])[f'vllm:prefix_cache_hits{{model_name="{MODEL_ID}"}}'] -
+                        hits_before[which[0]] if len(which) == 1 else 0)
+        name = user or header
+        check(None not in served and len(set(served)) == 1, f"every turn of {name}'s conversation on one replica {served}")
+        check(named == [f"r{i}" for i in served], f"HAProxy's X-Served-By names the replica that served it {named}")
+        # The system prompt alone is over 200 tokens; a later turn finds at least that.
+        check(all(h >= 200 for h in hits[1:]), f"{name}'s later turns are prefix-cache hits {hits}")
+        where.append(served[0])
+    return where
+
+
+def start_cluster(ready, *flags):
+    return subprocess.Popen([sys.executable, os.path.join(SRC, "scripts", "cluster.py"), "-n", "2", "-m", MODEL,
+                             "--port", "0", "--kv-mem", "128", "--maxconn", "8", "--ready-file", ready, *flags,
+                             "--", "--model-id", MODEL_ID, "-c", "2048"])
+
+
 def main():
     if not os.path.exists(MODEL):
         raise SystemExit(f"{MODEL} missing: run scripts/setup.sh")
     ready = os.path.join(tempfile.mkdtemp(), "ready.json")
-    proc = subprocess.Popen([sys.executable, os.path.join(SRC, "scripts", "cluster.py"), "-n", "2", "-m", MODEL,
-                             "--port", "0", "--kv-mem", "128", "--maxconn", "8", "--ready-file", ready,
-                             "--", "--model-id", MODEL_ID, "-c", "2048"])
+    proc = start_cluster(ready)
     try:
         info = read_ready(ready, proc)
         base = info["port"]
@@ -99,30 +137,10 @@ def main():
                   f"replica on {p} exports the vLLM metric names with sane values")
 
         # Session affinity: every turn of a conversation on one replica, later turns from its cache.
-        system = "You are a patient teacher. " * 40
-        for user, header in [("alice", None), ("bob", None), ("carol", None), (None, "session-dave")]:
-            messages = [{"role": "system", "content": system}]
-            served, hits, named = [], [], []
-            for turn in range(4):
-                messages.append({"role": "user", "content": f"Question {turn}: tell me one fact about the number {turn}."})
-                before = [admitted(p) for p in ports]
-                hits_before = [metrics(p)[f'vllm:prefix_cache_hits{{model_name="{MODEL_ID}"}}'] for p in ports]
-                kw = {"user": user} if user else {"extra_headers": {"X-Session-Id": header}}
-                raw = client.chat.completions.with_raw_response.create(model=MODEL_ID, messages=messages, max_tokens=16,
-                                                                       temperature=0, **kw)
-                r = raw.parse()
-                named.append(raw.headers.get("x-served-by"))
-                messages.append({"role": "assistant", "content": r.choices[0].message.content})
-                after = [admitted(p) for p in ports]
-                which = [i for i in range(len(ports)) if after[i] > before[i]]
-                served.append(which[0] if len(which) == 1 else None)
-                hits.append(metrics(ports[which[0]])[f'vllm:prefix_cache_hits{{model_name="{MODEL_ID}"}}'] -
-                            hits_before[which[0]] if len(which) == 1 else 0)
-            name = user or header
-            check(None not in served and len(set(served)) == 1, f"every turn of {name}'s conversation on one replica {served}")
-            check(named == [f"r{i}" for i in served], f"HAProxy's X-Served-By names the replica that served it {named}")
-            # The system prompt alone is over 200 tokens; a later turn finds at least that.
-            check(all(h >= 200 for h in hits[1:]), f"{name}'s later turns are prefix-cache hits {hits}")
+        # The default, --routing sticky: new conversations, one after the other, go to the least busy
+        # replica (so they alternate, where hashing might put them all on one), then stay there.
+        where = affinity_checks(client, ports, [("alice", None), ("bob", None), ("carol", None), (None, "session-dave")])
+        check(sorted(where) == [0, 0, 1, 1], f"sticky routing spreads new conversations by load {where}")
 
         # A replica killed under load: requests sent after it died all succeed (HAProxy retries
         # them on the other one), and the replica, started again by the cluster, rejoins.
@@ -176,6 +194,18 @@ def main():
             proc.kill()
             rc = -1
     check(rc == 0, "SIGTERM stops the cluster with exit 0")
+
+    # --routing session: consistent hashing on the conversation; every turn on one replica too.
+    ready = os.path.join(tempfile.mkdtemp(), "ready.json")
+    proc = start_cluster(ready, "--routing", "session")
+    try:
+        info = read_ready(ready, proc)
+        client = OpenAI(base_url=f"http://127.0.0.1:{info['port']}/v1", api_key="none", max_retries=0)
+        affinity_checks(client, [r["port"] for r in info["replicas"]],
+                        [("erin", None), ("frank", None), (None, "session-grace")])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(200)
     print("all cluster checks passed")
 
 
