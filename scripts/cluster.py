@@ -66,9 +66,10 @@ def haproxy_all_up(stats_port, n):
     return len(up) == 3 * n
 
 
-def healthy(port):
+def healthy(port, path="/health"):
+    """True when the server on port answers path with 200 (a replica's /health, SGLang's /readiness)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
             return r.status == 200
     except Exception:  # noqa: BLE001 - not up (yet)
         return False
@@ -91,15 +92,6 @@ class Replica:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.starts += 1
         self.started_at = time.time()
-
-
-def router_ready(port):
-    """True when SGLang's router answers and has workers to route to (a request goes through)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readiness", timeout=2) as r:
-            return r.status == 200
-    except Exception:  # noqa: BLE001 - not up (yet)
-        return False
 
 
 def sglang_router_cmd(a, replicas):
@@ -237,7 +229,8 @@ def main():
                 time.sleep(0.5)
                 r.start(work)
                 ready = False  # the ready file is rewritten (new process id) once HAProxy routes to it
-            balancer_up = haproxy_all_up(stats_port, len(replicas)) if a.router == "haproxy" else router_ready(a.port)
+            balancer_up = (haproxy_all_up(stats_port, len(replicas)) if a.router == "haproxy"
+                           else healthy(a.port, "/readiness"))
             if not ready and all(healthy(r.port) for r in replicas) and balancer_up:
                 ready = True
                 if a.ready_file:
