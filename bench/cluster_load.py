@@ -135,7 +135,7 @@ def run_config(a, cfg, system, docs, plans):
     ready = os.path.join(tempfile.mkdtemp(), "ready.json")
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "cluster.py"), "-n", str(n), "-m", a.m, "--port", "0",
            "--routing", routing, "--router", router, "--sglang-python", a.sglang_python,
-           "--balance-factor", str(cfg["bf"])] + (["--sglang-balance-abs", str(cfg["abs"])] if cfg["abs"] else []) + [
+           "--balance-factor", str(cfg["bf"])] + (["--sglang-balance-abs", str(cfg["abs"])] if cfg["abs"] is not None else []) + [
            "--kv-mem", str(a.kv_mem // n), "--maxconn", "16", "--ready-file", ready,
            "--", "--model-id", MODEL_ID, "-c", "8192"]
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
@@ -220,6 +220,10 @@ def main():
             runs[s].append(r)
             print({k: v for k, v in r.items() if k != "requests"}, flush=True)
     rows = [median_row(runs[s]) for s in specs]
+    workload = {k: getattr(a, k) for k in ("users", "turns", "system_tokens", "doc_tokens", "answer_tokens", "think",
+                                          "spread", "seed", "kv_mem")}
+    for r in rows:
+        r["workload"] = workload
     print(f"\n{a.users} users x {a.turns} turns, ~{a.system_tokens}-token shared system prompt"
           + (f", a ~{a.doc_tokens}-token document per user" if a.doc_tokens else "")
           + f", answers of at most {a.answer_tokens} tokens, think {a.think} s, spread {a.spread} s, "
@@ -228,7 +232,7 @@ def main():
           "prefix hit rate | users per replica | failed |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        name = r["routing"] + (" (sglang-router" + (f", abs {r['abs']})" if r["abs"] else ")")
+        name = r["routing"] + (" (sglang-router" + (f", abs {r['abs']})" if r["abs"] is not None else ")")
                                if r["router"] == "sglang" else "")
         if r["routing"] == "session" and r["router"] == "haproxy" and r["replicas"] > 1:
             name += f", factor {r['bf']}"

@@ -327,6 +327,11 @@ def compare(a, costs):
     for r in json.load(open(a.compare)):
         if r["router"] != "haproxy" or r["replicas"] < 2:
             continue
+        w = r.get("workload")
+        mine = {"users": r["replicas"] * a.users_per_replica, "turns": a.turns, "think": a.think, "spread": a.spread,
+                "seed": a.seed}
+        if w is None or any(w[k] != v for k, v in mine.items()):
+            sys.exit(f"route_sim: {a.compare} ran another workload ({w}); give the model the same {mine}")
         m = simulate(a, costs, r["replicas"], policy[r["routing"]], a.seed, r.get("bf", 150) / 100)
         name = r["routing"] + (f", factor {r['bf']}" if r["routing"] == "session" else "")
         print(f"| {r['replicas']} | {name} | {r['hit_rate']:.2f} / {m['hit_rate']:.2f} | {r['ttft_p50']:.2f} / "

@@ -94,9 +94,12 @@ class Replica:
         self.started_at = time.time()
 
 
+SGLANG_POLICY = {"session": "cache_aware", "sticky": "cache_aware", "roundrobin": "round_robin",
+                 "leastconn": "power_of_two"}
+
+
 def sglang_router_cmd(a, replicas):
-    policy = {"session": "cache_aware", "sticky": "cache_aware", "roundrobin": "round_robin",
-              "leastconn": "power_of_two"}[a.routing]
+    policy = SGLANG_POLICY[a.routing]
     return [a.sglang_python, "-m", "sglang_router.launch_router", "--host", a.host, "--port", str(a.port),
             "--worker-urls"] + [f"http://127.0.0.1:{r.port}" for r in replicas] + [
             "--policy", policy, "--health-check-endpoint", "/health", "--log-level", "warn"] + (
@@ -210,7 +213,7 @@ def main():
                                        start_new_session=True)
         where = (f"HAProxy on {a.host}:{a.port} ({a.routing} routing), stats on 127.0.0.1:{stats_port}/stats, "
                  f"runtime API on {a.stats_socket}" if a.router == "haproxy" else
-                 f"SGLang's router on {a.host}:{a.port} ({sglang_router_cmd(a, replicas)[-5]} policy)")
+                 f"SGLang's router on {a.host}:{a.port} ({SGLANG_POLICY[a.routing]} policy)")
         print(f"cluster: {a.replicas} replicas ({share} cores each) on ports {replicas[0].port}-{replicas[-1].port}, "
               f"{where}; logs in {work}", file=sys.stderr)
         while not stopping:

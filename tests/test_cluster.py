@@ -137,10 +137,11 @@ def main():
                   f"replica on {p} exports the vLLM metric names with sane values")
 
         # Session affinity: every turn of a conversation on one replica, later turns from its cache.
-        # The default, --routing sticky: new conversations, one after the other, go to the least busy
-        # replica (so they alternate, where hashing might put them all on one), then stay there.
+        # The default, --routing sticky: each new conversation is balanced by connections (one after
+        # the other here: every replica idle, so HAProxy's leastconn takes them in turn, where a hash
+        # might put them all on one), then stays where it went.
         where = affinity_checks(client, ports, [("alice", None), ("bob", None), ("carol", None), (None, "session-dave")])
-        check(sorted(where) == [0, 0, 1, 1], f"sticky routing spreads new conversations by load {where}")
+        check(sorted(where) == [0, 0, 1, 1], f"sticky routing places new conversations on both replicas {where}")
 
         # A replica killed under load: requests sent after it died all succeed (HAProxy retries
         # them on the other one), and the replica, started again by the cluster, rejoins.
@@ -205,7 +206,12 @@ def main():
                         [("erin", None), ("frank", None), (None, "session-grace")])
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(200)
+        try:
+            rc = proc.wait(200)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = -1
+    check(rc == 0, "SIGTERM stops the second cluster with exit 0")
     print("all cluster checks passed")
 
 

@@ -204,9 +204,9 @@ void Scheduler::add_parts(const Slot* s, std::set<const KvStore*>& out) {
 
 // Prefix-cache counters, once per admission that runs: prompt tokens asked for, and found.
 void Scheduler::count_lookup(Slot& s) {
-  {
+  if (s.generated() == 0) {  // a preempted request's recomputation may find its own prompt: not a hit
     std::lock_guard<std::mutex> rk(s.req->mu);
-    s.req->cached_tokens = s.seq->n_past;
+    s.req->cached_tokens = std::min(s.seq->n_past, s.n_prompt);
   }
   if (!cache_.enabled() || !s.req->kv.shareable()) return;
   std::lock_guard<std::mutex> lk(mu_);  // counted now: a request may end within this step
@@ -405,7 +405,8 @@ bool Scheduler::step() {
   // The plan: one token for every decoding sequence, then prompt chunks, the prompts with the
   // fewest tokens left first. A turn whose history came from the prefix cache has a few dozen
   // tokens to read: it gets its first token at the next step instead of waiting behind a cold
-  // prompt of thousands (which still gets the rest of every step's budget).
+  // prompt of thousands. The oldest prompt keeps a quarter of the step in reserve, so a stream of
+  // shorter ones cannot hold it back for ever.
   std::vector<std::pair<Slot*, int>> plan;
   while (true) {
     plan.clear();
@@ -413,32 +414,32 @@ bool Scheduler::step() {
     std::vector<Slot*> prompts;
     for (auto& s : running_) {
       if (s->fed() == int(s->tokens.size()) - 1) plan.push_back({s.get(), 1}), --budget;
-      else prompts.push_back(s.get());
+      else if (int(s->tokens.size()) - s->fed() > 1) prompts.push_back(s.get());
     }
-    std::stable_sort(prompts.begin(), prompts.end(), [](const Slot* a, const Slot* b) {
-      return int(a->tokens.size()) - a->fed() < int(b->tokens.size()) - b->fed();
-    });
-    for (Slot* s : prompts) {
-      const int left = int(s->tokens.size()) - s->fed();
-      if (left > 1 && budget > 0) {
-        int n = std::min(left, budget);
-        // Chunks of at least kMinGemmTokens (when the prompt has them): every batch holding prompt
-        // tokens then takes the matrix kernels, whose rows do not depend on the rest of the batch,
-        // so a prompt's tokens get the same bits however the steps cut it (and a cached prefix's
-        // recomputed tail matches the run that filled the cache).
-        if (n < left && left - n < kMinGemmTokens) n = left - kMinGemmTokens;
-        if (n < kMinGemmTokens && n < left) continue;  // a later step has room for a full chunk
-        plan.push_back({s, n});
-        budget -= n;
-      }
-    }
-    if (plan.empty()) {  // only prompts, each waiting for a full chunk: take the shortest as it is
-      for (Slot* s : prompts)
-        if (int(s->tokens.size()) - s->fed() > 1) {
-          plan.push_back({s, std::min(int(s->tokens.size()) - s->fed(), o_.step_tokens)});
-          break;
-        }
-    }
+    auto left = [](const Slot* s) { return int(s->tokens.size()) - s->fed(); };
+    std::stable_sort(prompts.begin(), prompts.end(), [&](const Slot* a, const Slot* b) { return left(a) < left(b); });
+    Slot* oldest = nullptr;
+    for (Slot* s : prompts)
+      if (!oldest || s->order < oldest->order) oldest = s;
+    const int reserve =
+        oldest && oldest != prompts.front() ? std::min(left(oldest), std::max(kMinGemmTokens, o_.step_tokens / 4)) : 0;
+    // A chunk of s within `room` tokens, or none.
+    auto take = [&](Slot* s, int room) {
+      int n = std::min(left(s), room);
+      // Chunks of at least kMinGemmTokens (when the prompt has them): every batch holding prompt
+      // tokens then takes the matrix kernels, whose rows do not depend on the rest of the batch,
+      // so a prompt's tokens get the same bits however the steps cut it (and a cached prefix's
+      // recomputed tail matches the run that filled the cache).
+      if (n < left(s) && left(s) - n < kMinGemmTokens) n = left(s) - kMinGemmTokens;
+      if (n <= 0 || (n < kMinGemmTokens && n < left(s))) return;  // a later step has room for a full chunk
+      plan.push_back({s, n});
+      budget -= n;
+    };
+    for (Slot* s : prompts)
+      if (s != oldest || reserve == 0) take(s, budget - (s == oldest ? 0 : reserve));
+    if (reserve > 0) take(oldest, budget);
+    if (plan.empty() && !prompts.empty())  // no prompt fits a full chunk (a step under 8 tokens)
+      plan.push_back({prompts.front(), std::min(left(prompts.front()), o_.step_tokens)});
     if (fits(plan)) break;
     if (evict_cached()) continue;  // cached prefixes give way before any sequence does
     // Prompt chunks wait first; if decoding alone does not fit, the newest sequence gives way.
