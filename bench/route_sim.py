@@ -247,9 +247,15 @@ def simulate(a, costs, n_rep, policy, seed=1, factor=1.5):
         # One step's tokens: one per decoding sequence, the rest of 512 for prompts.
         budget = 512 - sum(1 for q in r.running if q["left_prompt"] == 0 and not q.get("fresh"))
         prompt_s = 0.0
-        for q in sorted(r.running, key=lambda q: q["left_prompt"]):  # fewest prompt tokens left first
-            if q["left_prompt"] > 0 and budget > 0:
-                n = min(q["left_prompt"], budget)
+        # Fewest prompt tokens left first; the oldest prompt (running list order = admission order)
+        # keeps a quarter of the step in reserve, as the server does.
+        prompts = sorted((q for q in r.running if q["left_prompt"] > 0), key=lambda q: q["left_prompt"])
+        oldest = next((q for q in r.running if q["left_prompt"] > 0), None)
+        reserve = min(oldest["left_prompt"], 128) if oldest is not None and oldest is not prompts[0] else 0
+        for q in [p for p in prompts if p is not oldest or not reserve] + ([oldest] if reserve else []):
+            room = budget - (reserve if q is not oldest else 0)
+            if room > 0:
+                n = min(q["left_prompt"], room)
                 p0 = q["prompt"] - q["left_prompt"]
                 prompt_s += pa * n + pc * ((p0 + n) ** 2 - p0 ** 2)
                 q["left_prompt"] -= n
