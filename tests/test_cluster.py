@@ -103,6 +103,16 @@ def start_cluster(ready, *flags):
                              "--", "--model-id", MODEL_ID, "-c", "2048"])
 
 
+def stop_cluster(proc):
+    """SIGTERM, then the cluster's exit status (-1 if it had to be killed after 200 s)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(200)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return -1
+
+
 def main():
     if not os.path.exists(MODEL):
         raise SystemExit(f"{MODEL} missing: run scripts/setup.sh")
@@ -188,12 +198,7 @@ def main():
             t.join()
         check(admitted(ports[0]) > before, "the restarted replica rejoined (it serves requests again)")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(200)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = -1
+        rc = stop_cluster(proc)
     check(rc == 0, "SIGTERM stops the cluster with exit 0")
 
     # --routing session: consistent hashing on the conversation; every turn on one replica too.
@@ -205,12 +210,7 @@ def main():
         affinity_checks(client, [r["port"] for r in info["replicas"]],
                         [("erin", None), ("frank", None), (None, "session-grace")])
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(200)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = -1
+        rc = stop_cluster(proc)
     check(rc == 0, "SIGTERM stops the second cluster with exit 0")
     print("all cluster checks passed")
 
