@@ -44,7 +44,7 @@ import urllib.request
 from openai import AsyncOpenAI
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from route_sim import trace  # noqa: E402 - the same trace the simulation replays
+from route_sim import percentile, trace  # noqa: E402 - the same trace the simulation replays
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_ID = "m"
@@ -59,11 +59,6 @@ def metric_sum(ports, name):
                 if line.startswith(name + "{") or line.startswith(name + " "):
                     total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-def percentile(xs, q):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * (len(xs) - 1)))] if xs else float("nan")
 
 
 async def conversation(client, user, system, doc, plan, a, t_start, records):

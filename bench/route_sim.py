@@ -50,7 +50,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -134,6 +133,12 @@ def measure(a):
 
 # ---- the simulation -----------------------------------------------------------------------------
 
+def percentile(xs, q):
+    """The q-quantile of xs (the element at q of the way through the sorted list)."""
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * (len(xs) - 1)))] if xs else float("nan")
+
+
 def trace(users, turns, think, spread, seed):
     """Per user: (start time, think times before turns 2..T), drawn from the seed."""
     rng = random.Random(seed)
@@ -143,8 +148,8 @@ def trace(users, turns, think, spread, seed):
 
 
 class Replica:
-    def __init__(self, i, a, costs):
-        self.i, self.a, self.c = i, a, costs
+    def __init__(self, i, a):
+        self.i, self.a = i, a
         self.queue, self.running = [], []
         self.busy_until = 0.0
         self.cache = {}  # user -> cached history tokens (LRU order = insertion order)
@@ -184,7 +189,7 @@ class Replica:
 
 def simulate(a, costs, n_rep, policy, seed=1, factor=1.5):
     users = n_rep * a.users_per_replica
-    reps = [Replica(i, a, costs) for i in range(n_rep)]
+    reps = [Replica(i, a) for i in range(n_rep)]
     ring = sorted((int(hashlib.md5(f"r{r}-{v}".encode()).hexdigest()[:12], 16), r)
                   for r in range(n_rep) for v in range(100))
     keys = [k for k, _ in ring]
@@ -311,15 +316,14 @@ def simulate(a, costs, n_rep, policy, seed=1, factor=1.5):
             turn[u] += 1
             if turn[u] < a.turns:
                 push(now + plans[u][1][turn[u] - 1], "arrive", u)
-    ttft.sort()
-    ttft_later.sort()
-    pct = lambda xs, q: xs[min(len(xs) - 1, int(q * (len(xs) - 1)))] if xs else float("nan")  # noqa: E731
     per_replica = [0] * n_rep
     for u in range(users):
         for i in served_by[u]:
             per_replica[i] += 1
-    return {"replicas": n_rep, "policy": policy if policy != "session-hash" else f"session-hash, factor {factor:g}", "users": users, "hit_rate": stats["hit"] / stats["prompt"],
-            "ttft_p50": pct(ttft, 0.5), "ttft_p99": pct(ttft, 0.99), "ttft_p99_later": pct(ttft_later, 0.99),
+    name = policy if policy != "session-hash" else f"session-hash, factor {factor:g}"
+    return {"replicas": n_rep, "policy": name, "users": users, "hit_rate": stats["hit"] / stats["prompt"],
+            "ttft_p50": percentile(ttft, 0.5), "ttft_p99": percentile(ttft, 0.99),
+            "ttft_p99_later": percentile(ttft_later, 0.99),
             "tok_s": gen_tok / t_end, "users_per_replica": sorted(per_replica, reverse=True),
             "users_moved": sum(1 for u in range(users) if len(served_by[u]) > 1)}
 

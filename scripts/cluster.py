@@ -54,6 +54,9 @@ def free_port_range(n):
     sys.exit("cluster: no free range of ports")
 
 
+BACKENDS = ("by_session", "by_session_table", "by_load")  # deploy/haproxy/haproxy.cfg.in
+
+
 def haproxy_all_up(stats_port, n):
     """True when HAProxy's statistics show every replica UP in every backend (it routes to them)."""
     try:
@@ -61,9 +64,9 @@ def haproxy_all_up(stats_port, n):
             rows = [line.split(",") for line in r.read().decode().splitlines() if line and not line.startswith("#")]
     except Exception:  # noqa: BLE001 - not up (yet)
         return False
-    up = [row for row in rows if len(row) > 17 and row[0].startswith("by_") and row[1].startswith("r")
+    up = [row for row in rows if len(row) > 17 and row[0] in BACKENDS and row[1].startswith("r")
           and row[17].startswith("UP")]
-    return len(up) == 3 * n
+    return len(up) == len(BACKENDS) * n
 
 
 def healthy(port, path="/health"):
@@ -117,9 +120,7 @@ def render(template, a, replicas, stats_port):
         "@SESSION_ROUTING@": "" if a.routing in ("session", "sticky") else "FALSE",
         "@SESSION_BACKEND@": "by_session_table" if a.routing == "sticky" else "by_session",
         "@LOAD_BALANCE@": "roundrobin" if a.routing == "roundrobin" else "leastconn",
-        "@SESSION_SERVERS@": servers,
-        "@TABLE_SERVERS@": servers,
-        "@LOAD_SERVERS@": servers,
+        "@SERVERS@": servers,
     }
     for k, v in fields.items():
         template = template.replace(k, v)
@@ -182,15 +183,20 @@ def main():
     work = tempfile.mkdtemp(prefix="leanlm-cluster-")
     stats_port = a.port + 1 + a.replicas
     a.stats_socket = os.path.join(work, "haproxy.sock")
-    with open(os.path.join(ROOT, "deploy", "haproxy", "haproxy.cfg.in")) as f:
-        cfg = render(f.read(), a, replicas, stats_port)
-    cfg_path = os.path.join(work, "haproxy.cfg")
-    with open(cfg_path, "w") as f:
-        f.write(cfg)
-    check = subprocess.run(["haproxy", "-c", "-q", "-f", cfg_path], capture_output=True, text=True) \
-        if a.router == "haproxy" else subprocess.CompletedProcess([], 0)
-    if check.returncode != 0:
-        sys.exit("cluster: HAProxy refused the configuration:\n" + check.stdout + check.stderr)
+    # The balancer: HAProxy with the rendered configuration, or SGLang's router (started, watched and
+    # stopped alike).
+    if a.router == "haproxy":
+        with open(os.path.join(ROOT, "deploy", "haproxy", "haproxy.cfg.in")) as f:
+            cfg = render(f.read(), a, replicas, stats_port)
+        cfg_path = os.path.join(work, "haproxy.cfg")
+        with open(cfg_path, "w") as f:
+            f.write(cfg)
+        check = subprocess.run(["haproxy", "-c", "-q", "-f", cfg_path], capture_output=True, text=True)
+        if check.returncode != 0:
+            sys.exit("cluster: HAProxy refused the configuration:\n" + check.stdout + check.stderr)
+        balancer_cmd = ["haproxy", "-db", "-f", cfg_path]
+    else:
+        balancer_cmd = sglang_router_cmd(a, replicas)
 
     stopping = False
 
@@ -206,8 +212,6 @@ def main():
     try:
         for r in replicas:
             r.start(work)
-        # The balancer: HAProxy, or SGLang's router (started, watched and stopped alike).
-        balancer_cmd = ["haproxy", "-db", "-f", cfg_path] if a.router == "haproxy" else sglang_router_cmd(a, replicas)
         with open(os.path.join(work, f"{a.router}.log"), "a") as balancer_log:
             balancer = subprocess.Popen(balancer_cmd, stdout=balancer_log, stderr=subprocess.STDOUT,
                                        start_new_session=True)

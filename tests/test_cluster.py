@@ -13,7 +13,6 @@ replica, started again, rejoins; and that SIGTERM stops everything with exit 0.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile

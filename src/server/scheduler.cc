@@ -411,16 +411,17 @@ bool Scheduler::step() {
   while (true) {
     plan.clear();
     int budget = o_.step_tokens;
+    auto left = [](const Slot* s) { return int(s->tokens.size()) - s->fed(); };
     std::vector<Slot*> prompts;
     for (auto& s : running_) {
-      if (s->fed() == int(s->tokens.size()) - 1) plan.push_back({s.get(), 1}), --budget;
-      else if (int(s->tokens.size()) - s->fed() > 1) prompts.push_back(s.get());
+      if (left(s.get()) == 1) plan.push_back({s.get(), 1}), --budget;
+      else if (left(s.get()) > 1) prompts.push_back(s.get());
     }
-    auto left = [](const Slot* s) { return int(s->tokens.size()) - s->fed(); };
     std::stable_sort(prompts.begin(), prompts.end(), [&](const Slot* a, const Slot* b) { return left(a) < left(b); });
-    Slot* oldest = nullptr;
-    for (Slot* s : prompts)
-      if (!oldest || s->order < oldest->order) oldest = s;
+    Slot* const oldest =
+        prompts.empty() ? nullptr
+                        : *std::min_element(prompts.begin(), prompts.end(),
+                                            [](const Slot* a, const Slot* b) { return a->order < b->order; });
     const int reserve =
         oldest && oldest != prompts.front() ? std::min(left(oldest), std::max(kMinGemmTokens, o_.step_tokens / 4)) : 0;
     // A chunk of s within `room` tokens, or none.
@@ -436,7 +437,7 @@ bool Scheduler::step() {
       budget -= n;
     };
     for (Slot* s : prompts)
-      if (s != oldest || reserve == 0) take(s, budget - (s == oldest ? 0 : reserve));
+      if (reserve == 0 || s != oldest) take(s, budget - reserve);
     if (reserve > 0) take(oldest, budget);
     if (plan.empty() && !prompts.empty())  // no prompt fits a full chunk (a step under 8 tokens)
       plan.push_back({prompts.front(), std::min(left(prompts.front()), o_.step_tokens)});

@@ -68,7 +68,7 @@ struct Request {
   std::condition_variable cv;
   std::deque<GenerationEvent> events;
   int prompt_tokens = 0, completion_tokens = 0;
-  int cached_tokens = 0;  // prompt tokens read from the prefix cache at the last admission
+  int cached_tokens = 0;  // prompt tokens read from the prefix cache at the first admission
   std::atomic<bool> cancelled{false};  // set by the reader (client gone); the loop frees the sequence
 
   // Waits for the next event (false on timeout).
