@@ -118,6 +118,7 @@ def main_server_checks(port):
         check(False, "a codec the server does not allow is refused")
     except openai.BadRequestError as e:
         check(e.status_code == 400 and e.body["param"] == "kv.codec", "a codec the server does not allow is refused")
+    bad_kv_checks(client, port, msgs)
     try:
         client.chat.completions.create(model="gpt-4", messages=msgs)
         check(False, "an unknown model is refused")
@@ -183,6 +184,43 @@ def main_server_checks(port):
         time.sleep(0.05)
     check(metric(port, "leanlm:kv_cache_bytes") == metric(port, "leanlm:prefix_cache_bytes"),
           "the cancelled request's KV bytes are freed")
+
+
+def bad_kv_checks(client, port, msgs):
+    """KV choices the server cannot build are refused when the request is parsed: 400 naming the
+    field, and neither the prefix cache nor the queue notices them."""
+    hits = f'vllm:prefix_cache_hits{{model_name="{MODEL_ID}"}}'
+    warm = [{"role": "user", "content": "Say something about the sea, in one sentence."}]
+    client.chat.completions.create(model=MODEL_ID, messages=warm, max_tokens=4, temperature=0)  # cached now
+    before = {m: metric(port, m) for m in (hits, "leanlm:prefix_cache_entries", "leanlm:requests_failed_total")}
+    cases = [({"codec": "f32", "evict": "h2o", "budget": 64}, "kv.evict"),  # f32 takes no eviction
+             ({"codec": "q8_0:sinks=2", "evict": "h2o", "budget": 64}, "kv.evict"),  # sinks= with eviction
+             ({"evict": "h2o"}, "kv.budget")]
+    for kv, field in cases:
+        status, body = http(port, "POST", "/v1/chat/completions", {"messages": msgs, "max_tokens": 4, "kv": kv})
+        err = json.loads(body).get("error", {})
+        check(status == 400 and err.get("param") == field and err.get("type") == "invalid_request_error",
+              f"kv {kv} is refused with 400 naming {field} ({err.get('message')})")
+    check(metric(port, "vllm:num_requests_waiting") == 0, "a refused kv leaves nothing in the queue")
+    after = {m: metric(port, m) for m in before}
+    check(after == before, f"a refused kv changes neither the prefix cache nor the failure count ({after})")
+    client.chat.completions.create(model=MODEL_ID, messages=warm, max_tokens=4, temperature=0)
+    check(metric(port, hits) > before[hits], "the cached prefix is still there for the next request")
+
+
+def startup_checks():
+    """Flag combinations the server cannot serve: exit 1 at start-up with one line naming the problem."""
+    cases = [(["--kv-codec", "f32", "--kv-evict", "h2o", "--kv-budget", "64"], "f32"),
+             (["--kv-topk", "64", "--kv-evict", "h2o", "--kv-budget", "64"], "--kv-topk"),
+             (["--kv-allow", "f32", "--kv-evict", "h2o", "--kv-budget", "64"], "--kv-allow f32"),
+             (["--kv-codec", "kivi2:g=96"], "group size"),  # SmolLM2's heads of 64 take no group of 96
+             (["--kv-allow", "pq"], "codebooks")]
+    for extra, want in cases:
+        args = [LEANLM, "serve", "-m", MODEL, "--port", "0", "-c", "256", *extra]
+        p = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        errors = [line for line in p.stderr.splitlines() if "error" in line or want in line]
+        check(p.returncode == 1 and len(errors) == 1 and want in errors[0],
+              f"serve {' '.join(extra)} exits 1 with one line: {errors}")
 
 
 def streamed_chat(client, messages, max_tokens):
@@ -370,7 +408,8 @@ def sigterm_checks(proc, port):
 def main():
     if not os.path.exists(MODEL):
         raise SystemExit(f"{MODEL} missing: run scripts/setup.sh")
-    proc, port = start("--kv-allow", "q8_0", "--max-body", "100000")
+    startup_checks()
+    proc, port = start("--kv-allow", "q8_0,f32,q8_0:sinks=2", "--max-body", "100000")
     try:
         main_server_checks(port)
         slow_and_idle_client_checks(port)

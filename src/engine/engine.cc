@@ -26,6 +26,7 @@ const ModelCodebooks* Engine::codebooks_for(const KvConfig& kv) {
   if (!kv.codec.needs_codebooks()) return nullptr;
   if (kv.codebooks.empty())
     fail(kv.codec.name() + " needs codebooks: run `leanlm calibrate -f TEXT --out FILE` and pass --kv-codebooks FILE");
+  std::lock_guard<std::mutex> lk(books_mu_);  // entries are never removed: the pointer stays valid
   auto& slot = codebooks_[kv.codebooks + "|" + kv.codec.name()];
   if (!slot) slot = std::make_unique<ModelCodebooks>(load_codebooks(kv.codebooks, codebook_key(*model_), kv.codec));
   return slot.get();
@@ -45,6 +46,11 @@ std::unique_ptr<SequenceState> Engine::new_sequence() const {
 std::unique_ptr<SequenceState> Engine::new_sequence(const KvConfig& kv, int max_ctx, const KvPrefix* prefix,
                                                     int n_use) {
   return forward_->new_sequence(max_ctx, kv, *kv_pool_, codebooks_for(kv), prefix, n_use);
+}
+
+void Engine::check_kv(const KvConfig& kv, int max_ctx) {
+  BlockPool scratch;  // no budget, and not the engine's: the check takes nothing from running sequences
+  forward_->new_sequence(max_ctx, kv, scratch, codebooks_for(kv));  // built and dropped at once
 }
 
 void Engine::check_fits(const SequenceState& seq, size_t n) const {

@@ -4,6 +4,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,10 @@ class Engine {
   // With a prefix: the sequence starts from its first n_use positions (shared, see prefix_cache.h).
   std::unique_ptr<SequenceState> new_sequence(const KvConfig& kv, int max_ctx, const KvPrefix* prefix = nullptr,
                                               int n_use = 0);
+  // Throws the Error new_sequence would throw for this KV configuration and context (codec and
+  // head size, codebooks, rotation, eviction, sparse attention), without taking KV memory: the
+  // server checks a request's choices with it when it parses the request. Thread-safe.
+  void check_kv(const KvConfig& kv, int max_ctx);
   // Appends tokens to the sequence (split into batches) and returns the logits after the last one.
   // With all_logits, `out` receives [tokens.size()][n_vocab] logits (for perplexity/eval).
   const float* feed(SequenceState& seq, const std::vector<int>& tokens, std::vector<float>* all_logits = nullptr,
@@ -58,6 +63,7 @@ class Engine {
   std::unique_ptr<BlockPool> kv_pool_;
   // CQ codebooks, loaded once per (file, codec); null for other codecs.
   const ModelCodebooks* codebooks_for(const KvConfig& kv);
+  std::mutex books_mu_;                                                // codebooks_ (check_kv runs on any thread)
   std::map<std::string, std::unique_ptr<ModelCodebooks>> codebooks_;  // by file and codec
   const ModelCodebooks* default_books_ = nullptr;                      // for options().kv
 };

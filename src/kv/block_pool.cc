@@ -15,8 +15,8 @@ BlockPool::~BlockPool() {
 
 void BlockPool::charge_locked(size_t bytes) {
   if (budget_ > 0 && in_use_ + bytes > budget_)
-    fail(strfmt("KV cache memory budget of %.2f MiB is exhausted (raise --kv-mem or lower the context)",
-                double(budget_) / (1 << 20)));
+    throw KvMemoryError(strfmt("KV cache memory budget of %.2f MiB is exhausted (raise --kv-mem or lower the context)",
+                               double(budget_) / (1 << 20)));
   in_use_ += bytes;
   peak_ = std::max(peak_, in_use_);
 }
@@ -74,9 +74,10 @@ void BlockPool::require_room(size_t bytes, const char* what) const {
   std::lock_guard<std::mutex> lock(mu_);
   if (budget_ == 0 || in_use_ + bytes <= budget_) return;
   const double mib = 1 << 20;
-  fail(strfmt("the KV cache needs up to %.2f MiB more for %s but its memory budget of %.2f MiB has %.2f MiB left "
-              "(raise --kv-mem, or shorten the prompt or context)",
-              double(bytes) / mib, what, double(budget_) / mib, double(budget_ - std::min(budget_, in_use_)) / mib));
+  throw KvMemoryError(
+      strfmt("the KV cache needs up to %.2f MiB more for %s but its memory budget of %.2f MiB has %.2f MiB left "
+             "(raise --kv-mem, or shorten the prompt or context)",
+             double(bytes) / mib, what, double(budget_) / mib, double(budget_ - std::min(budget_, in_use_)) / mib));
 }
 
 }  // namespace leanlm

@@ -10,8 +10,17 @@
 #include <vector>
 
 #include "util/aligned.h"
+#include "util/error.h"
 
 namespace leanlm {
+
+// The budget cannot hold what was asked for. Distinct from other errors so that a caller that can
+// free memory (the server's scheduler: preempt, evict cached prefixes, wait) tells "not now" from
+// "never" (a KV configuration the model cannot take).
+class KvMemoryError : public Error {
+ public:
+  using Error::Error;
+};
 
 class BlockPool {
  public:
@@ -20,7 +29,7 @@ class BlockPool {
   BlockPool(const BlockPool&) = delete;
   BlockPool& operator=(const BlockPool&) = delete;
 
-  // A 64-byte aligned page of `bytes`, charged to the budget; throws leanlm::Error when the budget
+  // A 64-byte aligned page of `bytes`, charged to the budget; throws KvMemoryError when the budget
   // would be exceeded.
   uint8_t* get(size_t bytes);
   void put(uint8_t* page, size_t bytes);
@@ -29,7 +38,7 @@ class BlockPool {
   void refund(size_t bytes);
   size_t in_use() const;       // bytes charged and not refunded (pages included)
   size_t budget() const { return budget_; }
-  // Throws a clear leanlm::Error naming `what` (e.g. "this batch") unless `bytes` more fit the budget.
+  // Throws a clear KvMemoryError naming `what` (e.g. "this batch") unless `bytes` more fit the budget.
   void require_room(size_t bytes, const char* what) const;
   // The most bytes in use at once since the last reset_peak() (tests check bytes_to_append with it).
   size_t peak() const;

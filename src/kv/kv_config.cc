@@ -234,6 +234,20 @@ void parse_budget(const std::string& text, KvConfig& cfg) {
   }
 }
 
+void KvConfig::check() const {
+  using K = CodecSpec::Kind;
+  const bool evicting = evict.kind != EvictSpec::Kind::None;
+  if (codec.kind == K::F32 && !exact()) fail("the f32 KV cache takes no eviction or channel pruning (use f16)");
+  if (think > 0 && codec.kind == K::PQ) fail("--kv-think is not supported with PQ keys (" + codec.name() + ")");
+  if (think > 0 && codec.rotate)
+    fail("--kv-think chooses key channels, which a rotation (" + codec.name() + ") mixes: use one or the other");
+  if (evicting && budget_tokens <= 0 && budget_frac <= 0)
+    fail("--kv-evict " + evict.name() + " needs --kv-budget (tokens, or a percentage like 20%)");
+  if (top_k < 0) fail("--kv-topk must be positive");
+  if (top_k > 0 && (evicting || think > 0)) fail("--kv-topk (sparse attention) does not combine with eviction or --kv-think");
+  codec.sinks_for(evicting || think > 0);  // throws for sinks= with eviction or ThinK
+}
+
 int KvConfig::budget_for(int ctx) const {
   if (budget_tokens > 0) return budget_tokens;
   if (budget_frac > 0) return std::max(1, int(std::lround(budget_frac * ctx)));

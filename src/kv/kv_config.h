@@ -49,6 +49,10 @@ struct KvConfig {
   std::string codebooks;      // CQ codebook sidecar written by `leanlm calibrate`
   int top_k = 0;              // > 0: sparse decode attention over the top_k highest-scoring slots (attention.h)
   int budget_for(int ctx) const;  // tokens, 0 = unlimited
+  // Throws a one-line Error for choices that combine on no model (f32 with eviction, PQ or a
+  // rotation with --kv-think, --kv-topk with eviction, eviction without a budget, ...). What depends
+  // on the model (head size, codebooks) is checked when its stores are built (make_kv_store).
+  void check() const;
   std::string name() const;       // e.g. "kivi2+scissorhands@20%"
   // Stores that never drop or change a token once written: frozen prefixes of them can be shared
   // between sequences (kv/segmented_store.h).

@@ -14,9 +14,9 @@ std::unique_ptr<KvStore> make_kv_store(const KvConfig& cfg, const KvShape& shape
                                        const Codebook* key_book, const Codebook* value_book) {
   using K = CodecSpec::Kind;
   const bool evicting = cfg.evict.kind != EvictSpec::Kind::None;
+  cfg.check();
   if (cfg.exact())
     return make_kv_store(cfg.codec.kind == K::F32 ? KvType::F32 : KvType::F16, shape, pool);
-  if (cfg.codec.kind == K::F32) fail("the f32 KV cache takes no eviction or channel pruning (use f16)");
 
   CodecSpec spec = cfg.codec;
   PagedKvOptions o;
@@ -24,9 +24,6 @@ std::unique_ptr<KvStore> make_kv_store(const KvConfig& cfg, const KvShape& shape
   o.residual = spec.residual;
   o.rotate = spec.rotate;
   constexpr int kThinkMinWindow = 32;
-  if (cfg.think > 0 && spec.kind == K::PQ) fail("--kv-think is not supported with PQ keys (" + spec.name() + ")");
-  if (cfg.think > 0 && spec.rotate)
-    fail("--kv-think chooses key channels, which a rotation (" + spec.name() + ") mixes: use one or the other");
   if (cfg.think > 0) {
     // Codecs take channel counts in multiples of 32 (their blocks and groups divide 32).
     const int D = shape.head_dim;

@@ -73,9 +73,7 @@ std::unique_ptr<SequenceState> Forward::new_sequence(int max_ctx, const KvConfig
   auto s = std::make_unique<SequenceState>();
   s->pool = &pool;
   s->max_ctx = max_ctx;
-  if (kv.top_k < 0) fail("--kv-topk must be positive");
-  if (kv.top_k > 0 && (kv.evict.kind != EvictSpec::Kind::None || kv.think > 0))
-    fail("--kv-topk (sparse attention) does not combine with eviction or --kv-think");
+  kv.check();
   s->attn_top_k = kv.top_k;
   for (int l = 0; l < c_.n_layer; ++l) s->layer_window.push_back(c_.is_local(l) ? c_.sliding_window : 0);
   // The factory outlives this call (freeze() uses it): it holds copies, the pool and the

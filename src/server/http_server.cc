@@ -8,6 +8,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -310,6 +311,27 @@ struct HttpServer::Impl {
     });
   }
 
+  // "" when sequences with this KV configuration can be built on the model, else why not. Asked
+  // by request handlers on their threads: the answers are kept (a server sees few distinct ones).
+  std::mutex kv_checked_mu;
+  std::map<std::string, std::string> kv_checked;
+  std::string kv_problem(const KvConfig& kv) {
+    const std::string key = strfmt("%s|%s|%d|%g", kv.name().c_str(), kv.codebooks.c_str(), kv.top_k, kv.think);
+    {
+      std::lock_guard<std::mutex> lk(kv_checked_mu);
+      if (auto it = kv_checked.find(key); it != kv_checked.end()) return it->second;
+    }
+    std::string why;
+    try {
+      engine->check_kv(kv, o.sched.max_ctx);
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+    std::lock_guard<std::mutex> lk(kv_checked_mu);
+    if (kv_checked.size() < 4096) kv_checked[key] = why;
+    return why;
+  }
+
   void load() {
     engine = std::make_unique<Engine>(o.engine);
     chat_format = detect_chat_format(engine->tokenizer(), engine->model().config().arch);
@@ -319,6 +341,15 @@ struct HttpServer::Impl {
     limits.default_kv = o.engine.kv;
     limits.kv_codecs = o.kv_codecs;
     o.sched.max_ctx = o.engine.ctx;
+    // Every configuration the flags allow must build on this model, or the server does not start.
+    if (const std::string why = kv_problem(o.engine.kv); !why.empty())
+      fail("the KV configuration " + o.engine.kv.name() + " cannot be used with this model: " + why);
+    for (const std::string& c : o.kv_codecs) {
+      KvConfig k = o.engine.kv;
+      k.codec = parse_codec(c);
+      if (const std::string why = kv_problem(k); !why.empty()) fail("--kv-allow " + c + ": " + why);
+    }
+    limits.kv_problem = [this](const KvConfig& kv) { return kv_problem(kv); };
     sched = std::make_unique<Scheduler>(*engine, o.sched, &metrics);
   }
 };
@@ -378,7 +409,7 @@ int HttpServer::run() {
     });
     s.sched->run();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "leanlm serve: %s\n", e.what());
+    std::fprintf(stderr, "leanlm serve: error: %s\n", e.what());
     rc = 1;
   }
   {

@@ -138,6 +138,26 @@ void parse_common(const json& body, const ApiLimits& lim, ParsedRequest& p) {
     } catch (const Error& e) {
       bad("kv", e.what());
     }
+    // Whether the server can build it, the codec alone first (on this model, with its codebooks),
+    // then with the eviction asked for: a request the scheduler could not start is refused here.
+    const std::string field = kv.contains("evict") ? "kv.evict" : kv.contains("budget") ? "kv.budget" : "kv.codec";
+    KvConfig codec_only = r->kv;
+    codec_only.evict = EvictSpec{};
+    codec_only.budget_tokens = 0, codec_only.budget_frac = 0;
+    auto problem = [&](const KvConfig& c) -> std::string {
+      if (lim.kv_problem) return lim.kv_problem(c);
+      try {
+        c.check();
+        return {};
+      } catch (const Error& e) {
+        return e.what();
+      }
+    };
+    if (kv.contains("codec"))
+      if (const std::string why = problem(codec_only); !why.empty())
+        bad("kv.codec", "this server cannot use the KV codec '" + r->kv.codec.name() + "': " + why);
+    if (const std::string why = problem(r->kv); !why.empty())
+      bad(field, "this server cannot use the KV configuration " + r->kv.name() + ": " + why);
   }
   r->kv_label = r->kv.codec.name();
   p.req = std::move(r);

@@ -2,6 +2,7 @@
 // validated and turned into a scheduler Request, and the results turned into OpenAI's response and
 // streaming-chunk shapes. No I/O here, so every rule is unit-testable.
 #pragma once
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -28,6 +29,10 @@ struct ApiLimits {
   KvConfig default_kv;             // the server's --kv-* flags
   std::set<std::string> kv_codecs; // codecs a request may choose ("kv" extension); empty: only the default
   bool allow_evict = true;         // whether requests may choose an eviction policy and budget
+  // What this server can build: "" when sequences with this KV configuration can be made on its
+  // model, else why not (the server asks its engine). Unset: only the model-independent rules
+  // (KvConfig::check) apply.
+  std::function<std::string(const KvConfig&)> kv_problem;
 };
 
 struct ParsedRequest {

@@ -140,6 +140,50 @@ TEST_F(OpenAiApiTest, AllowedKvConfigurationPassesThrough) {
   EXPECT_EQ(p.req->kv_label, "q8_0");
 }
 
+TEST_F(OpenAiApiTest, KvChoicesTheServerCannotBuildAreRefusedNamingTheField) {
+  // What the server does: ask the engine whether the configuration builds on this model.
+  lim_.kv_problem = [](const KvConfig& kv) {
+    try {
+      engine_->check_kv(kv, 256);
+      return std::string();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+  };
+  lim_.kv_codecs = {"q8_0", "f32", "pq"};  // pq allowed, but this server has no codebook file
+  const json msgs = {{{"role", "user"}, {"content", "Hi"}}};
+  struct Case {
+    KvConfig server;
+    json kv;
+    std::string param;
+  };
+  KvConfig topk;  // the server runs sparse attention (--kv-topk 64)
+  topk.top_k = 64;
+  KvConfig evicting;  // the server evicts by default (--kv-evict h2o --kv-budget 64)
+  evicting.evict = parse_evict("h2o");
+  evicting.budget_tokens = 64;
+  const std::vector<Case> cases = {
+      {KvConfig{}, {{"codec", "pq"}}, "kv.codec"},                                      // no codebooks
+      {KvConfig{}, {{"codec", "f32"}, {"evict", "h2o"}, {"budget", 32}}, "kv.evict"},  // f32 never evicts
+      {topk, {{"evict", "scissorhands"}, {"budget", 32}}, "kv.evict"},                 // top-k with eviction
+      {evicting, {{"codec", "f32"}}, "kv.codec"},                                      // f32 under the server's eviction
+      {KvConfig{}, {{"codec", "q8_0:sinks=2"}, {"evict", "h2o"}, {"budget", 32}}, "kv.evict"},
+  };
+  lim_.kv_codecs.insert("q8_0:sinks=2");
+  for (const auto& c : cases) {
+    lim_.default_kv = c.server;
+    const ApiError e = error_of([&] { chat({{"messages", msgs}, {"kv", c.kv}}); });
+    EXPECT_EQ(e.status, 400) << c.kv.dump();
+    EXPECT_EQ(e.param, c.param) << c.kv.dump() << ": " << e.message;
+    EXPECT_NE(e.message.find("cannot use"), std::string::npos) << e.message;
+  }
+  // The same choices that build pass (the check refuses only what cannot run).
+  lim_.default_kv = KvConfig{};
+  EXPECT_EQ(chat({{"messages", msgs}, {"kv", {{"codec", "f32"}}}}).req->kv.codec.name(), "f32");
+  lim_.default_kv = topk;
+  EXPECT_EQ(chat({{"messages", msgs}, {"kv", {{"codec", "q8_0"}}}}).req->kv.top_k, 64);
+}
+
 TEST_F(OpenAiApiTest, ResponseShapes) {
   const auto p = chat({{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"logprobs", true}, {"top_logprobs", 1}});
   const ResponseMeta m{"chatcmpl-1", "smol", 7};

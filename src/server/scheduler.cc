@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "kernels/matmul.h"
+#include "kv/block_pool.h"
 #include "server/text_stream.h"
 #include "util/error.h"
 
@@ -48,10 +49,11 @@ struct Scheduler::Slot {
   TextStream text;
   std::unordered_map<int, int> counts;  // generated token -> occurrences (penalties)
   double t_submit = 0, t_last = 0;
-  uint64_t order = 0;                   // admission order: the newest is preempted first
+  uint64_t order = 0;                   // arrival order, kept through preemption: the newest is preempted first
   size_t wait_bytes = 0;                // KV bytes it needed when it last did not fit
   bool prompt_cached = false;           // its prompt's KV went to the prefix cache
   bool skip_cache = false;              // a cached prefix kept it from fitting: computed whole instead
+  uint64_t readmit_after = 0;           // preempted: admitted again once departures_ reaches this
   int fed() const { return seq ? seq->n_past : 0; }
   int generated() const { return int(tokens.size()) - n_prompt; }
 };
@@ -124,6 +126,7 @@ void Scheduler::finish(Slot& s, FinishReason reason, const std::string& error) {
 void Scheduler::retire(Slot& s, FinishReason reason) {
   if (reason == FinishReason::Stop || reason == FinishReason::Length) cache_prefix(s, true);
   s.seq.reset();
+  ++departures_;
   if (observer_) observer_->finished(now_s() - s.t_submit, reason);
   std::lock_guard<std::mutex> lk(mu_);
   if (reason == FinishReason::Stop || reason == FinishReason::Length) {
@@ -138,6 +141,15 @@ void Scheduler::retire(Slot& s, FinishReason reason) {
 
 void Scheduler::preempt(Slot& s) {
   s.seq.reset();  // recomputed from s.tokens when memory allows
+  s.wait_bytes = 0;
+  // Back only once a request has left: the memory it freed is what the others' growth needs, so
+  // taking it back at once would make it the victim again the next step. So a request is
+  // preempted at most once per request that finishes meanwhile.
+  s.readmit_after = departures_ + 1;
+  {
+    std::lock_guard<std::mutex> rk(s.req->mu);
+    ++s.req->preemptions;
+  }
   std::lock_guard<std::mutex> lk(mu_);
   ++stats_.preemptions;
 }
@@ -174,7 +186,7 @@ void Scheduler::cache_prefix(Slot& s, bool finished) {
     try {
       cache_.insert(cache_key(s.req->kv), s.tokens, s.seq->freeze(!finished));
       return;
-    } catch (const Error&) {
+    } catch (const KvMemoryError&) {
       // No room for the fresh stores (nothing changed): older entries give way, or the sequence
       // goes on uncached.
       if (!evict_cached()) return;
@@ -250,6 +262,9 @@ void Scheduler::admit() {
       s->sampler = std::make_unique<Sampler>(s->req->params.sampler);
       s->text = TextStream(s->req->params.stop);
       s->t_submit = s->t_last = now_s();
+      // Its place for good: a preempted request keeps it, so it is never the newest (the next
+      // victim) again for being re-admitted, and as the oldest prompt it keeps its reserve.
+      s->order = next_order_++;
       {
         std::lock_guard<std::mutex> rk(s->req->mu);
         s->req->prompt_tokens = s->n_prompt;
@@ -267,12 +282,13 @@ void Scheduler::admit() {
       promised += r->seq->kv_bytes_to_append(int(r->tokens.size()) - r->fed());
   while (!waiting_.empty() && int(running_.size()) < o_.max_running) {
     Slot& s = *waiting_.front();
+    if (departures_ < s.readmit_after && !running_.empty()) break;  // preempted: waits for a departure
     // Known not to fit at the last try: wait for memory to free without building a sequence again.
     if (s.wait_bytes && !running_.empty() && !make_room(s.wait_bytes + promised)) break;
     if (!s.seq) {
       try {
         s.seq = new_sequence(s);
-      } catch (const Error& e) {
+      } catch (const KvMemoryError& e) {
         if (evict_cached()) continue;  // the cache held the memory: try again
         if (running_.empty()) {  // nothing will free memory for it: it can never run
           auto dead = std::move(waiting_.front());
@@ -281,6 +297,14 @@ void Scheduler::admit() {
           continue;
         }
         break;
+      } catch (const std::exception& e) {
+        // Not memory: a KV configuration this model cannot take (requests are checked when they are
+        // parsed; this is the last line). It fails this request alone: the prefix cache keeps its
+        // entries and the requests behind it go on being admitted.
+        auto dead = std::move(waiting_.front());
+        waiting_.pop_front();
+        finish(*dead, FinishReason::Error, e.what());
+        continue;
       }
     }
     const size_t need = s.seq->kv_bytes_to_append(int(s.tokens.size()) - s.seq->n_past);
@@ -314,7 +338,6 @@ void Scheduler::admit() {
     }
     count_lookup(s);
     promised += need;
-    s.order = next_order_++;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }

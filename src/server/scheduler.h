@@ -69,6 +69,7 @@ struct Request {
   std::deque<GenerationEvent> events;
   int prompt_tokens = 0, completion_tokens = 0;
   int cached_tokens = 0;  // prompt tokens read from the prefix cache at the first admission
+  int preemptions = 0;    // times its KV was freed to make room (then recomputed)
   std::atomic<bool> cancelled{false};  // set by the reader (client gone); the loop frees the sequence
 
   // Waits for the next event (false on timeout).
@@ -157,6 +158,7 @@ class Scheduler {
   size_t cache_only_bytes_ = 0;  // last measure of the bytes only the cache holds
   double cache_bytes_time_ = 0;
   uint64_t next_order_ = 0;
+  uint64_t departures_ = 0;  // requests that have left (finished, failed, cancelled): loop thread only
 };
 
 }  // namespace leanlm

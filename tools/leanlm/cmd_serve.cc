@@ -36,10 +36,20 @@ int serve(ServeFlags& f) {
     const double avail = double(available_memory_bytes());
     if (avail > 0) o.engine.kv_mem = size_t(avail * 0.5);
   }
+  // Flag combinations that no model takes fail here, before the port is bound; what depends on the
+  // model (head size, codebooks) fails once it is loaded (HttpServer), also with exit 1.
+  o.engine.kv.check();
   for (const auto& c : f.kv_allow.empty() ? std::vector<std::string>{} : split_list(f.kv_allow)) {
     const CodecSpec spec = parse_codec(c);  // a clear error for a bad name
     if (spec.needs_codebooks() && o.engine.kv.codebooks.empty())
       fail("--kv-allow " + c + " needs --kv-codebooks (CQ codebooks)");
+    KvConfig k = o.engine.kv;
+    k.codec = spec;
+    try {
+      k.check();
+    } catch (const Error& e) {
+      fail("--kv-allow " + c + ": " + e.what());
+    }
     o.kv_codecs.insert(spec.name());
   }
   if (o.sched.step_tokens > o.engine.batch) o.engine.batch = o.sched.step_tokens;
