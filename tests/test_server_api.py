@@ -73,6 +73,9 @@ def check(cond, what):
     print("ok:", what)
 
 
+DENSE = {}  # the main server's greedy answer to its first chat request (compared with --kv-topk)
+
+
 def main_server_checks(port):
     client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
     msgs = [{"role": "user", "content": "Name three colors."}]
@@ -82,6 +85,7 @@ def main_server_checks(port):
 
     r = client.chat.completions.create(model=MODEL_ID, messages=msgs, max_tokens=24, temperature=0)
     text = r.choices[0].message.content
+    DENSE["text"] = text
     check(r.object == "chat.completion" and len(text) > 0, "chat completion returns text")
     check(r.choices[0].finish_reason in ("stop", "length"), "finish_reason is stop or length")
     check(r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens and r.usage.completion_tokens > 0,
@@ -201,11 +205,29 @@ def bad_kv_checks(client, port, msgs):
         err = json.loads(body).get("error", {})
         check(status == 400 and err.get("param") == field and err.get("type") == "invalid_request_error",
               f"kv {kv} is refused with 400 naming {field} ({err.get('message')})")
-    check(metric(port, "vllm:num_requests_waiting") == 0, "a refused kv leaves nothing in the queue")
+    check(metric(port, f'vllm:num_requests_waiting{{model_name="{MODEL_ID}"}}') == 0, "a refused kv leaves nothing in the queue")
     after = {m: metric(port, m) for m in before}
     check(after == before, f"a refused kv changes neither the prefix cache nor the failure count ({after})")
     client.chat.completions.create(model=MODEL_ID, messages=warm, max_tokens=4, temperature=0)
     check(metric(port, hits) > before[hits], "the cached prefix is still there for the next request")
+
+
+def topk_server_checks(port, dense_text, msgs):
+    """A server with sparse decode attention (--kv-topk): below K tokens it is dense attention, so
+    greedy text equals the dense server's; above, it answers; eviction does not combine with it."""
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+    r = client.chat.completions.create(model=MODEL_ID, messages=msgs, max_tokens=24, temperature=0)
+    check(r.choices[0].message.content == dense_text, "--kv-topk above the sequence length gives the dense text")
+    with open(os.path.join(SRC, "data", "hamlet.txt"), encoding="utf-8") as f:
+        prose = f.read()[:2500]
+    long = [{"role": "user", "content": prose + "\n\nWho speaks first?"}]
+    r = client.chat.completions.create(model=MODEL_ID, messages=long, max_tokens=16, temperature=0)
+    check(r.usage.prompt_tokens > 256 and r.usage.completion_tokens > 0,
+          f"--kv-topk 256 answers a {r.usage.prompt_tokens}-token prompt")
+    status, body = http(port, "POST", "/v1/chat/completions",
+                        {"messages": msgs, "max_tokens": 4, "kv": {"evict": "h2o", "budget": 64}})
+    check(status == 400 and json.loads(body)["error"]["param"] == "kv.evict",
+          "eviction asked of a --kv-topk server is refused naming kv.evict")
 
 
 def startup_checks():
@@ -413,6 +435,12 @@ def main():
     try:
         main_server_checks(port)
         slow_and_idle_client_checks(port)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    proc, port = start("--kv-topk", "256")
+    try:
+        topk_server_checks(port, DENSE["text"], [{"role": "user", "content": "Name three colors."}])
     finally:
         proc.terminate()
         proc.wait(60)
