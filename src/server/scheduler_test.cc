@@ -49,6 +49,11 @@ class SchedulerTest : public ::testing::Test {
     o.kv_mem = kv_mem;
     return std::make_unique<Engine>(o);
   }
+  // An engine (q8_0 KV) whose budget holds about two sequences of `tokens` tokens.
+  std::unique_ptr<Engine> tight_engine(int tokens) {
+    const size_t per_seq = make_engine(0, "q8_0")->new_sequence()->kv_bytes_to_append(tokens);
+    return make_engine(per_seq * 2, "q8_0");
+  }
   std::shared_ptr<Request> request(Engine& e, const std::string& prompt, int max_tokens) {
     auto r = std::make_shared<Request>();
     r->prompt = e.tokenizer().encode(prompt, true, false);
@@ -200,9 +205,7 @@ TEST_F(SchedulerTest, ShortPromptsGoFirstWithinAStep) {
 TEST_F(SchedulerTest, TightBudgetQueuesAndPreemptsWithoutChangingOutputs) {
   // Room for about two sequences' prompts and growth: the rest wait, and growth forces preemption.
   auto probe = make_engine(0, "q8_0");
-  auto seq = probe->new_sequence();
-  const size_t per_seq = seq->kv_bytes_to_append(40);
-  auto engine = make_engine(per_seq * 2, "q8_0");
+  auto engine = tight_engine(40);
   SchedulerOptions so;
   so.max_ctx = 512;
   so.step_tokens = 64;
@@ -228,8 +231,7 @@ TEST_F(SchedulerTest, PreemptedRequestsKeepTheirPlaceAndTheirSamples) {
   // sampler goes with it, so with the scalar kernels (recomputation bit-exact) the samples equal
   // those of a run that never preempted.
   auto probe = make_engine(0, "q8_0");
-  const size_t per_seq = probe->new_sequence()->kv_bytes_to_append(40);
-  auto engine = make_engine(per_seq * 2, "q8_0");
+  auto engine = tight_engine(40);
   SchedulerOptions so;
   so.max_ctx = 512;
   so.step_tokens = 64;
@@ -455,9 +457,7 @@ TEST_F(SchedulerTest, PrefixReuseSharesEarlierPromptsAndKeepsOutputs) {
 TEST_F(SchedulerTest, CachedPrefixesGiveWayToRequestsUnderABudget) {
   // A budget for about two sequences: the cache fills with finished requests' KV, and new requests
   // still all run (the cache frees its entries first); the budget holds throughout.
-  auto probe = make_engine(0, "q8_0");
-  const size_t per_seq = probe->new_sequence()->kv_bytes_to_append(60);
-  auto engine = make_engine(per_seq * 2, "q8_0");
+  auto engine = tight_engine(60);
   SchedulerOptions so;
   so.max_ctx = 512;
   so.step_tokens = 64;
