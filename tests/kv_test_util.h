@@ -3,8 +3,12 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <set>
@@ -18,6 +22,44 @@
 #include "util/fp16.h"
 
 namespace leanlm::testing_kv {
+
+// Tolerances of the KV tests are multiples of a natural unit of each check's error (float
+// rounding: the unit roundoff times the sum of |terms|; int8 queries, int16 coefficients, uint8
+// tables: the standard deviation of the rounding a uniform error of half a step gives). ErrorStats
+// collects |got - want| / unit; with LEANLM_ERROR_STATS=1 in the environment each check prints the
+// median, 99th percentile and maximum at the end. That is how the multiples were measured: a few
+// times the largest ratio seen, never the worst case a bound allows.
+class ErrorStats {
+ public:
+  explicit ErrorStats(std::string name) : name_(std::move(name)) {}
+  ErrorStats(const ErrorStats&) = delete;
+  ~ErrorStats() {
+    if (!std::getenv("LEANLM_ERROR_STATS") || r_.empty()) return;
+    std::sort(r_.begin(), r_.end());
+    std::printf("ERRSTATS %-28s n %8zu  median %8.3f  p99 %8.3f  max %8.3f\n", name_.c_str(), r_.size(),
+                r_[r_.size() / 2], r_[std::min(r_.size() - 1, r_.size() * 99 / 100)], r_.back());
+  }
+  // Records the error ratio; true when |got - want| <= k * unit.
+  bool check(double got, double want, double unit, double k) {
+    const double err = std::fabs(got - want);
+    r_.push_back(unit > 0 ? err / unit : (err > 0 ? INFINITY : 0.0));
+    return err <= k * unit;
+  }
+
+ private:
+  std::string name_;
+  std::vector<double> r_;
+};
+
+// Float32's unit roundoff: a sum of n float terms is off by about sqrt(n) of it times sum |terms|.
+constexpr double kUnitRoundoff = 1.0 / (1 << 24);
+
+// IEEE half -> double from the format's definition (not the converters under test).
+inline double half_to_double(uint16_t h) {
+  const int sign = h >> 15, e = (h >> 10) & 31, m = h & 1023;
+  double v = e == 0 ? std::ldexp(double(m), -24) : e == 31 ? (m ? NAN : INFINITY) : std::ldexp(double(1024 + m), e - 25);
+  return sign ? -v : v;
+}
 
 inline std::vector<float> random_rows(int n, int d, uint32_t seed, float outlier_every = 0) {
   std::mt19937 rng(seed);
