@@ -1,10 +1,12 @@
-// KV codecs: round-trip error within each codec's bound, fused kernels equal to their plain
-// references, rows copied between blocks exactly; the eviction policies' invariants; k-means; the
+// KV codecs: blocks decode to what their bytes hold (read here by each format's definition), the
+// round-trip error within each codec's bound, fused kernels within their measured rounding of
+// double references, rows copied between blocks exactly; the eviction policies' invariants; k-means; the
 // configuration parser. The paged store is tested in test_kv_store.cc.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <set>
 #include <vector>
@@ -50,14 +52,104 @@ class CodecTest : public ::testing::TestWithParam<CodecCase> {
     if (spec_.needs_codebooks()) book_ = random_codebook(2, kDim, spec_.cq_channels, spec_.bits, 5);
     codec_ = make_block_codec(spec_, GetParam().side, 2, kDim, &book_);
   }
-  std::vector<float> query_quantization_bound(const std::vector<float>& q, int n_q, int qs,
-                                              const std::vector<uint8_t>& blk, int j0, int j1, int os) const;
   CodecSpec spec_;
   Codebook book_;
   std::unique_ptr<BlockCodec> codec_;
 };
 
-// Per-element bound on |x - decode(encode(x))| for the row block x: [T][D].
+// What a block holds, read here from its bytes by each format's definition (the layouts in the
+// codecs' headers and kv_kernels.h), independently of the codecs' decode: per row and channel the
+// value, and for the integer codecs the code as stored (unsigned for q4_0 and KIVI, int8 for q8_0)
+// and its scale; per row and sub-space of PQ the code.
+struct BlockContents {
+  std::vector<double> x, scale;  // [T][D]
+  std::vector<int> code;         // [T][D] (PQ, CQ: [T][groups])
+};
+
+double load_half(const uint8_t* p, size_t i) {
+  uint16_t h;
+  std::memcpy(&h, p + 2 * i, 2);
+  return half_to_double(h);
+}
+
+// Channel c of token j of integer keys in lanes (kv_kernels.h): column u of 32 / bits channels, 4
+// bytes per token at (u * T + j) * 4.
+int lane_code(const uint8_t* lanes, int bits, int T, int j, int c) {
+  const int per_col = 32 / bits, u = c / per_col, r = c % per_col, k = r % 4, slot = r / 4;
+  const uint8_t byte = lanes[(size_t(u) * T + j) * 4 + k];
+  if (bits == 8) return int8_t(byte);
+  return (byte >> (slot * bits)) & ((1 << bits) - 1);
+}
+// Element c of a token's value codes in units of 32 channels (kv_kernels.h, code rows).
+int row_code(const uint8_t* row, int bits, int c) {
+  const uint8_t* unit = row + size_t(c / 32) * (32 * bits / 8);
+  const int e = c % 32;
+  if (bits == 8) return int8_t(unit[e]);
+  if (bits == 4) return e < 16 ? unit[e] & 15 : unit[e - 16] >> 4;
+  return (unit[e % 8] >> (2 * (e / 8))) & 3;
+}
+
+BlockContents read_block(const CodecSpec& spec, KvSide side, const Codebook& book, int h, const uint8_t* blk, int T,
+                         int D) {
+  using K = CodecSpec::Kind;
+  BlockContents b;
+  b.x.assign(size_t(T) * D, 0.0), b.scale.assign(size_t(T) * D, 0.0), b.code.assign(size_t(T) * D, 0);
+  const bool key = side == KvSide::Key;
+  for (int j = 0; j < T; ++j)
+    for (int c = 0; c < D; ++c) {
+      const size_t i = size_t(j) * D + c;
+      switch (spec.kind) {
+        case K::F16: b.x[i] = load_half(blk, i); break;
+        case K::Q8_0:
+        case K::Q4_0: {  // scales [D/32][T] fp16, then lanes (keys) or token-major rows (values)
+          const int bits = spec.kind == K::Q8_0 ? 8 : 4, zero = bits == 4 ? 8 : 0;
+          const uint8_t* codes = blk + size_t(T) * (D / 32) * 2;
+          b.code[i] = key ? lane_code(codes, bits, T, j, c) : row_code(codes + size_t(j) * D * bits / 8, bits, c);
+          b.scale[i] = load_half(blk, size_t(c / 32) * T + j);
+          b.x[i] = b.scale[i] * (b.code[i] - zero);
+          break;
+        }
+        case K::Kivi: {
+          double mn;
+          if (key) {  // per channel: scale [D], min [D], lanes
+            b.code[i] = lane_code(blk + size_t(D) * 4, spec.bits, T, j, c);
+            b.scale[i] = load_half(blk, c), mn = load_half(blk + 2 * D, c);
+          } else {  // per token and group of min(T, D) channels: scale [ng][T], min [ng][T], rows
+            const int G = std::min(T, D), ng = D / G;
+            b.code[i] = row_code(blk + size_t(T) * ng * 4 + size_t(j) * D * spec.bits / 8, spec.bits, c);
+            b.scale[i] = load_half(blk, size_t(c / G) * T + j), mn = load_half(blk + size_t(T) * ng * 2, size_t(c / G) * T + j);
+          }
+          b.x[i] = mn + b.scale[i] * b.code[i];
+          break;
+        }
+        case K::CQ:
+        case K::PQ: {
+          const int cc = book.channels, k = 1 << book.bits, ng = D / cc, g = c / cc;
+          int code;
+          if (spec.kind == K::PQ) {  // sub-blocks of 32 tokens, M * 16 bytes; low nibble: tokens 0-15
+            const uint8_t byte = blk[(size_t(j / 32) * ng + g) * 16 + j % 16];
+            code = j % 32 < 16 ? byte & 15 : byte >> 4;
+          } else if (book.bits == 8) {  // keys group-major, values token-major
+            code = blk[key ? size_t(g) * T + j : size_t(j) * ng + g];
+          } else {  // little-endian bit rows of ceil(ng * bits / 8) bytes per token
+            const size_t row = (size_t(ng) * book.bits + 7) / 8;
+            code = 0;
+            for (int bit = 0; bit < book.bits; ++bit) {
+              const size_t at = size_t(g) * book.bits + bit;
+              code |= (blk[size_t(j) * row + at / 8] >> (at % 8) & 1) << bit;
+            }
+          }
+          b.code[size_t(j) * D + g] = code;
+          b.x[i] = book.centroids[((size_t(h) * ng + g) * k + code) * cc + c % cc];
+          break;
+        }
+      }
+    }
+  return b;
+}
+
+// Per-element bound on |x - decode(encode(x))| for the row block x: [T][D]: what rounding to the
+// nearest code allows (half a step; q4_0's clamped end a full one), the quantizers' definition.
 std::vector<float> error_bound(const CodecSpec& spec, KvSide side, const std::vector<float>& x, int T, int D) {
   std::vector<float> b(x.size(), 0.f);
   using K = CodecSpec::Kind;
@@ -77,7 +169,7 @@ std::vector<float> error_bound(const CodecSpec& spec, KvSide side, const std::ve
         return std::array<float, 3>{lo, hi, amax};
       };
       switch (spec.kind) {
-        case K::F16: bound = std::fabs(v) * 1e-3f; break;
+        case K::F16: bound = std::fabs(v) * 0x1p-11f; break;  // round to nearest: half an fp16 ulp
         case K::Q8_0: bound = group_range(false, 32)[2] / 127.f * 0.5f * 1.01f; break;
         case K::Q4_0: bound = group_range(false, 32)[2] / 8.f * 1.01f; break;  // the clamped end loses a full step
         case K::Kivi: {
@@ -87,7 +179,7 @@ std::vector<float> error_bound(const CodecSpec& spec, KvSide side, const std::ve
         }
         default: bound = INFINITY;
       }
-      b[size_t(j) * D + c] = bound + 1e-6f;
+      b[size_t(j) * D + c] = bound + 1e-7f;
     }
   return b;
 }
@@ -101,7 +193,18 @@ TEST_P(CodecTest, RoundTripWithinBound) {
     std::vector<float> y(x.size()), yr(x.size());
     codec_->decode(h, blk.data(), 0, T, y.data());
     codec_->decode_ref(h, blk.data(), 0, T, yr.data());
-    for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], yr[i], 1e-5f * (1 + std::fabs(yr[i]))) << i;
+    // Both decodes give what the bytes hold, exactly (each value is one product or one fma of
+    // fp16 numbers and small integers, or a stored float).
+    const BlockContents want = read_block(spec_, GetParam().side, book_, h, blk.data(), T, kDim);
+    for (size_t i = 0; i < y.size(); ++i) {
+      ASSERT_EQ(y[i], float(want.x[i])) << "decode, element " << i;
+      ASSERT_EQ(yr[i], float(want.x[i])) << "decode_ref, element " << i;
+    }
+    for (int j0 : {0, 5, T - 1}) {  // a part of the block decodes to the same rows
+      std::vector<float> part(size_t(T - j0) * kDim);
+      codec_->decode(h, blk.data(), j0, T, part.data());
+      for (size_t i = 0; i < part.size(); ++i) ASSERT_EQ(part[i], y[size_t(j0) * kDim + i]) << "from row " << j0;
+    }
     if (spec_.needs_codebooks()) {
       // Each group (PQ: sub-space) decodes to its nearest centroid.
       const int c = spec_.cq_channels, k = 1 << spec_.bits;
@@ -127,94 +230,102 @@ TEST_P(CodecTest, RoundTripWithinBound) {
   }
 }
 
-// Keys scored in the integer domain (q8_0, q4_0, KIVI) see the query rounded to int8, q_c ~ d k_c
-// with |error| <= d / 2 per channel and d = max_c |q_c s_c| / 127 (s_c: KIVI's channel scales, else
-// 1). A score then moves by at most d / 2 * sum_c |code_c| (KIVI: codes of the key; others: the key
-// itself): the slack each score gets on top of rounding, [n_q][os] like the scores. Zero for the
-// float codecs.
-std::vector<float> CodecTest::query_quantization_bound(const std::vector<float>& q, int n_q, int qs,
-                                                        const std::vector<uint8_t>& blk, int j0, int j1, int os) const {
-  std::vector<float> slack(size_t(n_q) * os, 0.f);
-  using K = CodecSpec::Kind;
-  const bool integer = GetParam().side == KvSide::Key && (spec_.kind == K::Q8_0 || spec_.kind == K::Q4_0 || spec_.kind == K::Kivi);
-  if (!integer) return slack;
-  const int T = codec_->tokens();
-  std::vector<float> x(size_t(T) * kDim);
-  codec_->decode_ref(1, blk.data(), 0, T, x.data());
-  std::vector<float> s(kDim, 1.f), lo(kDim, 0.f);  // KIVI: each channel's step and minimum in the block
-  if (spec_.kind == K::Kivi)
-    for (int c = 0; c < kDim; ++c) {
-      float mn = INFINITY, mx = -INFINITY;
-      for (int j = 0; j < T; ++j) mn = std::min(mn, x[size_t(j) * kDim + c]), mx = std::max(mx, x[size_t(j) * kDim + c]);
-      lo[c] = mn, s[c] = (mx - mn) / float((1 << spec_.bits) - 1);
-    }
-  for (int i = 0; i < n_q; ++i) {
-    float amax = 0.f;
-    for (int c = 0; c < kDim; ++c) amax = std::max(amax, std::fabs(q[size_t(i) * qs + c] * s[c]));
-    const float d = amax / 127.f;
-    for (int j = j0; j < j1; ++j) {
-      float codes = 0.f;
-      for (int c = 0; c < kDim; ++c) {
-        const float v = x[size_t(j) * kDim + c];
-        codes += spec_.kind == K::Kivi ? (s[c] > 0 ? std::nearbyint((v - lo[c]) / s[c]) : 0.f) : std::fabs(v);
-      }
-      slack[size_t(i) * os + (j - j0)] = 0.5f * d * codes * 1.02f;
-    }
-  }
-  return slack;
-}
+// The fused kernels against scores and sums computed here in double from what the block holds
+// (read_block). Their error units (kv_test_util.h, ErrorStats), measured with LEANLM_ERROR_STATS=1
+// over every codec and range below, under LEANLM_ISA=avx512, avx2 and scalar (AVX-512 Xeon):
+// median / 99th percentile / max of |error| / unit in each comment, the tolerance about twice the
+// largest ratio seen.
+//   float sums (f16, CQ, PQ and KIVI decoded to tiles), unit u * sum |terms|: 0.2 / 1.9 / 4.9
+constexpr double kFloatSum = 10.0;
+//   int8 queries (q8_0, q4_0, KIVI keys), unit d sqrt(sum_c k_c^2 / 12), d = max |q_c s_c| / 127,
+//   k_c the key (q8_0, q4_0) or its code (KIVI, with s_c its channel scale): 0.6 / 2.3 / 3.2
+constexpr double kQueryRounding = 7.0;
+//   uint8 PQ tables, unit step sqrt(M / 12) (each of the M entries off by a uniform half step):
+//   0.7 / 2.4 / 3.0 (the bound M step / 2 the test had is 0.5 sqrt(12 M) = 14-20 of these units)
+constexpr double kTableRounding = 6.0;
+//   int16 value coefficients, unit dq sqrt(sum_j code_j^2 / 12), dq = max_j |w_j s_j| / 32767 per
+//   query row and scale group: 0.4 / 2.1 / 3.4
+constexpr double kCoefRounding = 7.0;
 
 TEST_P(CodecTest, FusedKernelsMatchReference) {
+  using K = CodecSpec::Kind;
+  const std::string isa = std::getenv("LEANLM_ISA") ? std::getenv("LEANLM_ISA") : "native";
+  ErrorStats st_dot("dot " + spec_.name() + " " + isa), st_axpy("axpy " + spec_.name() + " " + isa);
+  const bool key = GetParam().side == KvSide::Key;
+  const bool int8_queries = key && (spec_.kind == K::Q8_0 || spec_.kind == K::Q4_0 || spec_.kind == K::Kivi);
+  const bool int16_coefs = !key && (spec_.kind == K::Q8_0 || spec_.kind == K::Q4_0 || spec_.kind == K::Kivi);
   const int T = spec_.group;
   const auto x = random_rows(T, kDim, 2, 16);
   std::vector<uint8_t> blk(codec_->block_bytes());
   codec_->encode(1, x.data(), kDim, 0, T, blk.data());
+  const BlockContents bc = read_block(spec_, GetParam().side, book_, 1, blk.data(), T, kDim);
   std::mt19937 rng(3);
   for (int n_q : {1, 2, 3, 4, 9}) {
-    const auto q = random_rows(n_q, kDim + 8, 10 + n_q);  // stride > dim
+    const int qs = kDim + 8;
+    const auto q = random_rows(n_q, qs, 10 + n_q);  // stride > dim
     for (auto [j0, j1] : {std::pair{0, T}, {5, 29}, {31, 32}, {3, 4}}) {
       const int n = j1 - j0;
       const int os = T + 8;  // output and weight strides
-      std::vector<float> got(size_t(n_q) * os, -7.f), want(got);
+      std::vector<float> got(size_t(n_q) * os, -7.f);
       QueryPrep prep;
-      codec_->prepare(1, q.data(), n_q, kDim + 8, prep);
+      codec_->prepare(1, q.data(), n_q, qs, prep);
       codec_->dot(1, blk.data(), j0, j1, prep, got.data(), os);
-      codec_->dot_ref(1, blk.data(), j0, j1, q.data(), n_q, kDim + 8, want.data(), os);
-      auto slack = query_quantization_bound(q, n_q, kDim + 8, blk, j0, j1, os);
-      // PQ keys scored through uint8 tables: each of the M table entries a score adds is off by at
-      // most half the query's table step.
-      for (size_t i = 0; i < prep.lut_scale.size(); ++i)
-        for (int j = 0; j < n; ++j) slack[i * os + j] = 0.5f * prep.lut_scale[i] * (kDim / spec_.cq_channels) * 1.01f;
-      if (spec_.kind == CodecSpec::Kind::PQ) EXPECT_EQ(prep.lut_scale.empty(), n_q > 8);
-      for (size_t i = 0; i < got.size(); ++i)
-        ASSERT_NEAR(got[i], want[i], slack[i] + 2e-3f * (1 + std::fabs(want[i]))) << n_q << " " << i;
+      if (spec_.kind == K::PQ) EXPECT_EQ(prep.lut_scale.empty(), n_q > 8);
+      for (int i = 0; i < n_q; ++i) {
+        const float* qi = &q[size_t(i) * qs];
+        double dq = 0;  // the int8 query's step
+        for (int c = 0; c < kDim; ++c) dq = std::max(dq, std::fabs(qi[c] * (spec_.kind == K::Kivi ? bc.scale[c] : 1.0)) / 127);
+        for (int j = j0; j < j1; ++j) {
+          double want = 0, mag = 0, k2 = 0;
+          for (int c = 0; c < kDim; ++c) {
+            const size_t e = size_t(j) * kDim + c;
+            want += qi[c] * bc.x[e], mag += std::fabs(qi[c] * bc.x[e]);
+            k2 += spec_.kind == K::Kivi ? double(bc.code[e]) * bc.code[e] : bc.x[e] * bc.x[e];
+          }
+          double unit = kUnitRoundoff * mag, k = kFloatSum;
+          if (int8_queries) unit += dq * std::sqrt(k2 / 12), k = kQueryRounding;
+          if (!prep.lut_scale.empty()) unit += prep.lut_scale[i] * std::sqrt(kDim / spec_.cq_channels / 12.0), k = kTableRounding;
+          ASSERT_TRUE(st_dot.check(got[size_t(i) * os + (j - j0)], want, unit, k))
+              << n_q << " queries, row " << i << " token " << j << ": " << got[size_t(i) * os + (j - j0)] << " vs " << want;
+        }
+        for (int j = n; j < os; ++j) ASSERT_EQ(got[size_t(i) * os + j], -7.f) << "wrote past the range";
+      }
 
       std::vector<float> w(size_t(n_q) * os);
       std::uniform_real_distribution<float> ud(0.f, 1.f);
       for (auto& v : w) v = ud(rng) < 0.2f ? 0.f : ud(rng);
-      std::vector<float> o1(size_t(n_q) * (kDim + 4)), o2;
-      for (auto& v : o1) v = ud(rng);
-      o2 = o1;
-      codec_->axpy(1, blk.data(), j0, j1, w.data(), n_q, os, o1.data(), kDim + 4);
-      codec_->axpy_ref(1, blk.data(), j0, j1, w.data(), n_q, os, o2.data(), kDim + 4);
-      // Values of the integer codecs accumulate with each row's coefficients w_j * scale_j rounded
-      // to int16 (step max |w_j scale_j| / 32767); since scale * |code| <= 2 max |x|, an output
-      // moves by at most max_j |w_j| * 2 max |x| * n / 65534.
-      float xmax = 0.f;
-      {
-        std::vector<float> xd(size_t(T) * kDim);
-        codec_->decode_ref(1, blk.data(), 0, T, xd.data());
-        for (float v : xd) xmax = std::max(xmax, std::fabs(v));
-      }
-      for (int i = 0; i < n_q; ++i) {
-        float wmax = 0.f;
-        for (int j = 0; j < n; ++j) wmax = std::max(wmax, std::fabs(w[size_t(i) * os + j]));
-        const float slack = GetParam().side == KvSide::Value ? wmax * 2 * xmax * n / 65534.f : 0.f;
-        for (int c = 0; c < kDim + 4; ++c) {
-          const size_t k = size_t(i) * (kDim + 4) + c;
-          ASSERT_NEAR(o1[k], o2[k], slack + 2e-3f * (1 + std::fabs(o2[k]))) << n_q << " " << k;
+      const int oo = kDim + 4;
+      std::vector<float> o0(size_t(n_q) * oo);
+      for (auto& v : o0) v = ud(rng);
+      std::vector<float> o = o0;
+      codec_->axpy(1, blk.data(), j0, j1, w.data(), n_q, os, o.data(), oo);
+      for (int i = 0; i < n_q; ++i)
+        for (int c = 0; c < oo; ++c) {
+          const size_t at = size_t(i) * oo + c;
+          if (c >= kDim) {
+            ASSERT_EQ(o[at], o0[at]) << "wrote past the channels";
+            continue;
+          }
+          // The step of this channel's scale group: KIVI values group min(T, D) channels, q8_0 and q4_0 32.
+          const int G = spec_.kind == K::Kivi ? std::min(T, kDim) : 32;
+          double cmax = 0;
+          for (int j = j0; j < j1; ++j)
+            if (w[size_t(i) * os + (j - j0)] != 0)
+              cmax = std::max(cmax, std::fabs(w[size_t(i) * os + (j - j0)] * bc.scale[size_t(j) * kDim + c / G * G]));
+          double want = o0[at], mag = std::fabs(o0[at]), c2 = 0;
+          for (int j = j0; j < j1; ++j) {
+            const double wj = w[size_t(i) * os + (j - j0)];
+            if (wj == 0) continue;
+            const size_t e = size_t(j) * kDim + c;
+            want += wj * bc.x[e];
+            mag += std::fabs(wj) * (std::fabs(bc.x[e]) + std::fabs(bc.scale[e] * bc.code[e]));
+            c2 += double(bc.code[e]) * bc.code[e];
+          }
+          double unit = kUnitRoundoff * mag, k = kFloatSum;
+          if (int16_coefs) unit += cmax / 32767 * std::sqrt(c2 / 12), k = kCoefRounding;
+          ASSERT_TRUE(st_axpy.check(o[at], want, unit, k))
+              << n_q << " queries, row " << i << " channel " << c << ": " << o[at] << " vs " << want;
         }
-      }
     }
   }
 }
