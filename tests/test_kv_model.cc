@@ -111,8 +111,6 @@ TEST_F(KvModelTest, EveryConfigurationRunsEndToEnd) {
       SCOPED_TRACE(cfg.name());
       const Run r = run(cfg, n);
       ASSERT_TRUE(std::isfinite(r.nll));
-      { int ag = 0; for (size_t i = 0; i < r.top.size(); ++i) ag += r.top[i] == base.top[i];
-        std::printf("MEASURE %-40s dnll %.4f ppl %+.2f%% agree %.3f\n", cfg.name().c_str(), r.nll - base.nll, 100 * (std::exp(r.nll - base.nll) - 1), double(ag) / r.top.size()); }
       // Quality: the near-lossless rows stay within 3 % perplexity of f16; the aggressive ones (2-bit,
       // 160-token budget, CQ codebooks from 256 tokens) lose 10-95 % here; a broken kernel or a slot
       // holding the wrong token costs far more (perplexity in the hundreds).
