@@ -95,6 +95,10 @@ def main_server_checks(port):
                                                  stream=True, stream_options={"include_usage": True}))
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     check(streamed == text, "streamed chat equals the non-streamed text (greedy)")
+    opening = chunks[0].choices[0]
+    check(opening.delta.role == "assistant" and opening.delta.content is None and opening.logprobs is None
+          and all(c.choices[0].delta.role is None for c in chunks[1:] if c.choices),
+          "the stream opens with the role alone (no text), and only that chunk has the role")
     check(chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == r.usage.completion_tokens,
           "the last stream chunk carries usage")
     finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
@@ -143,6 +147,14 @@ def main_server_checks(port):
           "a prompt longer than the context gets 400 context_length_exceeded")
     status, body = http(port, "GET", "/v1/nothing")
     check(status == 404 and "error" in json.loads(body), "an unknown path gets a JSON 404")
+    # /models and /chat/completions also answer without /v1, as llama-server's do (a base URL without
+    # /v1); /completions does not (llama-server answers it in its own, non-OpenAI shape).
+    status, body = http(port, "GET", "/models")
+    check(status == 200 and [m["id"] for m in json.loads(body)["data"]] == [MODEL_ID], "/models lists the model")
+    status, body = http(port, "POST", "/chat/completions", {"messages": msgs, "max_tokens": 2})
+    check(status == 200 and json.loads(body)["object"] == "chat.completion", "/chat/completions answers as /v1's")
+    status, _ = http(port, "POST", "/completions", {"prompt": "x", "max_tokens": 2})
+    check(status == 404, "/completions without /v1 is not served")
     for bad, param in [({"messages": 5}, "messages"), ({"messages": msgs, "max_tokens": -3}, "max_tokens"),
                        ({"messages": msgs, "max_tokens": 10 ** 9}, "max_tokens"),
                        ({"messages": msgs, "temperature": "hot"}, "temperature")]:

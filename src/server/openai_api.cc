@@ -315,26 +315,39 @@ json final_response(const ParsedRequest& p, const ResponseMeta& m, const std::st
           {"usage", usage_json(u)}};
 }
 
+namespace {
+
+json chunk_with(const ParsedRequest& p, const ResponseMeta& m, json choice) {
+  json out = {{"id", m.id},
+              {"object", p.chat ? "chat.completion.chunk" : "text_completion"},
+              {"created", m.created},
+              {"model", m.model},
+              {"choices", json::array({std::move(choice)})}};
+  if (p.include_usage) out["usage"] = nullptr;
+  return out;
+}
+
+}  // namespace
+
+json role_chunk(const ParsedRequest& p, const ResponseMeta& m) {
+  json choice = {{"index", 0}, {"finish_reason", nullptr}, {"logprobs", nullptr}};
+  choice["delta"] = {{"role", "assistant"}, {"content", nullptr}};
+  return chunk_with(p, m, std::move(choice));
+}
+
 json stream_chunk(const ParsedRequest& p, const ResponseMeta& m, const std::string& text,
-                  const std::vector<TokenLogprob>& toks, FinishReason reason, bool first, const Tokenizer& tok) {
+                  const std::vector<TokenLogprob>& toks, FinishReason reason, const Tokenizer& tok) {
   json choice = {{"index", 0}};
   choice["finish_reason"] = reason == FinishReason::None ? json(nullptr) : json(finish_reason_name(reason));
   choice["logprobs"] = p.logprobs && !toks.empty() ? logprobs_json(toks, tok, p.chat) : json(nullptr);
   if (p.chat) {
     json delta = json::object();
-    if (first) delta["role"] = "assistant";
-    if (!text.empty() || first) delta["content"] = text;
+    if (!text.empty()) delta["content"] = text;
     choice["delta"] = delta;
   } else {
     choice["text"] = text;
   }
-  json out = {{"id", m.id},
-              {"object", p.chat ? "chat.completion.chunk" : "text_completion"},
-              {"created", m.created},
-              {"model", m.model},
-              {"choices", json::array({choice})}};
-  if (p.include_usage) out["usage"] = nullptr;
-  return out;
+  return chunk_with(p, m, std::move(choice));
 }
 
 json usage_chunk(const ParsedRequest& p, const ResponseMeta& m, const Usage& u) {
