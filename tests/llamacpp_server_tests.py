@@ -23,7 +23,7 @@ import tarfile
 import tempfile
 import time
 
-LEANLM, SRC, BUILD = sys.argv[1], sys.argv[2], sys.argv[3]
+LEANLM, SRC, BUILD = (os.path.abspath(a) for a in sys.argv[1:4])
 RUN_ALL = "--all" in sys.argv[4:]
 PY = os.path.join(SRC, ".venv", "bin", "python")
 MODEL = os.path.join(SRC, "models", "gemma-3-270m-q4_k_m.gguf")
