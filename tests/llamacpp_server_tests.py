@@ -50,7 +50,8 @@ REQUIREMENTS = {  # import name: pip requirement
 API_KEY = "sk-this-is-the-secret-key"  # test_security.py's TEST_API_KEY
 # Server flags common to every phase: a small context, and a cap on what a request that gives no
 # max_tokens generates (the suite's tests rely on llama-server's --n-predict for that).
-COMMON = ["-c", "1024", "-t", "2", "--max-tokens", "128"]
+COMMON = ["-c", "1024", "-t", "2"]
+MAX_TOKENS = ["--max-tokens", "128"]  # unless the phase sets its own
 
 # (phase, extra leanlm flags, pytest node ids). leanlm, like OpenAI, answers 404 model_not_found
 # to a model name it does not serve, where llama-server ignores the name: each phase serves the
@@ -68,7 +69,23 @@ PHASES = [
         "unit/test_chat_completion.py::test_invalid_chat_completion_req[messages6]",
         "unit/test_chat_completion.py::test_logprobs",
         "unit/test_chat_completion.py::test_logprobs_stream",
+        # invalid response formats (and max_tokens 0) get 400 with an error body
+        "unit/test_chat_completion.py::test_completion_with_response_format[response_format4-0-None]",
+        "unit/test_chat_completion.py::test_completion_with_response_format[response_format5-0-None]",
+        "unit/test_chat_completion.py::test_completion_with_response_format[response_format6-0-None]",
+        "unit/test_chat_completion.py::test_completion_with_response_format[response_format7-0-None]",
+        # a plain chat, whole and streamed (one choice, non-empty content deltas, no tool calls)
+        "unit/test_tool_call.py::test_completion_without_tool_call_fast"
+        "[meta-llama-Llama-3.3-70B-Instruct-128-tools0-None-CompletionMode.NORMAL]",
+        "unit/test_tool_call.py::test_completion_without_tool_call_fast"
+        "[meta-llama-Llama-3.3-70B-Instruct-128-tools0-None-CompletionMode.STREAMED]",
         "unit/test_tokenize.py::test_tokenize_detokenize",
+        "unit/test_tokenize.py::test_tokenize_with_pieces",
+    ]),
+    # A completion stream that ends at the length limit: a limit of 8 tokens, so that the model
+    # (sampling at temperature 1) is unlikely to end it first (at 128 tokens it did 1 time in 15).
+    ("short", ["--model-id", "gpt-3.5-turbo-instruct", "--max-tokens", "8"], [
+        "unit/test_ctx_shift.py::test_ctx_shift_disabled_stream",
     ]),
     ("alias", ["--model-id", "tinyllama-2"], [
         "unit/test_basic.py::test_server_models",
@@ -88,16 +105,14 @@ def fetch_tests():
     if os.path.exists(os.path.join(TESTS, "conftest.py")):
         return
     os.makedirs(CACHE, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        say(f"fetching the llama-cpp-python {LLAMA_CPP_PYTHON} sdist from PyPI (llama.cpp's server tests)")
-        subprocess.run([PY, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
-                        "--no-binary", ":all:", "-d", tmp, f"llama-cpp-python=={LLAMA_CPP_PYTHON}"], check=True)
-        sdist = os.path.join(tmp, f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz")
-        with tarfile.open(sdist) as t:  # only the tests: the sdist is 76 MB, they are 0.5 MB
-            members = [m for m in t.getmembers() if m.name.startswith(TESTS_IN_SDIST)]
-            if not members:
-                raise SystemExit(f"{sdist} has no {TESTS_IN_SDIST}")
-            t.extractall(CACHE, members=members, filter="data")
+    say(f"llama-cpp-python {LLAMA_CPP_PYTHON} sdist (llama.cpp's server tests): .cache/sdist/, from PyPI if not there")
+    sdist = subprocess.run(["bash", os.path.join(SRC, "scripts", "llamacpp_sdist.sh"), PY, LLAMA_CPP_PYTHON],
+                           check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
+    with tarfile.open(sdist) as t:  # only the tests: the sdist is 76 MB, they are 0.5 MB
+        members = [m for m in t.getmembers() if m.name.startswith(TESTS_IN_SDIST)]
+        if not members:
+            raise SystemExit(f"{sdist} has no {TESTS_IN_SDIST}")
+        t.extractall(CACHE, members=members, filter="data")
 
 
 def install_requirements():
@@ -112,7 +127,8 @@ def start(extra):
     tmp = tempfile.mkdtemp()
     ready = os.path.join(tmp, "ready")
     log = open(os.path.join(tmp, "server.log"), "w+")
-    proc = subprocess.Popen([LEANLM, "serve", "-m", MODEL, "--port", "0", "--ready-file", ready, *COMMON, *extra],
+    flags = [*COMMON, *([] if "--max-tokens" in extra else MAX_TOKENS), *extra]
+    proc = subprocess.Popen([LEANLM, "serve", "-m", MODEL, "--port", "0", "--ready-file", ready, *flags],
                             stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while not os.path.exists(ready):
@@ -157,7 +173,7 @@ def main():
         return 0
     failed = []
     for phase, extra, ids in PHASES:
-        say(f"phase {phase}: leanlm serve {' '.join(COMMON + extra)}; {len(ids)} tests")
+        say(f"phase {phase}: leanlm serve ... {' '.join(extra)}; {len(ids)} tests")
         proc, port, log = start(extra)
         try:
             # -rA lists every test's outcome; pytest exits 4 when a listed id does not exist.

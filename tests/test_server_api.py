@@ -171,6 +171,18 @@ def main_server_checks(port):
     status2, body2 = http(port, "POST", "/detokenize", {"tokens": toks})
     check(status == 200 and status2 == 200 and json.loads(body2)["content"].endswith("Hello world"),
           "tokenize then detokenize gives the text back")
+    # with_pieces, as llama-server's (llama.cpp's test_tokenize_with_pieces): ids with their text,
+    # or bytes where a token holds part of a UTF-8 character.
+    emoji = "Hello world \U0001F917"
+    _, plain = http(port, "POST", "/tokenize", {"content": emoji})
+    status, body = http(port, "POST", "/tokenize", {"content": emoji, "with_pieces": True})
+    pieces = json.loads(body)["tokens"]
+    check(status == 200 and [p["id"] for p in pieces] == json.loads(plain)["tokens"]
+          and all(isinstance(p["piece"], (str, list)) and len(p["piece"]) > 0 for p in pieces)
+          and "world" in "".join(p["piece"] for p in pieces if isinstance(p["piece"], str)),
+          "/tokenize with_pieces gives each id with its piece")
+    status, body = http(port, "POST", "/v1/chat/completions", {"messages": msgs, "logit_bias": {"42": -100}})
+    check(status == 400 and json.loads(body)["error"]["param"] == "logit_bias", "logit_bias is refused, not ignored")
 
     check(metric(port, "leanlm:time_to_first_token_seconds_count") >= 5, "/metrics counts time to first token")
     check(metric(port, "leanlm:generation_tokens_total") > 0, "/metrics counts generated tokens")

@@ -291,8 +291,28 @@ struct HttpServer::Impl {
             throw ApiError{400, "'add_special' must be true or false", "invalid_request_error", "add_special", ""};
           special = body["add_special"].get<bool>();
         }
-        const auto ids = engine->tokenizer().encode(body[key].get<std::string>(), special, true);
-        send_json(res, 200, {{"tokens", ids}, {"count", ids.size()}, {"max_model_len", limits.max_ctx}});
+        bool pieces = false;
+        if (body.contains("with_pieces")) {
+          if (!body["with_pieces"].is_boolean())
+            throw ApiError{400, "'with_pieces' must be true or false", "invalid_request_error", "with_pieces", ""};
+          pieces = body["with_pieces"].get<bool>();
+        }
+        const Tokenizer& tk = engine->tokenizer();
+        const auto ids = tk.encode(body[key].get<std::string>(), special, true);
+        json tokens = json::array();
+        for (int id : ids) {
+          if (!pieces) {
+            tokens.push_back(id);
+            continue;
+          }
+          // with_pieces (as llama-server): each token with its text, or its bytes when they are
+          // not valid UTF-8 on their own (part of a multi-byte character).
+          const std::string piece = tk.token_to_piece(id, true);
+          json bytes = json::array();
+          for (unsigned char c : piece) bytes.push_back(int(c));
+          tokens.push_back({{"id", id}, {"piece", utf8_sanitize(piece) == piece ? json(piece) : bytes}});
+        }
+        send_json(res, 200, {{"tokens", tokens}, {"count", ids.size()}, {"max_model_len", limits.max_ctx}});
       } catch (const ApiError& e) {
         send_error(res, e);
       }

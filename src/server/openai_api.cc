@@ -52,6 +52,19 @@ void parse_common(const json& body, const ApiLimits& lim, ParsedRequest& p) {
                      "invalid_request_error", "model", "model_not_found"};
   }
   if (integer(body, "n", 1, 1, 1) != 1) bad("n", "only n = 1 is supported");
+  // What is not implemented is refused, not ignored: a client asking for biased logits or for
+  // JSON output must not get free text that looks like an answer.
+  if (body.contains("logit_bias") && !body["logit_bias"].is_null() &&
+      !(body["logit_bias"].is_object() && body["logit_bias"].empty()))
+    bad("logit_bias", "'logit_bias' is not supported");
+  if (body.contains("response_format") && !body["response_format"].is_null()) {
+    const json& rf = body["response_format"];
+    if (!rf.is_object() || !rf.contains("type") || !rf["type"].is_string())
+      bad("response_format", "'response_format' must be an object like {\"type\": \"text\"}");
+    if (rf["type"] != "text")
+      bad("response_format", "only 'response_format' {\"type\": \"text\"} is supported (got '" +
+                                 rf["type"].get<std::string>() + "')");
+  }
   auto r = std::make_shared<Request>();
   GenerationParams& g = r->params;
   g.sampler.temperature = float(number(body, "temperature", 1.0, 0.0, 2.0));

@@ -117,6 +117,12 @@ TEST_F(OpenAiApiTest, BadRequestsNameTheParameter) {
       {{{"messages", msgs}, {"kv", {{"color", "red"}}}}, 400, "kv.color"},
       {{{"messages", msgs}, {"kv", {{"evict", "h2o"}}}}, 400, "kv.budget"},
       {{{"messages", {{{"role", "user"}, {"content", std::string(3000, 'x')}}}}}, 400, "messages"},
+      // Not implemented, so refused rather than ignored (llama.cpp's test_logit_bias and
+      // test_completion_with_response_format found them ignored).
+      {{{"messages", msgs}, {"logit_bias", {{"42", -100}}}}, 400, "logit_bias"},
+      {{{"messages", msgs}, {"response_format", {{"type", "json_object"}}}}, 400, "response_format"},
+      {{{"messages", msgs}, {"response_format", {{"type", "sound"}}}}, 400, "response_format"},
+      {{{"messages", msgs}, {"response_format", "json"}}, 400, "response_format"},
   };
   for (const auto& c : cases) {
     const ApiError e = error_of([&] { chat(c.body); });
@@ -124,6 +130,10 @@ TEST_F(OpenAiApiTest, BadRequestsNameTheParameter) {
     EXPECT_EQ(e.param, c.param) << c.body.dump() << ": " << e.message;
     EXPECT_FALSE(e.message.empty());
   }
+  // The forms that ask for nothing special pass.
+  EXPECT_EQ(error_of([&] { chat({{"messages", msgs}, {"logit_bias", json::object()}}); }).status, 0);
+  EXPECT_EQ(error_of([&] { chat({{"messages", msgs}, {"response_format", {{"type", "text"}}}}); }).status, 0);
+  EXPECT_EQ(error_of([&] { completion({{"prompt", "x"}, {"logit_bias", {{"42", 5}}}}); }).param, "logit_bias");
   EXPECT_EQ(error_of([&] { completion({{"max_tokens", 3}}); }).param, "prompt");
   EXPECT_EQ(error_of([&] { completion({{"prompt", {1, -2}}}); }).param, "prompt");
   EXPECT_EQ(error_of([&] { completion({{"prompt", "x"}, {"logprobs", 9}}); }).param, "logprobs");
