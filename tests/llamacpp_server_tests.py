@@ -3,8 +3,9 @@
 
 Usage: llamacpp_server_tests.py LEANLM_BINARY SOURCE_DIR BUILD_DIR [--all]
 
-The tests come from the llama-cpp-python sdist on PyPI (it ships llama.cpp's sources), fetched once
-and kept under BUILD_DIR/llamacpp-server-tests/. Their Python requirements are installed, pinned,
+The tests come from the llama-cpp-python sdist on PyPI (it ships llama.cpp's sources), downloaded
+once into SOURCE_DIR/.cache/sdist/ by scripts/llamacpp_sdist.sh (shared with setup.sh --reference
+and bench/build_llamacpp.sh); the tests alone are unpacked into BUILD_DIR/llamacpp-server-tests/. Their Python requirements are installed, pinned,
 into the project's .venv when missing. leanlm serve runs the default model (Gemma 3 270M) and the
 suite drives it as an external server (DEBUG_EXTERNAL=1, PORT=...: utils.ServerProcess then
 neither starts nor stops a server, so the settings a test sets on its ServerProcess do not apply).
