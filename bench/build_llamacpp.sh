@@ -21,13 +21,11 @@ esac
 if [ -x "$OUT/bin/llama-bench" ] && [ -x "$OUT/bin/llama-server" ]; then echo "$OUT/bin/llama-bench is there"; exit 0; fi
 PY=python3; [ -x .venv/bin/python ] && PY=.venv/bin/python
 spec=llama-cpp-python
-if ver=$($PY -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))" 2>/dev/null); then
-  spec="llama-cpp-python==$ver"
-fi
+ver=$($PY -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))" 2>/dev/null) || ver=""
+[ -n "$ver" ] && spec="llama-cpp-python==$ver"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-$PY -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$tmp" "$spec"
-tar xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp"
+tar xzf "$(scripts/llamacpp_sdist.sh "$PY" $ver)" -C "$tmp"
 rm -f "$OUT/CMakeCache.txt"  # configured from an earlier (deleted) unpacked source
 cmake -S "$tmp"/llama_cpp_python-*/vendor/llama.cpp -B "$OUT" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   "${FLAGS[@]}" -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON >/dev/null

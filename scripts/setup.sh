@@ -55,8 +55,7 @@ if [ "$WANT_REFERENCE" = 1 ] && [ ! -x build-llamacpp/bin/llama-bench ]; then
   say "building llama-bench from the llama-cpp-python sources"
   ver=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
   tmp=$(mktemp -d)
-  .venv/bin/pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$tmp" "llama-cpp-python==$ver"
-  tar xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp"
+  tar xzf "$(scripts/llamacpp_sdist.sh .venv/bin/python "$ver")" -C "$tmp"
   cmake -S "$tmp"/llama_cpp_python-*/vendor/llama.cpp -B build-llamacpp -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
   cmake --build build-llamacpp --parallel "$(nproc)" --target llama-bench llama-perplexity >/dev/null

@@ -95,6 +95,10 @@ def main_server_checks(port):
                                                  stream=True, stream_options={"include_usage": True}))
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     check(streamed == text, "streamed chat equals the non-streamed text (greedy)")
+    opening = chunks[0].choices[0]
+    check(opening.delta.role == "assistant" and opening.delta.content is None and opening.logprobs is None
+          and all(c.choices[0].delta.role is None for c in chunks[1:] if c.choices),
+          "the stream opens with the role alone (no text), and only that chunk has the role")
     check(chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == r.usage.completion_tokens,
           "the last stream chunk carries usage")
     finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
@@ -143,6 +147,14 @@ def main_server_checks(port):
           "a prompt longer than the context gets 400 context_length_exceeded")
     status, body = http(port, "GET", "/v1/nothing")
     check(status == 404 and "error" in json.loads(body), "an unknown path gets a JSON 404")
+    # /models and /chat/completions also answer without /v1, as llama-server's do (a base URL without
+    # /v1); /completions does not (llama-server answers it in its own, non-OpenAI shape).
+    status, body = http(port, "GET", "/models")
+    check(status == 200 and [m["id"] for m in json.loads(body)["data"]] == [MODEL_ID], "/models lists the model")
+    status, body = http(port, "POST", "/chat/completions", {"messages": msgs, "max_tokens": 2})
+    check(status == 200 and json.loads(body)["object"] == "chat.completion", "/chat/completions answers as /v1's")
+    status, _ = http(port, "POST", "/completions", {"prompt": "x", "max_tokens": 2})
+    check(status == 404, "/completions without /v1 is not served")
     for bad, param in [({"messages": 5}, "messages"), ({"messages": msgs, "max_tokens": -3}, "max_tokens"),
                        ({"messages": msgs, "max_tokens": 10 ** 9}, "max_tokens"),
                        ({"messages": msgs, "temperature": "hot"}, "temperature")]:
@@ -159,6 +171,18 @@ def main_server_checks(port):
     status2, body2 = http(port, "POST", "/detokenize", {"tokens": toks})
     check(status == 200 and status2 == 200 and json.loads(body2)["content"].endswith("Hello world"),
           "tokenize then detokenize gives the text back")
+    # with_pieces, as llama-server's (llama.cpp's test_tokenize_with_pieces): ids with their text,
+    # or bytes where a token holds part of a UTF-8 character.
+    emoji = "Hello world \U0001F917"
+    _, plain = http(port, "POST", "/tokenize", {"content": emoji})
+    status, body = http(port, "POST", "/tokenize", {"content": emoji, "with_pieces": True})
+    pieces = json.loads(body)["tokens"]
+    check(status == 200 and [p["id"] for p in pieces] == json.loads(plain)["tokens"]
+          and all(isinstance(p["piece"], (str, list)) and len(p["piece"]) > 0 for p in pieces)
+          and "world" in "".join(p["piece"] for p in pieces if isinstance(p["piece"], str)),
+          "/tokenize with_pieces gives each id with its piece")
+    status, body = http(port, "POST", "/v1/chat/completions", {"messages": msgs, "logit_bias": {"42": -100}})
+    check(status == 400 and json.loads(body)["error"]["param"] == "logit_bias", "logit_bias is refused, not ignored")
 
     check(metric(port, "leanlm:time_to_first_token_seconds_count") >= 5, "/metrics counts time to first token")
     check(metric(port, "leanlm:generation_tokens_total") > 0, "/metrics counts generated tokens")

@@ -188,13 +188,14 @@ struct HttpServer::Impl {
             return true;
           }
           bool ok = true;
-          if (!ev.text.empty() || !ev.tokens.empty() || *first || ev.final) {
-            if (!ev.final || !ev.text.empty() || *first)
-              ok = send(stream_chunk(*pr, meta, ev.text, ev.tokens, FinishReason::None, *first, *tok));
-            *first = false;
-          }
+          // A chat stream opens with the role alone; a completion stream with its first text, even empty.
+          if (*first && pr->chat) ok = send(role_chunk(*pr, meta));
+          const bool has_delta = !ev.text.empty() || (!ev.tokens.empty() && !ev.final);
+          if (ok && (has_delta || (*first && !pr->chat)))
+            ok = send(stream_chunk(*pr, meta, ev.text, ev.tokens, FinishReason::None, *tok));
+          *first = false;
           if (ok && ev.final) {
-            ok = send(stream_chunk(*pr, meta, "", {}, ev.reason, false, *tok));
+            ok = send(stream_chunk(*pr, meta, "", {}, ev.reason, *tok));
             if (ok && pr->include_usage) {
               ok = send(usage_chunk(*pr, meta, usage_of(*pr->req)));
             }
@@ -257,7 +258,7 @@ struct HttpServer::Impl {
       if (ready) st = sched->stats();  // sched is set before ready, never after
       res.set_content(metrics.render(st), "text/plain; version=0.0.4");
     });
-    svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    const auto models = [this](const httplib::Request&, httplib::Response& res) {
       if (!gate(res)) return;
       send_json(res, 200,
                 {{"object", "list"},
@@ -266,11 +267,17 @@ struct HttpServer::Impl {
                                         {"created", created},
                                         {"owned_by", "leanlm"},
                                         {"max_model_len", limits.max_ctx}}})}});
-    });
-    svr.Post("/v1/chat/completions",
-             [this](const httplib::Request& req, httplib::Response& res) { generate(req, res, true); });
-    svr.Post("/v1/completions",
-             [this](const httplib::Request& req, httplib::Response& res) { generate(req, res, false); });
+    };
+    const auto chat = [this](const httplib::Request& req, httplib::Response& res) { generate(req, res, true); };
+    const auto completions = [this](const httplib::Request& req, httplib::Response& res) { generate(req, res, false); };
+    svr.Get("/v1/models", models);
+    svr.Post("/v1/chat/completions", chat);
+    svr.Post("/v1/completions", completions);
+    // The same two also without the /v1 prefix, as llama-server answers them (clients whose base URL
+    // lacks /v1; llama.cpp's own server tests). Not /completions: there llama-server answers with its
+    // own, non-OpenAI shape.
+    svr.Get("/models", models);
+    svr.Post("/chat/completions", chat);
     svr.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
       try {
         if (!gate(res)) return;
@@ -284,8 +291,28 @@ struct HttpServer::Impl {
             throw ApiError{400, "'add_special' must be true or false", "invalid_request_error", "add_special", ""};
           special = body["add_special"].get<bool>();
         }
-        const auto ids = engine->tokenizer().encode(body[key].get<std::string>(), special, true);
-        send_json(res, 200, {{"tokens", ids}, {"count", ids.size()}, {"max_model_len", limits.max_ctx}});
+        bool pieces = false;
+        if (body.contains("with_pieces")) {
+          if (!body["with_pieces"].is_boolean())
+            throw ApiError{400, "'with_pieces' must be true or false", "invalid_request_error", "with_pieces", ""};
+          pieces = body["with_pieces"].get<bool>();
+        }
+        const Tokenizer& tk = engine->tokenizer();
+        const auto ids = tk.encode(body[key].get<std::string>(), special, true);
+        json tokens = json::array();
+        for (int id : ids) {
+          if (!pieces) {
+            tokens.push_back(id);
+            continue;
+          }
+          // with_pieces (as llama-server): each token with its text, or its bytes when they are
+          // not valid UTF-8 on their own (part of a multi-byte character).
+          const std::string piece = tk.token_to_piece(id, true);
+          json bytes = json::array();
+          for (unsigned char c : piece) bytes.push_back(int(c));
+          tokens.push_back({{"id", id}, {"piece", utf8_sanitize(piece) == piece ? json(piece) : bytes}});
+        }
+        send_json(res, 200, {{"tokens", tokens}, {"count", ids.size()}, {"max_model_len", limits.max_ctx}});
       } catch (const ApiError& e) {
         send_error(res, e);
       }

@@ -52,6 +52,19 @@ void parse_common(const json& body, const ApiLimits& lim, ParsedRequest& p) {
                      "invalid_request_error", "model", "model_not_found"};
   }
   if (integer(body, "n", 1, 1, 1) != 1) bad("n", "only n = 1 is supported");
+  // What is not implemented is refused, not ignored: a client asking for biased logits or for
+  // JSON output must not get free text that looks like an answer.
+  if (body.contains("logit_bias") && !body["logit_bias"].is_null() &&
+      !(body["logit_bias"].is_object() && body["logit_bias"].empty()))
+    bad("logit_bias", "'logit_bias' is not supported");
+  if (body.contains("response_format") && !body["response_format"].is_null()) {
+    const json& rf = body["response_format"];
+    if (!rf.is_object() || !rf.contains("type") || !rf["type"].is_string())
+      bad("response_format", "'response_format' must be an object like {\"type\": \"text\"}");
+    if (rf["type"] != "text")
+      bad("response_format", "only 'response_format' {\"type\": \"text\"} is supported (got '" +
+                                 rf["type"].get<std::string>() + "')");
+  }
   auto r = std::make_shared<Request>();
   GenerationParams& g = r->params;
   g.sampler.temperature = float(number(body, "temperature", 1.0, 0.0, 2.0));
@@ -315,26 +328,39 @@ json final_response(const ParsedRequest& p, const ResponseMeta& m, const std::st
           {"usage", usage_json(u)}};
 }
 
+namespace {
+
+json chunk_with(const ParsedRequest& p, const ResponseMeta& m, json choice) {
+  json out = {{"id", m.id},
+              {"object", p.chat ? "chat.completion.chunk" : "text_completion"},
+              {"created", m.created},
+              {"model", m.model},
+              {"choices", json::array({std::move(choice)})}};
+  if (p.include_usage) out["usage"] = nullptr;
+  return out;
+}
+
+}  // namespace
+
+json role_chunk(const ParsedRequest& p, const ResponseMeta& m) {
+  json choice = {{"index", 0}, {"finish_reason", nullptr}, {"logprobs", nullptr}};
+  choice["delta"] = {{"role", "assistant"}, {"content", nullptr}};
+  return chunk_with(p, m, std::move(choice));
+}
+
 json stream_chunk(const ParsedRequest& p, const ResponseMeta& m, const std::string& text,
-                  const std::vector<TokenLogprob>& toks, FinishReason reason, bool first, const Tokenizer& tok) {
+                  const std::vector<TokenLogprob>& toks, FinishReason reason, const Tokenizer& tok) {
   json choice = {{"index", 0}};
   choice["finish_reason"] = reason == FinishReason::None ? json(nullptr) : json(finish_reason_name(reason));
   choice["logprobs"] = p.logprobs && !toks.empty() ? logprobs_json(toks, tok, p.chat) : json(nullptr);
   if (p.chat) {
     json delta = json::object();
-    if (first) delta["role"] = "assistant";
-    if (!text.empty() || first) delta["content"] = text;
+    if (!text.empty()) delta["content"] = text;
     choice["delta"] = delta;
   } else {
     choice["text"] = text;
   }
-  json out = {{"id", m.id},
-              {"object", p.chat ? "chat.completion.chunk" : "text_completion"},
-              {"created", m.created},
-              {"model", m.model},
-              {"choices", json::array({choice})}};
-  if (p.include_usage) out["usage"] = nullptr;
-  return out;
+  return chunk_with(p, m, std::move(choice));
 }
 
 json usage_chunk(const ParsedRequest& p, const ResponseMeta& m, const Usage& u) {

@@ -65,10 +65,12 @@ nlohmann::json usage_json(const Usage& u);
 nlohmann::json final_response(const ParsedRequest& p, const ResponseMeta& m, const std::string& text,
                               const std::vector<TokenLogprob>& toks, FinishReason reason, const Usage& u,
                               const Tokenizer& tok);
+// A chat stream's first chunk: the role alone (delta {"role": "assistant", "content": null}), no
+// text and no logprobs, as OpenAI, vLLM and llama-server open theirs; the text follows in stream_chunk.
+nlohmann::json role_chunk(const ParsedRequest& p, const ResponseMeta& m);
 // One streaming chunk: text delta (chat: delta.content; completions: text), optional finish reason.
 nlohmann::json stream_chunk(const ParsedRequest& p, const ResponseMeta& m, const std::string& text,
-                            const std::vector<TokenLogprob>& toks, FinishReason reason, bool first,
-                            const Tokenizer& tok);
+                            const std::vector<TokenLogprob>& toks, FinishReason reason, const Tokenizer& tok);
 nlohmann::json usage_chunk(const ParsedRequest& p, const ResponseMeta& m, const Usage& u);
 
 }  // namespace leanlm

@@ -117,6 +117,12 @@ TEST_F(OpenAiApiTest, BadRequestsNameTheParameter) {
       {{{"messages", msgs}, {"kv", {{"color", "red"}}}}, 400, "kv.color"},
       {{{"messages", msgs}, {"kv", {{"evict", "h2o"}}}}, 400, "kv.budget"},
       {{{"messages", {{{"role", "user"}, {"content", std::string(3000, 'x')}}}}}, 400, "messages"},
+      // Not implemented, so refused rather than ignored (llama.cpp's test_logit_bias and
+      // test_completion_with_response_format found them ignored).
+      {{{"messages", msgs}, {"logit_bias", {{"42", -100}}}}, 400, "logit_bias"},
+      {{{"messages", msgs}, {"response_format", {{"type", "json_object"}}}}, 400, "response_format"},
+      {{{"messages", msgs}, {"response_format", {{"type", "sound"}}}}, 400, "response_format"},
+      {{{"messages", msgs}, {"response_format", "json"}}, 400, "response_format"},
   };
   for (const auto& c : cases) {
     const ApiError e = error_of([&] { chat(c.body); });
@@ -124,6 +130,10 @@ TEST_F(OpenAiApiTest, BadRequestsNameTheParameter) {
     EXPECT_EQ(e.param, c.param) << c.body.dump() << ": " << e.message;
     EXPECT_FALSE(e.message.empty());
   }
+  // The forms that ask for nothing special pass.
+  EXPECT_EQ(error_of([&] { chat({{"messages", msgs}, {"logit_bias", json::object()}}); }).status, 0);
+  EXPECT_EQ(error_of([&] { chat({{"messages", msgs}, {"response_format", {{"type", "text"}}}}); }).status, 0);
+  EXPECT_EQ(error_of([&] { completion({{"prompt", "x"}, {"logit_bias", {{"42", 5}}}}); }).param, "logit_bias");
   EXPECT_EQ(error_of([&] { completion({{"max_tokens", 3}}); }).param, "prompt");
   EXPECT_EQ(error_of([&] { completion({{"prompt", {1, -2}}}); }).param, "prompt");
   EXPECT_EQ(error_of([&] { completion({{"prompt", "x"}, {"logprobs", 9}}); }).param, "logprobs");
@@ -197,11 +207,20 @@ TEST_F(OpenAiApiTest, ResponseShapes) {
   EXPECT_EQ(r["usage"]["prompt_tokens_details"]["cached_tokens"], 3);
   EXPECT_FLOAT_EQ(r["choices"][0]["logprobs"]["content"][0]["logprob"].get<float>(), -0.25f);
   EXPECT_EQ(r["choices"][0]["logprobs"]["content"][0]["top_logprobs"].size(), 1u);
-  const json c = stream_chunk(p, m, "He", toks, FinishReason::None, true, engine_->tokenizer());
+  const json c = stream_chunk(p, m, "He", toks, FinishReason::None, engine_->tokenizer());
   EXPECT_EQ(c["object"], "chat.completion.chunk");
-  EXPECT_EQ(c["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_FALSE(c["choices"][0]["delta"].contains("role"));
   EXPECT_EQ(c["choices"][0]["delta"]["content"], "He");
+  EXPECT_EQ(c["choices"][0]["logprobs"]["content"].size(), 1u);
   EXPECT_TRUE(c["choices"][0]["finish_reason"].is_null());
+  // The stream opens with the role alone: no text, no logprobs (llama.cpp's test_logprobs_stream
+  // checks the first chunk's content is null and every later content chunk has logprobs).
+  const json r0 = role_chunk(p, m);
+  EXPECT_EQ(r0["object"], "chat.completion.chunk");
+  EXPECT_EQ(r0["id"], "chatcmpl-1");
+  EXPECT_EQ(r0["choices"][0]["delta"], (json{{"role", "assistant"}, {"content", nullptr}}));
+  EXPECT_TRUE(r0["choices"][0]["logprobs"].is_null());
+  EXPECT_TRUE(r0["choices"][0]["finish_reason"].is_null());
   const json e = error_body({429, "busy", "server_busy", "", "queue_full"});
   EXPECT_EQ(e["error"]["type"], "server_busy");
   EXPECT_TRUE(e["error"]["param"].is_null());
