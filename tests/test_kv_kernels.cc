@@ -13,6 +13,7 @@
 #include "kv/kv_kernels.h"
 #include "kv_test_util.h"
 #include "util/fp16.h"
+#include "isa_report.h"
 #include "util/sysinfo.h"
 
 namespace leanlm {

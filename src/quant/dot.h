@@ -5,11 +5,14 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "quant/act_quant.h"
 #include "quant/quant_types.h"
 
 namespace leanlm {
+
+struct CpuFeatures;
 
 // Integer types: x is an int8-quantized activation row.
 using DotRowsQ = void (*)(int n, const void* w, size_t row_bytes, int nrows, const ActRow& x, float* out);
@@ -26,11 +29,21 @@ struct DotTable {
 
 // Tables per ISA; an entry an ISA does not specialise falls back to the one below it.
 const DotTable& dot_table(Isa isa);
-// Whether this CPU runs the AVX-512 kernels (AVX-512 F/BW/VL and VNNI).
+// The CPU flags of `isa`'s kernel set (the -m flags it is compiled with) that f lacks, as
+// "avx512dq, avx512bf16"; empty when f runs that set.
+std::string missing_isa_flags(const CpuFeatures& f, Isa isa);
+// Whether this CPU runs the AVX-512 kernels (every flag of LEANLM_AVX512_FLAGS).
 bool avx512_capable();
-// The best ISA this CPU supports (LEANLM_ISA=scalar|avx2|avx512 overrides, for testing).
+// The kernel set for a CPU with features f and a LEANLM_ISA value (null or empty: the best f runs).
+// Throws leanlm::Error, one line, for a value other than scalar|avx2|avx512 or one asking for a set
+// the CPU cannot run: running a lower set silently would make a forced-ISA test pass untested.
+Isa choose_isa(const CpuFeatures& f, const char* isa_override);
+// choose_isa(cpu_features(), getenv("LEANLM_ISA")), once (LEANLM_ISA forces a lower set, for testing).
 Isa best_isa();
 const DotTable& best_dot_table();
+// "kernel sets run: scalar, avx2; NOT run: avx512 (this CPU lacks avx512f, ...)": what a test run
+// with kernel set `in_use` compared, so a green log on a smaller CPU says what it did not test.
+std::string isa_paths_report(const CpuFeatures& f, Isa in_use);
 
 // True when the weight type is multiplied through int8 activations.
 inline bool uses_int8_acts(GgmlType t) {

@@ -17,10 +17,13 @@ const CpuFeatures& cpu_features() {
     __builtin_cpu_init();
     c.avx2 = __builtin_cpu_supports("avx2");
     c.fma = __builtin_cpu_supports("fma");
+    c.bmi2 = __builtin_cpu_supports("bmi2");
     c.avx512f = __builtin_cpu_supports("avx512f");
     c.avx512bw = __builtin_cpu_supports("avx512bw");
     c.avx512vl = __builtin_cpu_supports("avx512vl");
+    c.avx512dq = __builtin_cpu_supports("avx512dq");
     c.avx512vnni = __builtin_cpu_supports("avx512vnni");
+    c.avx512bf16 = __builtin_cpu_supports("avx512bf16");
     unsigned a, b, cc, d;
     __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(cc), "=d"(d) : "a"(1), "c"(0));
     c.f16c = (cc >> 29) & 1;
@@ -33,8 +36,8 @@ const CpuFeatures& cpu_features() {
 
 void require_cpu_baseline() {
   const auto& f = cpu_features();
-  if (!(f.avx2 && f.fma && f.f16c))
-    fail("this CPU lacks AVX2/FMA/F16C, which leanlm requires");
+  if (!(f.avx2 && f.fma && f.f16c && f.bmi2))
+    fail("this CPU lacks AVX2/FMA/F16C/BMI2, which leanlm requires");
 }
 
 int64_t peak_rss_bytes() {

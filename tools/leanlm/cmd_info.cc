@@ -4,6 +4,7 @@
 #include "common.h"
 #include "gguf/gguf.h"
 #include "quant/dot.h"
+#include "util/sysinfo.h"
 
 namespace leanlm::cli {
 
@@ -36,6 +37,7 @@ void info(const std::string& model_flag, bool show_metadata) {
   }
   std::printf("weights/token: %s read per decode step\n", human_bytes(double(m->weight_bytes_per_token())).c_str());
   std::printf("kernels:       %s (LEANLM_ISA=scalar|avx2|avx512 selects a lower set)\n", isa_name(best_isa()));
+  std::printf("               %s\n", isa_paths_report(cpu_features(), best_isa()).c_str());
   if (show_metadata) {
     std::printf("\nmetadata (%zu keys):\n", f.metadata().size());
     for (const auto& k : f.metadata_order()) std::printf("  %-40s %s\n", k.c_str(), f.find(k)->to_string().c_str());

@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "model_registry.h"
+#include "quant/dot.h"
 #include "util/sysinfo.h"
 
 namespace leanlm::cli {
@@ -129,6 +130,7 @@ int main(int argc, char** argv) {
   add_pull(app);
   add_serve(app);
   try {
+    leanlm::best_isa();  // a bad LEANLM_ISA fails here, before a command prints anything
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
