@@ -80,6 +80,11 @@ PHASES = [
         "[meta-llama-Llama-3.3-70B-Instruct-128-tools0-None-CompletionMode.NORMAL]",
         "unit/test_tool_call.py::test_completion_without_tool_call_fast"
         "[meta-llama-Llama-3.3-70B-Instruct-128-tools0-None-CompletionMode.STREAMED]",
+        # tools offered with tool_choice "none": a plain answer, no tool calls
+        "unit/test_tool_call.py::test_completion_without_tool_call_fast"
+        "[meta-llama-Llama-3.3-70B-Instruct-128-tools2-none-CompletionMode.NORMAL]",
+        "unit/test_tool_call.py::test_completion_without_tool_call_fast"
+        "[meta-llama-Llama-3.3-70B-Instruct-128-tools2-none-CompletionMode.STREAMED]",
         "unit/test_tokenize.py::test_tokenize_detokenize",
         "unit/test_tokenize.py::test_tokenize_with_pieces",
     ]),

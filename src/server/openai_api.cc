@@ -57,6 +57,15 @@ void parse_common(const json& body, const ApiLimits& lim, ParsedRequest& p) {
   if (body.contains("logit_bias") && !body["logit_bias"].is_null() &&
       !(body["logit_bias"].is_object() && body["logit_bias"].empty()))
     bad("logit_bias", "'logit_bias' is not supported");
+  // Tool calling is not implemented: a request offering tools the model may call is refused, so a
+  // client never waits for a tool call that cannot come. An empty list, or tool_choice "none" (the
+  // model must answer in text), asks for nothing leanlm lacks.
+  if (body.contains("tools") && !body["tools"].is_null()) {
+    if (!body["tools"].is_array()) bad("tools", "'tools' must be an array");
+    const bool answer_in_text = body.contains("tool_choice") && body["tool_choice"] == "none";
+    if (!body["tools"].empty() && !answer_in_text)
+      bad("tools", "tool calling is not supported ('tools' must be empty or 'tool_choice' \"none\")");
+  }
   if (body.contains("response_format") && !body["response_format"].is_null()) {
     const json& rf = body["response_format"];
     if (!rf.is_object() || !rf.contains("type") || !rf["type"].is_string())

@@ -132,6 +132,15 @@ TEST_F(OpenAiApiTest, BadRequestsNameTheParameter) {
   }
   // The forms that ask for nothing special pass.
   EXPECT_EQ(error_of([&] { chat({{"messages", msgs}, {"logit_bias", json::object()}}); }).status, 0);
+  // Tools the model may call are refused; none offered, or tool_choice "none", is a plain chat.
+  const json tool = {{"type", "function"}, {"function", {{"name", "f"}, {"parameters", json::object()}}}};
+  EXPECT_EQ(error_of([&] { chat({{"messages", msgs}, {"tools", json::array({tool})}}); }).param, "tools");
+  EXPECT_EQ(error_of([&] { chat({{"messages", msgs}, {"tools", json::array({tool})}, {"tool_choice", "auto"}}); }).status,
+            400);
+  EXPECT_EQ(error_of([&] { chat({{"messages", msgs}, {"tools", "f"}}); }).param, "tools");
+  EXPECT_EQ(error_of([&] { chat({{"messages", msgs}, {"tools", json::array()}}); }).status, 0);
+  EXPECT_EQ(error_of([&] { chat({{"messages", msgs}, {"tools", json::array({tool})}, {"tool_choice", "none"}}); }).status,
+            0);
   EXPECT_EQ(error_of([&] { chat({{"messages", msgs}, {"response_format", {{"type", "text"}}}}); }).status, 0);
   EXPECT_EQ(error_of([&] { completion({{"prompt", "x"}, {"logit_bias", {{"42", 5}}}}); }).param, "logit_bias");
   EXPECT_EQ(error_of([&] { completion({{"max_tokens", 3}}); }).param, "prompt");
