@@ -96,63 +96,136 @@ Engine* KvModelTest::engine_ = nullptr;
 std::vector<int>* KvModelTest::text_ = nullptr;
 std::string* KvModelTest::books_path_ = nullptr;
 
+// Per-row quality bounds: {codec, eviction, most added nll, least top-1 agreement}. Measured on
+// this model and text (640 tokens, nll over the last 319 positions, x86-64 AVX-512, 2 threads): the
+// comment holds each row's measured nll - f16 nll and agreement of its argmax with f16's; the bound
+// is 1.25 x measured + 0.01 nats and the agreement measured - 0.04 (13 of 319 positions). The runs
+// are deterministic, so the slack covers other kernel sets and thread counts, not noise; a slightly
+// wrong dequantization scale or eviction score moves a row by more than that.
+struct QualityBound {
+  const char* codec;
+  const char* evict;
+  double max_dnll, min_agree;
+};
+
+double agreement(const std::vector<int>& a, const std::vector<int>& b) {
+  int n = 0;
+  for (size_t i = 0; i < a.size(); ++i) n += a[i] == b[i];
+  return double(n) / double(a.size());
+}
+
 TEST_F(KvModelTest, EveryConfigurationRunsEndToEnd) {
   const int n = 640;
   const Run base = run(KvConfig{}, n);
-  for (const char* codec :
-       {"f16", "q8_0", "q4_0", "q4_0:rot=1", "kivi4", "kivi2:r=32", "cq-4c8b:r=16", "pq:r=16", "pq:v=kivi2:r=32"}) {
-    for (const char* evict : {"none", "streaming", "h2o", "scissorhands", "snapkv", "scissorhands:keep=kivi2"}) {
-      KvConfig cfg;
-      cfg.codec = parse_codec(codec);
-      cfg.evict = parse_evict(evict);
-      cfg.codebooks = *books_path_;
-      const bool evicting = cfg.evict.kind != EvictSpec::Kind::None;
-      if (evicting) parse_budget("160", cfg);
-      SCOPED_TRACE(cfg.name());
-      const Run r = run(cfg, n);
-      ASSERT_TRUE(std::isfinite(r.nll));
-      // Quality: the near-lossless rows stay within 3 % perplexity of f16; the aggressive ones (2-bit,
-      // 160-token budget, CQ codebooks from 256 tokens) lose 10-95 % here; a broken kernel or a slot
-      // holding the wrong token costs far more (perplexity in the hundreds).
-      const bool lossless = !evicting && (cfg.codec.kind == CodecSpec::Kind::F16 || cfg.codec.kind == CodecSpec::Kind::Q8_0);
-      EXPECT_LT(r.nll - base.nll, std::log(lossless ? 1.03 : 2.5)) << "ppl " << std::exp(r.nll) << " vs " << std::exp(base.nll);
-      int agree = 0;
-      for (size_t i = 0; i < r.top.size(); ++i) agree += r.top[i] == base.top[i];
-      EXPECT_GT(double(agree) / r.top.size(), lossless ? 0.9 : 0.4);
-      // Budget: no layer ever holds more than the budget after a pass (the low tier does not count).
-      if (evicting && cfg.evict.keep.empty()) EXPECT_LE(r.max_live, 160);
-      if (evicting && !cfg.evict.keep.empty()) EXPECT_EQ(r.max_live, n);  // nothing dropped, only demoted
-      if (cfg.codec.compressed() || (evicting && cfg.evict.keep.empty())) EXPECT_LT(r.bytes, base.bytes);
-    }
+  // Eviction rows keep 160 tokens; "keep=kivi2" demotes to a 2-bit tier instead of dropping.
+  const QualityBound rows[] = {
+      {"f16", "none", 0.010, 0.96},  // measured 0.0000, 1.000
+      {"f16", "streaming", 0.148, 0.77},  // measured 0.1103, 0.806
+      {"f16", "h2o", 0.093, 0.79},  // measured 0.0666, 0.828
+      {"f16", "scissorhands", 0.100, 0.80},  // measured 0.0717, 0.837
+      {"f16", "snapkv", 0.078, 0.82},  // measured 0.0545, 0.856
+      {"f16", "scissorhands:keep=kivi2", 0.038, 0.86},  // measured 0.0221, 0.903
+      {"q8_0", "none", 0.018, 0.90},  // measured 0.0067, 0.940
+      {"q8_0", "streaming", 0.146, 0.80},  // measured 0.1090, 0.843
+      {"q8_0", "h2o", 0.114, 0.81},  // measured 0.0829, 0.853
+      {"q8_0", "scissorhands", 0.106, 0.80},  // measured 0.0770, 0.843
+      {"q8_0", "snapkv", 0.115, 0.80},  // measured 0.0842, 0.837
+      {"q8_0", "scissorhands:keep=kivi2", 0.068, 0.86},  // measured 0.0465, 0.897
+      {"q4_0", "none", 0.110, 0.73},  // measured 0.0798, 0.774
+      {"q4_0", "streaming", 0.291, 0.69},  // measured 0.2246, 0.734
+      {"q4_0", "h2o", 0.175, 0.69},  // measured 0.1324, 0.730
+      {"q4_0", "scissorhands", 0.193, 0.72},  // measured 0.1461, 0.765
+      {"q4_0", "snapkv", 0.147, 0.72},  // measured 0.1094, 0.765
+      {"q4_0", "scissorhands:keep=kivi2", 0.165, 0.70},  // measured 0.1243, 0.743
+      {"q4_0:rot=1", "none", 0.062, 0.77},  // measured 0.0417, 0.815
+      {"q4_0:rot=1", "streaming", 0.253, 0.72},  // measured 0.1944, 0.759
+      {"q4_0:rot=1", "h2o", 0.211, 0.72},  // measured 0.1608, 0.755
+      {"q4_0:rot=1", "scissorhands", 0.149, 0.71},  // measured 0.1116, 0.746
+      {"q4_0:rot=1", "snapkv", 0.171, 0.74},  // measured 0.1287, 0.777
+      {"q4_0:rot=1", "scissorhands:keep=kivi2", 0.311, 0.67},  // measured 0.2406, 0.715
+      {"kivi4", "none", 0.030, 0.89},  // measured 0.0163, 0.931
+      {"kivi4", "streaming", 0.137, 0.76},  // measured 0.1018, 0.799
+      {"kivi4", "h2o", 0.110, 0.77},  // measured 0.0801, 0.815
+      {"kivi4", "scissorhands", 0.110, 0.79},  // measured 0.0802, 0.834
+      {"kivi4", "snapkv", 0.095, 0.79},  // measured 0.0677, 0.834
+      {"kivi4", "scissorhands:keep=kivi2", 0.070, 0.84},  // measured 0.0481, 0.881
+      {"kivi2:r=32", "none", 0.160, 0.70},  // measured 0.1203, 0.743
+      {"kivi2:r=32", "streaming", 0.337, 0.68},  // measured 0.2616, 0.724
+      {"kivi2:r=32", "h2o", 0.327, 0.66},  // measured 0.2537, 0.702
+      {"kivi2:r=32", "scissorhands", 0.277, 0.65},  // measured 0.2134, 0.690
+      {"kivi2:r=32", "snapkv", 0.338, 0.64},  // measured 0.2626, 0.680
+      {"kivi2:r=32", "scissorhands:keep=kivi2", 0.246, 0.69},  // measured 0.1886, 0.730
+      {"cq-4c8b:r=16", "none", 0.687, 0.59},  // measured 0.5416, 0.630
+      {"cq-4c8b:r=16", "streaming", 0.821, 0.53},  // measured 0.6491, 0.567
+      {"cq-4c8b:r=16", "h2o", 0.665, 0.56},  // measured 0.5239, 0.605
+      {"cq-4c8b:r=16", "scissorhands", 0.750, 0.53},  // measured 0.5920, 0.571
+      {"cq-4c8b:r=16", "snapkv", 0.852, 0.51},  // measured 0.6734, 0.552
+      {"cq-4c8b:r=16", "scissorhands:keep=kivi2", 0.751, 0.58},  // measured 0.5931, 0.621
+      {"pq:r=16", "none", 0.580, 0.63},  // measured 0.4558, 0.674
+      {"pq:r=16", "streaming", 0.728, 0.56},  // measured 0.5744, 0.605
+      {"pq:r=16", "h2o", 0.683, 0.56},  // measured 0.5388, 0.602
+      {"pq:r=16", "scissorhands", 0.743, 0.54},  // measured 0.5866, 0.577
+      {"pq:r=16", "snapkv", 0.728, 0.55},  // measured 0.5745, 0.593
+      {"pq:r=16", "scissorhands:keep=kivi2", 0.595, 0.61},  // measured 0.4683, 0.649
+      {"pq:v=kivi2:r=32", "none", 0.217, 0.73},  // measured 0.1658, 0.771
+      {"pq:v=kivi2:r=32", "streaming", 0.439, 0.66},  // measured 0.3434, 0.702
+      {"pq:v=kivi2:r=32", "h2o", 0.358, 0.67},  // measured 0.2787, 0.715
+      {"pq:v=kivi2:r=32", "scissorhands", 0.348, 0.67},  // measured 0.2708, 0.709
+      {"pq:v=kivi2:r=32", "snapkv", 0.397, 0.67},  // measured 0.3096, 0.705
+      {"pq:v=kivi2:r=32", "scissorhands:keep=kivi2", 0.208, 0.71},  // measured 0.1583, 0.746
+  };
+  for (const QualityBound& row : rows) {
+    KvConfig cfg;
+    cfg.codec = parse_codec(row.codec);
+    cfg.evict = parse_evict(row.evict);
+    cfg.codebooks = *books_path_;
+    const bool evicting = cfg.evict.kind != EvictSpec::Kind::None;
+    if (evicting) parse_budget("160", cfg);
+    SCOPED_TRACE(cfg.name());
+    const Run r = run(cfg, n);
+    ASSERT_TRUE(std::isfinite(r.nll));
+    EXPECT_LT(r.nll - base.nll, row.max_dnll) << "ppl " << std::exp(r.nll) << " vs " << std::exp(base.nll);
+    EXPECT_GE(agreement(r.top, base.top), row.min_agree);
+    // Budget: no layer ever holds more than the budget after a pass (the low tier does not count).
+    if (evicting && cfg.evict.keep.empty()) EXPECT_LE(r.max_live, 160);
+    if (evicting && !cfg.evict.keep.empty()) EXPECT_EQ(r.max_live, n);  // nothing dropped, only demoted
+    if (cfg.codec.compressed() || (evicting && cfg.evict.keep.empty())) EXPECT_LT(r.bytes, base.bytes);
   }
 }
 
 TEST_F(KvModelTest, ThinkPrunesKeyChannelsWithEveryCodec) {
   const int n = 640;
   const Run base = run(KvConfig{}, n);
+  // Bounds measured as above, but the added nll is against the same configuration without ThinK
+  // (scissorhands rows keep 320 tokens); the agreement is still with f16.
   // CQ at r=32: ThinK keeps at least 32 tokens whole, so both runs hold the same window.
-  for (const char* codec : {"f16", "q8_0", "q4_0", "kivi4:r=32", "cq-4c8b:r=32"}) {
-    for (const char* evict : {"none", "scissorhands"}) {
-      KvConfig cfg;
-      cfg.codec = parse_codec(codec);
-      cfg.evict = parse_evict(evict);
-      cfg.codebooks = *books_path_;
-      if (cfg.evict.kind != EvictSpec::Kind::None) parse_budget("320", cfg);
-      const Run whole = run(cfg, n);
-      cfg.think = 0.5;
-      SCOPED_TRACE(cfg.name());
-      const Run r = run(cfg, n);
-      ASSERT_TRUE(std::isfinite(r.nll));
-      // Half the key channels of every token older than 32 gone: fewer bytes, a bounded loss (here
-      // +10-20 % perplexity; a wrong channel gathered or a pruned one scored costs far more).
-      EXPECT_LT(r.bytes, whole.bytes);
-      std::printf("%-40s ppl %.2f (same without ThinK %.2f, f16 %.2f)\n", cfg.name().c_str(), std::exp(r.nll),
-                  std::exp(whole.nll), std::exp(base.nll));
-      EXPECT_LT(r.nll - whole.nll, std::log(1.5)) << "ppl " << std::exp(r.nll) << " vs " << std::exp(whole.nll);
-      int agree = 0;
-      for (size_t i = 0; i < r.top.size(); ++i) agree += r.top[i] == base.top[i];
-      EXPECT_GT(double(agree) / r.top.size(), 0.5);
-    }
+  const QualityBound rows[] = {
+      {"f16", "none", 0.145, 0.73},  // measured 0.1084, 0.768
+      {"f16", "scissorhands", 0.152, 0.70},  // measured 0.1140, 0.743
+      {"q8_0", "none", 0.155, 0.71},  // measured 0.1163, 0.749
+      {"q8_0", "scissorhands", 0.145, 0.72},  // measured 0.1080, 0.759
+      {"q4_0", "none", 0.072, 0.69},  // measured 0.0495, 0.727
+      {"q4_0", "scissorhands", 0.081, 0.67},  // measured 0.0567, 0.715
+      {"kivi4:r=32", "none", 0.129, 0.74},  // measured 0.0952, 0.784
+      {"kivi4:r=32", "scissorhands", 0.161, 0.72},  // measured 0.1208, 0.762
+      {"cq-4c8b:r=32", "none", 0.126, 0.64},  // measured 0.0930, 0.683
+      {"cq-4c8b:r=32", "scissorhands", 0.128, 0.64},  // measured 0.0943, 0.680
+  };
+  for (const QualityBound& row : rows) {
+    KvConfig cfg;
+    cfg.codec = parse_codec(row.codec);
+    cfg.evict = parse_evict(row.evict);
+    cfg.codebooks = *books_path_;
+    if (cfg.evict.kind != EvictSpec::Kind::None) parse_budget("320", cfg);
+    const Run whole = run(cfg, n);
+    cfg.think = 0.5;
+    SCOPED_TRACE(cfg.name());
+    const Run r = run(cfg, n);
+    ASSERT_TRUE(std::isfinite(r.nll));
+    // Half the key channels of every token older than 32 gone: fewer bytes, a bounded loss.
+    EXPECT_LT(r.bytes, whole.bytes);
+    EXPECT_LT(r.nll - whole.nll, row.max_dnll) << "ppl " << std::exp(r.nll) << " vs " << std::exp(whole.nll);
+    EXPECT_GE(agreement(r.top, base.top), row.min_agree);
   }
 }
 
