@@ -273,12 +273,18 @@ TEST(Attention, SparseDecodeKeepsTheTopSlots) {
         std::vector<int> vis;
         for (int slot = 0; slot < n; ++slot)
           if (best[slot] > -INFINITY) vis.push_back(slot);
-        const int n_spans = (int(vis.size()) + 31) / 32, keep = std::min(n_spans, (top_k + 31) / 32);
+        const int n_spans = (int(vis.size()) + 31) / 32;
+        int keep = std::min(n_spans, (top_k + 31) / 32);
         std::vector<float> span_best(n_spans, -INFINITY);
         for (size_t c = 0; c < vis.size(); ++c) span_best[c / 32] = std::max(span_best[c / 32], best[vis[c]]);
         std::vector<int> span_order(n_spans);
         for (int i = 0; i < n_spans; ++i) span_order[i] = i;
-        std::stable_sort(span_order.begin(), span_order.end(), [&](int a, int b) { return span_best[a] > span_best[b]; });
+        // The first span (sinks) and those holding the newest 32 slots come first, whatever their scores.
+        const int first_recent = std::max(0, int(vis.size()) - 32) / 32;
+        const auto rank = [&](int sp) { return sp == 0 || sp >= first_recent ? INFINITY : span_best[sp]; };
+        std::stable_sort(span_order.begin(), span_order.end(), [&](int a, int b) { return rank(a) > rank(b); });
+        const int n_reserved = 1 + n_spans - std::max(1, first_recent);
+        keep = std::max(keep, std::min(n_spans, n_reserved));
         std::vector<int> order;
         for (int k = 0; k < keep; ++k)
           for (size_t c = size_t(span_order[k]) * 32; c < std::min(vis.size(), size_t(span_order[k] + 1) * 32); ++c)
@@ -381,38 +387,80 @@ void check_sparse(const SparseCase& c) {
   }
 }
 
-// Equal best scores: the earlier span wins, so the choice is the same on every run, and exactly
-// ceil(K / 32) spans are kept (K = 70: 3 spans, 96 slots; the rest get no weight).
+// The first span (the sinks) and the spans holding the newest 32 slots (here 640 slots: span 19)
+// are always kept; the others go by best score, equal best scores to the earlier span, so the
+// choice is the same on every run, and exactly ceil(K / 32) spans are kept (K = 70: 3 spans, 96
+// slots; the rest get no weight).
 TEST(SparseAttention, TiesGoToTheEarlierSpanAndKeepCeilKOver32Spans) {
-  check_sparse({640, 70, std::vector<float>(640, 0.f), {0, 1, 2}});
-  // K a multiple of 32 keeps K slots exactly.
-  check_sparse({640, 64, std::vector<float>(640, 0.f), {0, 1}});
+  check_sparse({640, 70, std::vector<float>(640, 0.f), {0, 1, 19}});
+  // K a multiple of 32 keeps K slots exactly: here the reserved spans alone.
+  check_sparse({640, 64, std::vector<float>(640, 0.f), {0, 19}});
   // A tie between a later and an earlier span, both below the best: the earlier of the two.
   std::vector<float> s(640, 0.f);
   s[400] = 3.f, s[100] = 1.f, s[600] = 1.f;
-  check_sparse({640, 64, s, {3, 12}});
+  check_sparse({640, 128, s, {0, 3, 12, 19}});
 }
 
-// NaN scores (an fp16 key that overflowed) rank last: a span of NaN keys is never kept while other
-// spans remain, and the output stays finite.
+// NaN scores (an fp16 key that overflowed) rank last: a span of NaN keys outside the reserved ones
+// is never kept while other spans remain, and the output stays finite.
 TEST(SparseAttention, NaNKeysRankLast) {
   std::vector<float> s(640, 0.f);
-  for (int p = 0; p < 32; ++p) s[p] = NAN;       // span 0, which would win every tie
+  for (int p = 32; p < 64; ++p) s[p] = NAN;      // span 1, which would win every tie
   for (int p = 320; p < 352; ++p) s[p] = NAN;    // span 10
-  check_sparse({640, 96, s, {1, 2, 3}});
+  check_sparse({640, 128, s, {0, 2, 3, 19}});
+}
+
+// A NaN query (a model that has already diverged) gives NaN outputs, as dense attention does, and
+// no crash: every score is NaN, so the reserved spans and then the earliest are kept.
+TEST(SparseAttention, NaNQueryGivesNaNLikeDense) {
+  const int H = 2, KVH = 1, D = 32, n = 1200;
+  BlockPool pool;
+  auto kv = make_kv_store(KvType::F16, KvShape{KVH, D, 0, 1, n}, pool);
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> k(D), v(D);
+  for (int p = 0; p < n; ++p) {
+    for (auto& x : k) x = nd(rng);
+    for (auto& x : v) x = nd(rng);
+    kv->append(p, k.data(), v.data());
+  }
+  std::vector<float> q(size_t(H) * D, 0.5f);
+  q[3] = NAN;  // head 0 only
+  for (int n_threads : {1, 2}) {  // two threads split the dense step's slots: the merged result too
+    ThreadPool threads(n_threads);
+    Attention attn(threads.size());
+    for (int top_k : {0, 96}) {
+      std::vector<float> out(q.size());
+      attn.run(threads, {H, KVH, D, 0}, {{kv.get(), n - 1, nullptr, top_k}}, q.data(), out.data());
+      for (int e = 0; e < D; ++e) {
+        EXPECT_TRUE(std::isnan(out[e])) << "threads " << n_threads << " k " << top_k << " dim " << e;
+        EXPECT_TRUE(std::isfinite(out[D + e])) << "threads " << n_threads << " k " << top_k << " dim " << e;
+      }
+    }
+  }
 }
 
 // The best-scoring spans are kept wherever they are, a short last span (the newest tokens, here
-// 16) counting its own slots only; sinks and the newest tokens have no reserved place (docs/kv-cache.md:
-// they are scored like the rest), so with low scores they are left out.
+// 16) counting its own slots only. The recent window is the newest 32 slots: with a short last
+// span, the span before it too (656 slots: spans 19 and 20, with the sinks' span 0 three reserved).
 TEST(SparseAttention, KeepsTheBestSpansWhereverTheyAre) {
   std::vector<float> s(656, 0.f);
-  s[650] = 5.f, s[300] = 4.f, s[40] = 2.f;
-  check_sparse({656, 96, s, {1, 9, 20}});
+  s[650] = 5.f, s[300] = 4.f, s[100] = 3.f, s[40] = 2.f;
+  check_sparse({656, 192, s, {0, 1, 3, 9, 19, 20}});
+  check_sparse({656, 160, s, {0, 3, 9, 19, 20}});
+  check_sparse({656, 128, s, {0, 9, 19, 20}});
+}
+
+// Sinks and the recent window are kept however low their scores, even where they alone exceed K.
+TEST(SparseAttention, SinksAndRecentWindowAreAlwaysKept) {
   std::vector<float> low(656, 1.f);
   for (int p = 0; p < 32; ++p) low[p] = -3.f;     // the span of the sinks (the first 4 positions)
-  for (int p = 640; p < 656; ++p) low[p] = -3.f;  // the newest tokens, the query's own included
-  check_sparse({656, 64, low, {1, 2}});
+  for (int p = 608; p < 656; ++p) low[p] = -3.f;  // the newest tokens, the query's own included
+  check_sparse({656, 64, low, {0, 19, 20}});
+  check_sparse({656, 160, low, {0, 1, 2, 19, 20}});
+  std::vector<float> even(640, 1.f);  // 640 slots: the newest 32 are span 19 alone
+  for (int p = 576; p < 640; ++p) even[p] = -3.f;
+  check_sparse({640, 96, even, {0, 1, 19}});
 }
 
 // What an eviction policy is told: per query token and KV head, the softmax weights averaged over

@@ -5,6 +5,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 
 #include "kernels/ops.h"
@@ -221,11 +222,16 @@ void Attention::run_sparse_task(const Task& task, const AttnShape& sh, const std
   std::copy(S, S + n, best);
   for (int i = 1; i < nq; ++i)
     for (int j = 0; j < n; ++j) best[j] = std::max(best[j], S[size_t(i) * n + j]);
-  // Columns are kept in spans of kSparseSpan consecutive visible slots (the stores' blocks), the
-  // spans with the highest best score first (ties to the earlier span: the same choice on every
-  // run), so that values are read in a few contiguous runs.
+  // Columns are kept in spans of kSparseSpan consecutive visible slots (the stores' blocks), so that
+  // values are read in a few contiguous runs. The first span (the attention sinks: StreamingLLM's
+  // first tokens get weight whatever their keys say) and the spans holding the newest kSparseSpan
+  // slots (the recent window) are always kept; the budget's other spans go to the highest best
+  // scores (ties to the earlier span: the same choice on every run). The reserved spans count
+  // against K, and are kept even where they alone exceed it.
   const int n_spans = (n + kSparseSpan - 1) / kSparseSpan;
-  const int keep = std::min(n_spans, (top_k + kSparseSpan - 1) / kSparseSpan);
+  const int first_recent = std::max(0, n - kSparseSpan) / kSparseSpan;
+  const int n_reserved = std::min(n_spans, 1 + (n_spans - std::max(1, first_recent)));
+  const int keep = std::min(n_spans, std::max(n_reserved, (top_k + kSparseSpan - 1) / kSparseSpan));
   thread_local std::vector<float> span_best;
   thread_local std::vector<int> spans;
   span_best.assign(n_spans, -INFINITY);
@@ -233,7 +239,9 @@ void Attention::run_sparse_task(const Task& task, const AttnShape& sh, const std
     if (!std::isnan(best[j])) span_best[j / kSparseSpan] = std::max(span_best[j / kSparseSpan], best[j]);
   spans.resize(n_spans);
   std::iota(spans.begin(), spans.end(), 0);
+  const auto reserved = [&](int sp) { return sp == 0 || sp >= first_recent; };
   std::nth_element(spans.begin(), spans.begin() + (keep - 1), spans.end(), [&](int a, int b) {
+    if (reserved(a) != reserved(b)) return reserved(a);
     return span_best[a] != span_best[b] ? span_best[a] > span_best[b] : a < b;
   });
   spans.resize(keep);
@@ -399,8 +407,21 @@ void Attention::run(ThreadPool& pool, const AttnShape& sh, const std::vector<Att
                part ? part_max_.data() + row_offset[i] : nullptr, part ? part_sum_.data() + row_offset[i] : nullptr);
     }
   });
-  if (n_splits == 1) return;
+  if (n_splits > 1) merge_splits(sh, tasks, n_splits, out);
 
+  // A query head holding a NaN (a model that has diverged) gets NaN outputs on every kernel set, dense
+  // or sparse: the kernels' max over scores treats NaN differently per ISA (the scalar fmax skips it).
+  const size_t n_rows = tokens.size() * size_t(sh.n_head);
+  for (size_t r = 0; r < n_rows; ++r) {
+    const float* qr = q + r * D;
+    if (std::any_of(qr, qr + D, [](float x) { return std::isnan(x); }))
+      std::fill(out + r * D, out + (r + 1) * D, std::numeric_limits<float>::quiet_NaN());
+  }
+}
+
+void Attention::merge_splits(const AttnShape& sh, const std::vector<Task>& tasks, int n_splits, float* out) {
+  const int D = sh.head_dim, G = sh.n_head / sh.n_head_kv;
+  const std::vector<size_t>& row_offset = row_offset_;
   // Merge the splits of each original task: out = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s.
   for (size_t i0 = 0; i0 < tasks.size(); i0 += n_splits) {
     const Task& t0 = tasks[i0];

@@ -76,6 +76,8 @@ class Attention {
   // threads (one selection per step, whatever the thread count). sc.q holds the task's queries.
   void run_sparse_task(const Task& task, const AttnShape& shape, const std::vector<SlotRange>& ranges, int top_k,
                        const KvStore& kv, float* out, Scratch& sc);
+  // out for every query row of split tasks (n_splits consecutive per original task) from the partials.
+  void merge_splits(const AttnShape& shape, const std::vector<Task>& tasks, int n_splits, float* out);
 
   size_t kept_limit_ = size_t(4) << 20;  // 16 MiB of floats per thread
   std::vector<Scratch> scratch_;
