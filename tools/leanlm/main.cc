@@ -133,7 +133,10 @@ int main(int argc, char** argv) {
     leanlm::best_isa();  // a bad LEANLM_ISA fails here, before a command prints anything
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // A bad flag is an error like any other: one line, status 1 (CLI11's own print is two lines, 105+).
+    std::fprintf(stderr, "error: %s (see --help)\n", e.what());
+    return 1;
   } catch (const leanlm::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "error: %s\n", e.what());
