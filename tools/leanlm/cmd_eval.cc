@@ -50,12 +50,12 @@ struct EvalFlags {
 struct Result {
   KvConfig cfg;
   std::string label;  // the configuration's name, and which codebook file when several are compared
-  std::map<int, double> ppl, kld, top1;  // by perplexity context
-  std::map<int, double> bytes_per_token;   // KV bytes allocated / tokens, at the end of each perplexity chunk, by context
-  std::map<int, double> retrieval_bytes_per_token;  // the same after each retrieval prompt, by length (last prompt)
+  std::map<int, double> ppl{}, kld{}, top1{};  // by perplexity context
+  std::map<int, double> bytes_per_token{};  // KV bytes allocated / tokens, at the end of each perplexity chunk, by context
+  std::map<int, double> retrieval_bytes_per_token{};  // the same after each retrieval prompt, by length (last prompt)
   double kld_sum = 0, top1_hits = 0;
   int64_t kl_count = 0;
-  std::map<int, std::pair<int, int>> passkey, needle;  // length -> (hits, trials)
+  std::map<int, std::pair<int, int>> passkey{}, needle{};  // length -> (hits, trials)
 };
 
 std::vector<int> parse_ints(const std::string& text, const char* what) {
