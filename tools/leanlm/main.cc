@@ -30,7 +30,8 @@ const char* const kKvEvictHelp =
     "CODEC (MiKV-style) instead of dropping them";
 const char* const kKvTopkHelp =
     "sparse decode attention: each layer attends to the K slots with the highest scores (computed over every "
-    "slot the cache's cheap way, e.g. PQ lookups), reading only their values; 0: all slots";
+    "slot the cache's cheap way, e.g. PQ lookups), reading only their values; the first 32 slots (sinks) and the "
+    "newest 32 are always kept; 0: all slots";
 const char* const kKvBudgetHelp = "KV tokens kept per layer by the eviction policy: a count, or a percentage of -c like 20%";
 
 void EngineFlags::add(CLI::App* app, int default_ctx, bool with_kv) {
