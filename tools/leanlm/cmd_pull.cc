@@ -101,6 +101,19 @@ struct TempDir {
   }
 };
 
+// The SHA-256 of a whole file, hex ("" if it cannot be read: then it matches no expected hash).
+std::string file_sha256(const fs::path& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return "";
+  Sha256 sha;
+  std::vector<uint8_t> buf(size_t(1) << 20);
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0) sha.update(buf.data(), n);
+  const bool ok = !std::ferror(f);
+  std::fclose(f);
+  return ok ? sha.hex_digest() : "";
+}
+
 void pull(const std::string& name, const std::string& dir_flag) {
   const KnownModel* m = find_known_model(name);
   if (!m) {
@@ -114,11 +127,17 @@ void pull(const std::string& name, const std::string& dir_flag) {
   if (!fs::is_directory(dir)) fail("pull: cannot create " + dir.string());
   const fs::path final_path = dir / m->file;
   if (fs::exists(final_path, ec)) {
-    if (fs::file_size(final_path, ec) == m->size) {
-      std::printf("%s is already in %s\n", m->name.c_str(), final_path.c_str());
+    // The size alone would trust a file damaged in place (same length, other bytes): the hash is
+    // checked every time (a few seconds for the largest known model).
+    if (fs::file_size(final_path, ec) != m->size)
+      std::fprintf(stderr, "pull: %s has the wrong size; fetching it again\n", final_path.c_str());
+    else if (file_sha256(final_path) != m->sha256)
+      std::fprintf(stderr, "pull: %s has the right size but not the expected SHA-256; fetching it again\n",
+                   final_path.c_str());
+    else {
+      std::printf("%s is already in %s (sha256 verified)\n", m->name.c_str(), final_path.c_str());
       return;
     }
-    std::fprintf(stderr, "pull: %s has the wrong size; fetching it again\n", final_path.c_str());
   }
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) signal(sig, on_signal);
   // A part file of this process's own, so that two pulls of one model cannot write into each
