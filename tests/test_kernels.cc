@@ -133,51 +133,79 @@ TEST(Fp16, ReferenceMatchesF16C) {
 // dequantized weights with the quantized activations.
 class DotTest : public ::testing::TestWithParam<GgmlType> {};
 
-// saturate_sign != 0: every weight code byte 0xFF and every activation code +-127 (x constant with
-// that sign): the largest integer sums a kernel can meet, where int16 saturation would show.
-void check_dot(GgmlType t, int n, int saturate_sign = 0) {
-  std::mt19937 rng(42 + int(t) + n);
-  const int rows = 7;
+// The dot of rows x n weights w with the activation x, through every ISA: the scalar reference
+// must equal the float dot of the dequantized weights with the activation as its int8 codes
+// represent it (summed in doubles), and each ISA the reference, within float rounding of the
+// magnitudes summed.
+void check_dot_rows(GgmlType t, int n, int rows, const std::vector<uint8_t>& w, const std::vector<float>& x,
+                    const char* what) {
   const size_t rb = row_bytes(t, n);
-  const std::vector<uint8_t> w = saturate_sign ? saturated_matrix(t, rows, n, rng) : random_matrix(t, rows, n, rng);
-  std::normal_distribution<float> nd(0.f, 1.f);
-  std::vector<float> x(n);
-  for (float& v : x) v = saturate_sign ? float(saturate_sign) : nd(rng);
   ActBatch acts;
   acts.quantize(x.data(), 1, n, n, act_scheme(t));
   const ActRow xr = acts.row(0);
-  // x as the int8 codes represent it
-  std::vector<float> xq(n);
+  std::vector<float> xq(n);  // x as the int8 codes represent it
   for (int i = 0; i < n; ++i) xq[i] = xr.q[i] * xr.d[i / 32];
 
   std::vector<float> ref(rows);
   dot_table(Isa::Scalar).q[int(t)](n, w.data(), rb, rows, xr, ref.data());
+  std::vector<double> mag(rows);
   std::vector<float> deq(n);
   for (int r = 0; r < rows; ++r) {
     dequantize_row(t, w.data() + r * rb, deq.data(), n);
-    double exact = 0, mag = 0;
+    double exact = 0;
     for (int i = 0; i < n; ++i) {
       exact += double(deq[i]) * xq[i];
-      mag += std::fabs(double(deq[i]) * xq[i]);
+      mag[r] += std::fabs(double(deq[i]) * xq[i]);
     }
-    EXPECT_NEAR(ref[r], exact, 1e-5 * mag + 1e-6) << "scalar reference vs dequantized, row " << r;
+    EXPECT_NEAR(ref[r], exact, 1e-5 * mag[r] + 1e-6) << what << ": scalar reference vs dequantized, row " << r << " n " << n;
   }
   for (Isa isa : available_isas()) {
     std::vector<float> out(rows);
     dot_table(isa).q[int(t)](n, w.data(), rb, rows, xr, out.data());
-    for (int r = 0; r < rows; ++r) {
-      dequantize_row(t, w.data() + r * rb, deq.data(), n);
-      double mag = 0;
-      for (int i = 0; i < n; ++i) mag += std::fabs(double(deq[i]) * xq[i]);
-      EXPECT_NEAR(out[r], ref[r], 1e-5 * mag + 1e-6) << isa_name(isa) << " row " << r << " n " << n;
-    }
+    for (int r = 0; r < rows; ++r)
+      EXPECT_NEAR(out[r], ref[r], 1e-5 * mag[r] + 1e-6) << what << ": " << isa_name(isa) << " row " << r << " n " << n;
   }
+}
+
+// saturate_sign != 0: every weight code byte 0xFF and every activation code +-127 (x constant with
+// that sign): the largest unsigned codes and sub-block scales the kernels multiply.
+void check_dot(GgmlType t, int n, int saturate_sign = 0) {
+  std::mt19937 rng(42 + int(t) + n);
+  const int rows = 7;
+  const std::vector<uint8_t> w = saturate_sign ? saturated_matrix(t, rows, n, rng) : random_matrix(t, rows, n, rng);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> x(n);
+  for (float& v : x) v = saturate_sign ? float(saturate_sign) : nd(rng);
+  check_dot_rows(t, n, rows, w, x, saturate_sign ? "0xFF codes" : "random");
+}
+
+// Every code and sub-block scale at the largest magnitude its format holds (extreme_matrix: for
+// Q8_0 -128 and 127, which 0xFF (-1) is not), blocks negative or positive at random, and every
+// activation code +-127 with the sign of the weight it meets, so that every product adds to the
+// same sum: the largest integer sums a kernel can be given. Activations both of unit size and of
+// the size of real outliers (3e4, as Gemma's residual stream reaches).
+void check_dot_extreme(GgmlType t, int n) {
+  std::mt19937 rng(97 + int(t) + n);
+  const int rows = 5;
+  std::vector<bool> negative(n / traits(t).block_elems);
+  for (size_t b = 0; b < negative.size(); ++b) negative[b] = rng() % 2;
+  const std::vector<uint8_t> w = extreme_matrix(t, rows, n, negative, rng);
+  std::vector<float> deq(n);
+  dequantize_row(t, w.data(), deq.data(), n);
+  for (float amplitude : {1.f, 3e4f})
+    for (int flip : {1, -1}) {
+      std::vector<float> x(n);
+      for (int i = 0; i < n; ++i) x[i] = flip * amplitude * (deq[i] < 0 ? -1.f : 1.f);
+      check_dot_rows(t, n, rows, w, x, "extreme codes, aligned activations");
+    }
 }
 
 TEST_P(DotTest, AllIsasMatchReferenceAtSaturation) {
   const GgmlType t = GetParam();
-  for (int n : traits(t).block_elems == 256 ? std::vector<int>{1024} : std::vector<int>{1024, 608})
+  for (int n : traits(t).block_elems == 256 ? std::vector<int>{1024} : std::vector<int>{1024, 608}) {
     for (int sign : {1, -1}) check_dot(t, n, sign);
+    check_dot_extreme(t, n);
+  }
 }
 
 TEST_P(DotTest, AllIsasMatchReference) {
@@ -262,17 +290,30 @@ TEST(ActQuant, FastEqualsReferenceBitForBit) {
 // weight type, on sizes that leave partial row quads and a partial token panel.
 class GemmTest : public ::testing::TestWithParam<GgmlType> {};
 
-// saturated: every weight code byte 0xFF, tokens constant +1 or -1 (activation codes +-127).
-void check_gemm(GgmlType t, bool saturated) {
+// Saturated: every weight code byte 0xFF, tokens constant +1 or -1 (activation codes +-127).
+// Extreme: every code and sub-block scale at its format's largest magnitude (extreme_matrix), each
+// token's activations +-1 or +-3e4 with the sign of the weights they meet (see check_dot_extreme).
+enum class GemmInput { Random, Saturated, Extreme };
+void check_gemm(GgmlType t, GemmInput input) {
   std::mt19937 rng(11 + int(t));
   const int n = 512, rows = 37, tokens = 37;
   const size_t rb = row_bytes(t, n);
-  std::vector<uint8_t> w = saturated ? saturated_matrix(t, rows, n, rng) : random_matrix(t, rows, n, rng);
+  std::vector<bool> negative(n / traits(t).block_elems);
+  for (size_t b = 0; b < negative.size(); ++b) negative[b] = rng() % 2;
+  std::vector<uint8_t> w = input == GemmInput::Saturated ? saturated_matrix(t, rows, n, rng)
+                           : input == GemmInput::Extreme ? extreme_matrix(t, rows, n, negative, rng)
+                                                         : random_matrix(t, rows, n, rng);
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<float> x(size_t(tokens) * n);
-  if (saturated) {
+  if (input == GemmInput::Saturated) {
     for (int tk = 0; tk < tokens; ++tk)
       for (int i = 0; i < n; ++i) x[size_t(tk) * n + i] = tk % 2 ? -1.f : 1.f;
+  } else if (input == GemmInput::Extreme) {
+    std::vector<float> deq(n);
+    dequantize_row(t, w.data(), deq.data(), n);
+    for (int tk = 0; tk < tokens; ++tk)
+      for (int i = 0; i < n; ++i)
+        x[size_t(tk) * n + i] = (tk % 2 ? -1.f : 1.f) * (tk % 3 ? 1.f : 3e4f) * (deq[i] < 0 ? -1.f : 1.f);
   } else {
     for (float& v : x) v = nd(rng);
     x[3 * n + 7] = 40.f;  // an outlier, as real activations have
@@ -332,8 +373,11 @@ void check_gemm(GgmlType t, bool saturated) {
   for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], tol[i]) << "matmul " << i;
 }
 
-TEST_P(GemmTest, MatchesPerRowReference) { check_gemm(GetParam(), false); }
-TEST_P(GemmTest, MatchesPerRowReferenceAtSaturation) { check_gemm(GetParam(), true); }
+TEST_P(GemmTest, MatchesPerRowReference) { check_gemm(GetParam(), GemmInput::Random); }
+TEST_P(GemmTest, MatchesPerRowReferenceAtSaturation) {
+  check_gemm(GetParam(), GemmInput::Saturated);
+  check_gemm(GetParam(), GemmInput::Extreme);
+}
 
 // Q, K and V style: several matrices of one input in one call give exactly what separate calls give,
 // for prompt batches (GEMM) and single tokens (row kernels), when types share an activation scheme

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "util/error.h"
 #include "util/fp16.h"
 
 namespace leanlm {
@@ -65,6 +66,38 @@ std::vector<uint8_t> random_matrix(GgmlType t, int rows, int n, std::mt19937& rn
 
 std::vector<uint8_t> saturated_matrix(GgmlType t, int rows, int n, std::mt19937& rng) {
   return matrix_with_scales(t, rows, n, rng, true);
+}
+
+std::vector<uint8_t> extreme_matrix(GgmlType t, int rows, int n, const std::vector<bool>& negative,
+                                    std::mt19937& rng) {
+  const TypeTraits& tr = traits(t);
+  const int nb = n / tr.block_elems;
+  if (int(negative.size()) != nb) fail("extreme_matrix: one polarity per block expected");
+  // The formats whose codes (or sub-block scales) are signed have a negative extreme larger in
+  // magnitude than the positive one; the unsigned ones reach their extreme only through 0xFF.
+  const bool has_negative = t == GgmlType::Q4_0 || t == GgmlType::Q5_0 || t == GgmlType::Q8_0 ||
+                            t == GgmlType::Q3_K || t == GgmlType::Q6_K;
+  std::vector<uint8_t> w;
+  for (int r = 0; r < rows; ++r) {
+    std::vector<uint8_t> row = row_with_scales(t, n, rng, true);  // 0xFF codes, small positive fp16 scales
+    for (int b = 0; b < nb; ++b) {
+      uint8_t* blk = row.data() + size_t(b) * tr.block_bytes;
+      const bool neg = negative[b] && has_negative;
+      switch (t) {
+        case GgmlType::Q8_0: std::memset(blk + 2, neg ? 0x80 : 0x7F, 32); break;  // -128 or 127
+        case GgmlType::Q4_0: if (neg) std::memset(blk + 2, 0x00, 16); break;       // -8 (0xFF: 7)
+        case GgmlType::Q5_0: if (neg) std::memset(blk + 2, 0x00, 20); break;       // -16 (0xFF: 15)
+        case GgmlType::Q3_K: if (neg) std::memset(blk, 0x00, 108); break;          // codes -4, scales -32
+        case GgmlType::Q6_K:  // codes -32 with scales -128, or 31 with scales 127
+          if (neg) std::memset(blk, 0x00, 192);
+          std::memset(blk + 192, neg ? 0x80 : 0x7F, 16);
+          break;
+        default: break;
+      }
+    }
+    w.insert(w.end(), row.begin(), row.end());
+  }
+  return w;
 }
 
 }  // namespace leanlm
