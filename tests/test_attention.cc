@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "attention/attention.h"
@@ -238,13 +239,25 @@ TEST(Attention, SparseDecodeKeepsTheTopSlots) {
     cfg.codec = parse_codec(codec);
     BlockPool pool;
     auto kv = make_kv_store(cfg, KvShape{KVH, D, 0, 1, n_prompt + 1}, pool, &book, &book);
-    std::vector<float> k(size_t(KVH) * D), v(k.size());
+    // Every position's keys and values as appended ([n_prompt + 1][KVH][D]).
+    std::vector<float> K(size_t(n_prompt + 1) * KVH * D), V(K.size());
     for (int p = 0; p <= n_prompt; ++p) {
-      for (auto& x : k) x = nd(rng);
-      for (auto& x : v) x = nd(rng);
+      float* k = &K[size_t(p) * KVH * D];
+      float* v = &V[size_t(p) * KVH * D];
+      for (int i = 0; i < KVH * D; ++i) k[i] = nd(rng), v[i] = nd(rng);
       if (p % 97 == 0) k[0] = k[D] = 12.f;  // a few keys that matter much more than the rest
-      kv->append(p, k.data(), v.data());
+      kv->append(p, k, v);
     }
+    // The f16 store's reference never goes through the store: its keys and values are the appended
+    // ones rounded to fp16, scored and summed here in plain loops. The compressed stores' scores and
+    // value rows come from the store one slot at a time (those primitives are checked against the
+    // codecs' storage definitions in test_kv_codecs); what this test checks there is the driver's
+    // span choice, softmax and accumulation over them.
+    const bool plain_reference = std::string(codec) == "f16";
+    const auto f16 = [](float x) { return fp16_to_f32_ref(f32_to_fp16_ref(x)); };
+    const auto key_at = [&](int slot, int h, int e) {
+      return f16(K[(size_t(kv->slot_positions()[slot]) * KVH + h) * D + e]);
+    };
     std::vector<float> q(size_t(H) * D);
     for (auto& x : q) x = nd(rng) * 0.3f;
     for (int i = 0; i < H; ++i) q[size_t(i) * D] = 1.f;
@@ -266,7 +279,14 @@ TEST(Attention, SparseDecodeKeepsTheTopSlots) {
         for (int g = 0; g < G; ++g)
           for (int slot = 0; slot < n; ++slot) {
             if (kv->slot_positions()[slot] < 0) continue;  // an empty slot of a page: never visible
-            kv->scores(h, &q[size_t(h * G + g) * D], 1, D, slot, slot + 1, &s[size_t(g) * n + slot], 1);
+            float& x = s[size_t(g) * n + slot];
+            if (plain_reference) {
+              double dot = 0;
+              for (int e = 0; e < D; ++e) dot += double(q[size_t(h * G + g) * D + e]) * key_at(slot, h, e);
+              x = float(dot);
+            } else {
+              kv->scores(h, &q[size_t(h * G + g) * D], 1, D, slot, slot + 1, &x, 1);
+            }
             best[slot] = std::max(best[slot], s[size_t(g) * n + slot]);
           }
         // Visible slots in order, cut into spans of 32; the spans with the best scores are kept.
@@ -299,7 +319,10 @@ TEST(Attention, SparseDecodeKeepsTheTopSlots) {
             z += w;
             const float one = 1.f;
             std::fill(vrow.begin(), vrow.end(), 0.f);
-            kv->accumulate(h, &one, 1, 1, slot, slot + 1, vrow.data(), D);
+            if (plain_reference)
+              for (int e = 0; e < D; ++e) vrow[e] = f16(V[(size_t(kv->slot_positions()[slot]) * KVH + h) * D + e]);
+            else
+              kv->accumulate(h, &one, 1, 1, slot, slot + 1, vrow.data(), D);
             for (int e = 0; e < D; ++e) want[e] += w * vrow[e];
           }
           const double value_slack = 32.0 * 2 * 6 / 65534;  // int16 coefficients of compressed values
