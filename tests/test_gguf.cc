@@ -3,9 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <unistd.h>
 #include <random>
 
 #include "gguf/gguf.h"
+#include "gguf/gguf_writer.h"
 #include "util/error.h"
 
 namespace leanlm {
@@ -185,6 +191,100 @@ TEST(Gguf, RejectsBadMagicAndVersion) {
   bad[4] = 9;
   EXPECT_THROW(GgufFile::parse(bad.data(), bad.size(), "x"), Error);
   EXPECT_THROW(GgufFile::open("/nonexistent/model.gguf"), Error);
+}
+
+
+// ---- The writer ------------------------------------------------------------------------------
+
+// A writer given a file's metadata (in the file's order) and tensors, with the tensors' bytes.
+GgufWriter writer_for(const GgufFile& f) {
+  GgufWriter w(f.alignment());
+  for (const std::string& k : f.metadata_order()) w.set(k, *f.find(k));
+  for (const GgufTensor& t : f.tensors()) w.add_tensor(t.name, t.type(), t.n_dims, t.ne);
+  return w;
+}
+
+std::string temp_path(const char* name) {
+  return (std::filesystem::temp_directory_path() / (std::string("leanlm-test-") + std::to_string(getpid()) + "-" + name)).string();
+}
+
+std::vector<uint8_t> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST(GgufWriter, RewritesAFileByteForByte) {
+  Fixture fx = make_fixture();
+  auto f = GgufFile::parse(fx.bytes.data(), fx.bytes.size(), "fixture");
+  const GgufWriter w = writer_for(*f);
+  const std::string path = temp_path("copy.gguf");
+  w.write(path, [&](size_t i, std::vector<uint8_t>& out) {
+    const GgufTensor& t = f->tensors()[i];
+    out.assign(t.data, t.data + t.nbytes);
+  });
+  EXPECT_EQ(read_file(path), fx.bytes);  // every metadata type, nesting, alignment and offset
+  EXPECT_FALSE(std::filesystem::exists(path + ".part"));
+  auto g = GgufFile::open(path);
+  EXPECT_EQ(g->get_int("u64", 0), 1ll << 40);
+  std::filesystem::remove(path);
+}
+
+TEST(GgufWriter, SetKeepsThePlaceAndAlignmentIsWritten) {
+  GgufWriter w(64);
+  w.set_string("general.architecture", "llama");
+  w.set_u32("general.file_type", 7);
+  w.set_string("general.architecture", "qwen2");  // replaces, keeps the first place
+  w.remove("general.file_type");
+  const int64_t ne[2] = {32, 3};
+  w.add_tensor("w", GgmlType::Q8_0, 2, ne);
+  w.add_tensor("n", GgmlType::F32, 1, ne);
+  EXPECT_THROW(w.add_tensor("w", GgmlType::F32, 1, ne), Error);  // a name twice
+  const int64_t odd[1] = {33};
+  EXPECT_THROW(w.add_tensor("x", GgmlType::Q8_0, 1, odd), Error);  // not whole blocks
+  const std::string path = temp_path("align.gguf");
+  w.write(path, [&](size_t i, std::vector<uint8_t>& out) { out.assign(i == 0 ? 3 * 34 : 32 * 4, uint8_t(i + 1)); });
+  auto f = GgufFile::open(path);
+  EXPECT_EQ(f->metadata_order(), (std::vector<std::string>{"general.alignment", "general.architecture"}));
+  EXPECT_EQ(f->alignment(), 64u);
+  EXPECT_EQ(f->get_string("general.architecture", ""), "qwen2");
+  ASSERT_EQ(f->tensors().size(), 2u);
+  EXPECT_EQ(f->tensors()[1].offset, 128u);  // 102 bytes, padded to 64
+  EXPECT_EQ(f->tensors()[1].data[0], 2);
+  std::filesystem::remove(path);
+}
+
+// A write that fails (a tensor's bytes cannot be produced, the wrong number of bytes, a directory
+// that does not exist) is an Error naming the path, leaves no part file, and leaves a file already
+// at the path as it was.
+TEST(GgufWriter, AFailedWriteLeavesNothingHalfWritten) {
+  GgufWriter w;
+  const int64_t ne[1] = {64};
+  w.add_tensor("a", GgmlType::F32, 1, ne);
+  w.add_tensor("b", GgmlType::F32, 1, ne);
+  const std::string path = temp_path("fail.gguf");
+  {
+    std::ofstream old(path);
+    old << "the previous model";
+  }
+  const auto expect_failure = [&](const std::function<void(size_t, std::vector<uint8_t>&)>& fill, const char* why) {
+    try {
+      w.write(path, fill);
+      ADD_FAILURE() << "no error: " << why;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(std::filesystem::exists(path + ".part")) << why;
+    const std::vector<uint8_t> now = read_file(path);
+    EXPECT_EQ(std::string(now.begin(), now.end()), "the previous model") << why;
+  };
+  expect_failure([](size_t i, std::vector<uint8_t>& out) {
+    if (i == 1) throw Error("cannot dequantize b");
+    out.assign(256, 0);
+  }, "cannot dequantize b");
+  expect_failure([](size_t i, std::vector<uint8_t>& out) { out.assign(i == 0 ? 256 : 255, 0); }, "255 bytes given for 256");
+  std::filesystem::remove(path);
+  EXPECT_THROW(w.write("/nonexistent-dir/x.gguf", [](size_t, std::vector<uint8_t>& out) { out.assign(256, 0); }), Error);
 }
 
 }  // namespace

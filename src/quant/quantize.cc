@@ -1,0 +1,223 @@
+#include "quant/quantize.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "util/error.h"
+#include "util/fp16.h"
+
+namespace leanlm {
+namespace {
+
+float round_fp16(float x) { return fp16_to_f32_ref(f32_to_fp16_ref(x)); }
+uint16_t fp16(float x) { return f32_to_fp16_ref(x); }
+int clamp_round(float v, int lo, int hi) { return std::clamp(int(std::lrintf(v)), lo, hi); }
+
+// Symmetric codes q in [lo, hi] with x ~ s * q: the scale among a few candidates (the largest
+// magnitude mapped to lo exactly, then ranges shrunk by up to 15 %, trading a clipped extreme for
+// finer steps) with the least squared error. 0 for an all-zero x.
+float fit_symmetric(const float* x, int n, int lo, int hi) {
+  float m = 0;
+  for (int i = 0; i < n; ++i)
+    if (std::fabs(x[i]) > std::fabs(m)) m = x[i];
+  if (m == 0) return 0;
+  float best_s = m / lo, best_err = INFINITY;
+  for (int k = 0; k <= 6; ++k) {
+    const float s = m / (lo * (1.f - 0.025f * k));
+    float err = 0;
+    for (int i = 0; i < n; ++i) {
+      const float e = x[i] - s * clamp_round(x[i] / s, lo, hi);
+      err += e * e;
+    }
+    if (err < best_err) best_err = err, best_s = s;
+  }
+  return best_s;
+}
+
+// Asymmetric codes q in [0, qmax] with x ~ a * q - b, a >= 0: the range to start, then two rounds
+// of least squares for (a, b) given the codes. b_nonnegative: the K formats store b as an unsigned
+// minimum (the sub-block's minimum taken as at most 0); Q4_1 / Q5_1 store any minimum.
+void fit_affine(const float* x, int n, int qmax, bool b_nonnegative, float* a_out, float* b_out) {
+  float lo = x[0], hi = x[0];
+  for (int i = 0; i < n; ++i) lo = std::min(lo, x[i]), hi = std::max(hi, x[i]);
+  if (b_nonnegative) lo = std::min(lo, 0.f);
+  float a = (hi - lo) / qmax, b = -lo;
+  if (a == 0) {
+    *a_out = 0, *b_out = b;
+    return;
+  }
+  for (int round = 0; round < 2; ++round) {
+    double sq = 0, sqq = 0, sx = 0, sqx = 0;
+    for (int i = 0; i < n; ++i) {
+      const int q = clamp_round((x[i] + b) / a, 0, qmax);
+      sq += q, sqq += double(q) * q, sx += x[i], sqx += double(q) * x[i];
+    }
+    const double det = n * sqq - sq * sq;
+    if (det <= 0) break;
+    double na = (n * sqx - sq * sx) / det, nb = (sq * sqx - sqq * sx) / det;  // x ~ na q - nb
+    if (b_nonnegative && nb < 0) nb = 0, na = sqq > 0 ? sqx / sqq : a;  // the minimum at 0
+    if (!(na > 0)) break;
+    a = float(na), b = float(nb);
+  }
+  *a_out = a, *b_out = b;
+}
+
+void q8_0(const float* x, BlockQ8_0* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += QK) {
+    float amax = 0;
+    for (int j = 0; j < QK; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = round_fp16(amax / 127);
+    y[i].d = fp16(d);
+    for (int j = 0; j < QK; ++j) y[i].qs[j] = int8_t(d ? clamp_round(x[j] / d, -127, 127) : 0);
+  }
+}
+
+// Q4_0 / Q5_0: (q - 8) * d or (q - 16) * d; Q4_1 / Q5_1: q * d + m.
+template <class Block, int kBits, bool kMin>
+void legacy(const float* x, Block* y, int64_t nb) {
+  constexpr int kMax = (1 << kBits) - 1, kOffset = kMin ? 0 : 1 << (kBits - 1);
+  for (int64_t i = 0; i < nb; ++i, x += QK) {
+    float d, m = 0;
+    if constexpr (kMin) {
+      float a, b;
+      fit_affine(x, QK, kMax, false, &a, &b);
+      d = round_fp16(a), m = round_fp16(-b);
+      y[i].m = fp16(m);
+    } else {
+      d = round_fp16(fit_symmetric(x, QK, -kOffset, kMax - kOffset));
+    }
+    y[i].d = fp16(d);
+    uint32_t qh = 0;
+    for (int j = 0; j < QK / 2; ++j) {
+      int q[2];
+      for (int h = 0; h < 2; ++h) {
+        const float v = x[j + 16 * h] - m;
+        q[h] = d ? clamp_round(v / d + kOffset, 0, kMax) : kOffset;
+      }
+      y[i].qs[j] = uint8_t((q[0] & 0xF) | ((q[1] & 0xF) << 4));
+      if constexpr (kBits == 5) qh |= uint32_t(q[0] >> 4) << j | uint32_t(q[1] >> 4) << (j + 16);
+    }
+    if constexpr (kBits == 5) std::memcpy(y[i].qh, &qh, 4);
+  }
+}
+
+// Q4_K / Q5_K: 8 sub-blocks of 32, each x ~ d*sc*q - dmin*m with 6-bit sc, m.
+template <class Block, int kBits>
+void k45(const float* x, Block* y, int64_t nb) {
+  constexpr int kMax = (1 << kBits) - 1;
+  for (int64_t i = 0; i < nb; ++i, x += QK_K) {
+    float a[8], b[8], amax = 0, bmax = 0;
+    for (int j = 0; j < 8; ++j) {
+      fit_affine(x + 32 * j, 32, kMax, true, &a[j], &b[j]);
+      amax = std::max(amax, a[j]), bmax = std::max(bmax, b[j]);
+    }
+    const float d = round_fp16(amax / 63), dmin = round_fp16(bmax / 63);
+    y[i].d = fp16(d), y[i].dmin = fp16(dmin);
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; ++j) {
+      sc[j] = uint8_t(d ? clamp_round(a[j] / d, 0, 63) : 0);
+      mn[j] = uint8_t(dmin ? clamp_round(b[j] / dmin, 0, 63) : 0);
+    }
+    uint8_t* s = y[i].scales;  // the packing unpack_k4_scale_min reads
+    for (int j = 0; j < 4; ++j) s[j] = sc[j], s[j + 4] = mn[j];
+    for (int j = 4; j < 8; ++j) {
+      s[j + 4] = uint8_t((sc[j] & 0xF) | ((mn[j] & 0xF) << 4));
+      s[j - 4] |= uint8_t((sc[j] >> 4) << 6);
+      s[j] |= uint8_t((mn[j] >> 4) << 6);
+    }
+    uint8_t q[QK_K];
+    for (int j = 0; j < 8; ++j) {
+      const float step = d * sc[j], off = dmin * mn[j];
+      for (int l = 0; l < 32; ++l) q[32 * j + l] = uint8_t(step ? clamp_round((x[32 * j + l] + off) / step, 0, kMax) : 0);
+    }
+    // 64 elements per 32 bytes: element l in the low nibble, l + 32 in the high one.
+    uint8_t* qs = y[i].qs;
+    for (int c = 0; c < 4; ++c)
+      for (int l = 0; l < 32; ++l) qs[32 * c + l] = uint8_t((q[64 * c + l] & 0xF) | ((q[64 * c + 32 + l] & 0xF) << 4));
+    if constexpr (kBits == 5) {
+      std::memset(y[i].qh, 0, sizeof y[i].qh);
+      for (int c = 0; c < 4; ++c)
+        for (int l = 0; l < 32; ++l)
+          y[i].qh[l] |= uint8_t(((q[64 * c + l] >> 4) << (2 * c)) | ((q[64 * c + 32 + l] >> 4) << (2 * c + 1)));
+    }
+  }
+}
+
+// Q6_K: 16 sub-blocks of 16, x ~ d * sc * (q - 32) with int8 sc.
+void q6_k(const float* x, BlockQ6_K* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += QK_K) {
+    float s[16], smax = 0;
+    for (int j = 0; j < 16; ++j) {
+      s[j] = fit_symmetric(x + 16 * j, 16, -32, 31);
+      smax = std::max(smax, std::fabs(s[j]));
+    }
+    const float d = round_fp16(smax / 127);
+    y[i].d = fp16(d);
+    int q[QK_K];
+    for (int j = 0; j < 16; ++j) {
+      y[i].scales[j] = int8_t(d ? clamp_round(s[j] / d, -128, 127) : 0);
+      const float step = d * y[i].scales[j];
+      for (int l = 0; l < 16; ++l) q[16 * j + l] = (step ? clamp_round(x[16 * j + l] / step, -32, 31) : 0) + 32;
+    }
+    // Per half of 128: ql[l] holds elements l (low) and l + 64 (high), ql[l + 32] elements l + 32
+    // and l + 96; qh[l] their top two bits at shifts 0, 2, 4, 6.
+    for (int h = 0; h < 2; ++h) {
+      const int* qq = q + 128 * h;
+      uint8_t* ql = y[i].ql + 64 * h;
+      uint8_t* qhp = y[i].qh + 32 * h;
+      for (int l = 0; l < 32; ++l) {
+        ql[l] = uint8_t((qq[l] & 0xF) | ((qq[l + 64] & 0xF) << 4));
+        ql[l + 32] = uint8_t((qq[l + 32] & 0xF) | ((qq[l + 96] & 0xF) << 4));
+        qhp[l] = uint8_t((qq[l] >> 4) | ((qq[l + 32] >> 4) << 2) | ((qq[l + 64] >> 4) << 4) | ((qq[l + 96] >> 4) << 6));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+bool can_quantize(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16: case GgmlType::Q8_0: case GgmlType::Q4_0:
+    case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q4_K: case GgmlType::Q5_K:
+    case GgmlType::Q6_K:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void quantize_row(GgmlType t, const float* x, void* dst, int64_t n) {
+  const TypeTraits* tr = type_traits(uint32_t(t));
+  if (!tr || !can_quantize(t)) fail("quantize: cannot write type " + type_name(uint32_t(t)));
+  if (n % tr->block_elems) fail(strfmt("quantize: a row of %lld is not whole %s blocks", (long long)n, tr->name));
+  const int64_t nb = n / tr->block_elems;
+  auto* out = static_cast<uint8_t*>(dst);
+  switch (t) {
+    case GgmlType::F32: std::memcpy(dst, x, size_t(n) * 4); return;
+    case GgmlType::F16:
+      for (int64_t i = 0; i < n; ++i) {
+        const uint16_t h = fp16(x[i]);
+        std::memcpy(out + 2 * i, &h, 2);
+      }
+      return;
+    case GgmlType::BF16:
+      for (int64_t i = 0; i < n; ++i) {
+        const uint16_t h = f32_to_bf16(x[i]);
+        std::memcpy(out + 2 * i, &h, 2);
+      }
+      return;
+    case GgmlType::Q8_0: return q8_0(x, static_cast<BlockQ8_0*>(dst), nb);
+    case GgmlType::Q4_0: return legacy<BlockQ4_0, 4, false>(x, static_cast<BlockQ4_0*>(dst), nb);
+    case GgmlType::Q4_1: return legacy<BlockQ4_1, 4, true>(x, static_cast<BlockQ4_1*>(dst), nb);
+    case GgmlType::Q5_0: return legacy<BlockQ5_0, 5, false>(x, static_cast<BlockQ5_0*>(dst), nb);
+    case GgmlType::Q5_1: return legacy<BlockQ5_1, 5, true>(x, static_cast<BlockQ5_1*>(dst), nb);
+    case GgmlType::Q4_K: return k45<BlockQ4_K, 4>(x, static_cast<BlockQ4_K*>(dst), nb);
+    case GgmlType::Q5_K: return k45<BlockQ5_K, 5>(x, static_cast<BlockQ5_K*>(dst), nb);
+    case GgmlType::Q6_K: return q6_k(x, static_cast<BlockQ6_K*>(dst), nb);
+    default: break;
+  }
+}
+
+}  // namespace leanlm
