@@ -15,8 +15,9 @@ if [ ! -f "$BUILD/build.ninja" ]; then
   cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLEANLM_SANITIZE="$SAN" >/dev/null
 fi
 TESTS=(test_attention test_kv_store test_kv_codecs test_server)
-# The kernel tests (every SIMD path against its reference; no threads) under ASan/UBSan only.
-[ "$KIND" = address ] && TESTS+=(test_kernels test_kv_kernels)
+# The kernel tests (every SIMD path against its reference; no threads), the quantizers and the GGUF
+# reader and writer under ASan/UBSan only.
+[ "$KIND" = address ] && TESTS+=(test_kernels test_kv_kernels test_quantize test_gguf)
 cmake --build "$BUILD" --parallel "$(nproc)" --target "${TESTS[@]}" >/dev/null
 export LEANLM_SOURCE_DIR="$SRC"  # test_server reads the installed SmolLM2
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"

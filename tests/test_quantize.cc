@@ -46,17 +46,18 @@ std::vector<float> weight_like(int n, uint32_t seed) {
 }
 
 // Measured normalised errors (16 rows of 1024, Gaussian with 0.5 % outliers; on a type's own grid:
-// 16 dequantized random valid rows). quantize_row is plain scalar code, the same on every CPU; the
+// 16 dequantized random valid rows, which the legacy types find exactly: their scale candidates
+// include the grid's own). quantize_row is plain scalar code, the same on every CPU; the
 // bounds are 1.25 x these, so a worse fit or a misplaced code fails.
 struct Measured {
   GgmlType type;
   double weights, own_grid;
 };
 const Measured kMeasured[] = {
-    {GgmlType::Q8_0, 5.32e-05, 1.07e-05}, {GgmlType::Q4_0, 0.0134, 1.03e-05}, {GgmlType::Q4_1, 0.0072, 0.000173},
-    {GgmlType::Q5_0, 0.00327, 6.19e-05},  {GgmlType::Q5_1, 0.00168, 9.58e-05}, {GgmlType::Q4_K, 0.00746, 0.00015},
-    {GgmlType::Q5_K, 0.00182, 0.000108},  {GgmlType::Q6_K, 0.000485, 6.44e-05}, {GgmlType::F16, 4.35e-08, 0},
-    {GgmlType::BF16, 2.31e-06, 0},
+    {GgmlType::Q8_0, 4.67e-05, 6.37e-06}, {GgmlType::Q4_0, 0.0134, 0},         {GgmlType::Q4_1, 0.00688, 4.04e-11},
+    {GgmlType::Q5_0, 0.00326, 0},         {GgmlType::Q5_1, 0.00155, 9.68e-11}, {GgmlType::Q4_K, 0.00721, 4.7e-05},
+    {GgmlType::Q5_K, 0.0018, 4.11e-05},   {GgmlType::Q6_K, 0.00046, 1.03e-05}, {GgmlType::F16, 4.35e-08, -1},
+    {GgmlType::BF16, 2.31e-06, -1},
 };
 
 TEST(Quantize, WhatIsWrittenReadsBackClose) {
@@ -75,7 +76,7 @@ TEST(Quantize, WhatIsWrittenReadsBackClose) {
 // (nearly) the same values: a code in the wrong place or a scale packed wrongly reads back far off.
 TEST(Quantize, DataOnTheGridReadsBackNearlyUnchanged) {
   for (const Measured& m : kMeasured) {
-    if (m.own_grid == 0) continue;  // the float types
+    if (m.own_grid < 0) continue;  // the float types
     std::mt19937 rng(7 + int(m.type));
     double sum = 0;
     for (int r = 0; r < 16; ++r) {
@@ -85,7 +86,7 @@ TEST(Quantize, DataOnTheGridReadsBackNearlyUnchanged) {
       sum += nmse(x, round_trip(m.type, x));
     }
     std::printf("[ measured ] %-5s on its own grid: nmse %.3g\n", type_name(uint32_t(m.type)).c_str(), sum / 16);
-    EXPECT_LE(sum / 16, 1.25 * m.own_grid) << type_name(uint32_t(m.type));
+    EXPECT_LE(sum / 16, 1.25 * m.own_grid + 1e-9) << type_name(uint32_t(m.type));  // legacy types: exact
   }
 }
 

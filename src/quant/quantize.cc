@@ -14,38 +14,64 @@ float round_fp16(float x) { return fp16_to_f32_ref(f32_to_fp16_ref(x)); }
 uint16_t fp16(float x) { return f32_to_fp16_ref(x); }
 int clamp_round(float v, int lo, int hi) { return std::clamp(int(std::lrintf(v)), lo, hi); }
 
-// Symmetric codes q in [lo, hi] with x ~ s * q: the scale among a few candidates (the largest
-// magnitude mapped to lo exactly, then ranges shrunk by up to 15 %, trading a clipped extreme for
-// finer steps) with the least squared error. 0 for an all-zero x.
+float sq_error_symmetric(const float* x, int n, float s, int lo, int hi) {
+  float err = 0;
+  for (int i = 0; i < n; ++i) {
+    const float e = x[i] - s * clamp_round(x[i] / s, lo, hi);
+    err += e * e;
+  }
+  return err;
+}
+
+// Symmetric codes q in [lo, hi] with x ~ s * q: the scale among a few candidates with the least
+// squared error. Candidates: the largest magnitude mapped to code hi, or to lo + j for j up to half the range
+// (data that already lies on a coarser grid, such as a dequantized model, is matched exactly when
+// its extreme code count divides), and lo scaled by up to 15 % less (a clipped extreme traded for
+// finer steps). 0 for an all-zero x. Q8_0 tries lo and lo + 1 only: at 256 levels the coarser grids
+// gain nothing and would cost 64 passes per block.
 float fit_symmetric(const float* x, int n, int lo, int hi) {
   float m = 0;
   for (int i = 0; i < n; ++i)
     if (std::fabs(x[i]) > std::fabs(m)) m = x[i];
   if (m == 0) return 0;
   float best_s = m / lo, best_err = INFINITY;
-  for (int k = 0; k <= 6; ++k) {
-    const float s = m / (lo * (1.f - 0.025f * k));
-    float err = 0;
-    for (int i = 0; i < n; ++i) {
-      const float e = x[i] - s * clamp_round(x[i] / s, lo, hi);
-      err += e * e;
-    }
+  const auto consider = [&](float c) {
+    const float s = m / c, err = sq_error_symmetric(x, n, s, lo, hi);
     if (err < best_err) best_err = err, best_s = s;
-  }
+  };
+  const int coarser = lo < -32 ? 1 : -lo / 2;
+  for (int j = 0; j <= coarser; ++j) consider(float(lo + j));
+  consider(float(hi));  // the largest magnitude on the positive extreme (exact for a grid that used it)
+  for (int k = 1; k <= 6; ++k) consider(lo * (1.f - 0.025f * k));
   return best_s;
 }
 
-// Asymmetric codes q in [0, qmax] with x ~ a * q - b, a >= 0: the range to start, then two rounds
-// of least squares for (a, b) given the codes. b_nonnegative: the K formats store b as an unsigned
-// minimum (the sub-block's minimum taken as at most 0); Q4_1 / Q5_1 store any minimum.
+// Asymmetric codes q in [0, qmax] with x ~ a * q - b, a >= 0: the range [lo, hi] cut into k steps
+// for k from qmax down to qmax / 2 (again matching data on a coarser grid), the best of those, then
+// two rounds of least squares for (a, b) given its codes, kept where they lower the error.
+// b_nonnegative: the K formats store b as an unsigned minimum (the sub-block's minimum taken as at
+// most 0); Q4_1 / Q5_1 store any minimum.
 void fit_affine(const float* x, int n, int qmax, bool b_nonnegative, float* a_out, float* b_out) {
   float lo = x[0], hi = x[0];
   for (int i = 0; i < n; ++i) lo = std::min(lo, x[i]), hi = std::max(hi, x[i]);
   if (b_nonnegative) lo = std::min(lo, 0.f);
-  float a = (hi - lo) / qmax, b = -lo;
-  if (a == 0) {
-    *a_out = 0, *b_out = b;
+  *b_out = -lo;
+  if (hi == lo) {
+    *a_out = 0;
     return;
+  }
+  const auto sq_error = [&](float a, float b) {
+    float err = 0;
+    for (int i = 0; i < n; ++i) {
+      const float e = x[i] - (a * clamp_round((x[i] + b) / a, 0, qmax) - b);
+      err += e * e;
+    }
+    return err;
+  };
+  float a = (hi - lo) / qmax, b = -lo, best = sq_error(a, b);
+  for (int k = qmax - 1; k >= qmax / 2; --k) {
+    const float ak = (hi - lo) / k, err = sq_error(ak, b);
+    if (err < best) best = err, a = ak;
   }
   for (int round = 0; round < 2; ++round) {
     double sq = 0, sqq = 0, sx = 0, sqx = 0;
@@ -58,18 +84,18 @@ void fit_affine(const float* x, int n, int qmax, bool b_nonnegative, float* a_ou
     double na = (n * sqx - sq * sx) / det, nb = (sq * sqx - sqq * sx) / det;  // x ~ na q - nb
     if (b_nonnegative && nb < 0) nb = 0, na = sqq > 0 ? sqx / sqq : a;  // the minimum at 0
     if (!(na > 0)) break;
-    a = float(na), b = float(nb);
+    const float err = sq_error(float(na), float(nb));
+    if (!(err < best)) break;
+    best = err, a = float(na), b = float(nb);
   }
   *a_out = a, *b_out = b;
 }
 
 void q8_0(const float* x, BlockQ8_0* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += QK) {
-    float amax = 0;
-    for (int j = 0; j < QK; ++j) amax = std::max(amax, std::fabs(x[j]));
-    const float d = round_fp16(amax / 127);
+    const float d = round_fp16(fit_symmetric(x, QK, -128, 127));
     y[i].d = fp16(d);
-    for (int j = 0; j < QK; ++j) y[i].qs[j] = int8_t(d ? clamp_round(x[j] / d, -127, 127) : 0);
+    for (int j = 0; j < QK; ++j) y[i].qs[j] = int8_t(d ? clamp_round(x[j] / d, -128, 127) : 0);
   }
 }
 

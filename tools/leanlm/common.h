@@ -49,5 +49,6 @@ void add_eval(CLI::App& app);
 void add_calibrate(CLI::App& app);
 void add_pull(CLI::App& app);  // pull and list
 void add_serve(CLI::App& app);
+void add_quantize(CLI::App& app);
 
 }  // namespace leanlm::cli

@@ -130,6 +130,7 @@ int main(int argc, char** argv) {
   add_calibrate(app);
   add_pull(app);
   add_serve(app);
+  add_quantize(app);
   try {
     leanlm::best_isa();  // a bad LEANLM_ISA fails here, before a command prints anything
     app.parse(argc, argv);

@@ -1,0 +1,136 @@
+#include "engine/quantize_model.h"
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+
+#include "gguf/gguf.h"
+#include "gguf/gguf_writer.h"
+#include "kernels/threadpool.h"
+#include "quant/dequant.h"
+#include "quant/quantize.h"
+#include "util/error.h"
+#include "util/sysinfo.h"
+
+namespace leanlm {
+namespace {
+
+const GgmlType kTargets[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
+                             GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
+                             GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+
+// llama.cpp's general.file_type values for files whose matrices are all of one type.
+uint32_t file_type_of(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32: return 0;
+    case GgmlType::F16: return 1;
+    case GgmlType::Q4_0: return 2;
+    case GgmlType::Q4_1: return 3;
+    case GgmlType::Q8_0: return 7;
+    case GgmlType::Q5_0: return 8;
+    case GgmlType::Q5_1: return 9;
+    case GgmlType::Q4_K: return 14;  // Q4_K_S
+    case GgmlType::Q5_K: return 16;  // Q5_K_S
+    case GgmlType::Q6_K: return 18;
+    case GgmlType::BF16: return 32;
+    default: return 0;
+  }
+}
+
+bool is_matrix(const GgufTensor& t) {
+  const std::string& n = t.name;
+  return t.n_dims >= 2 && n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0;
+}
+
+}  // namespace
+
+GgmlType parse_quant_type(const std::string& name) {
+  std::string want = name, all;
+  std::transform(want.begin(), want.end(), want.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  for (GgmlType t : kTargets) {
+    std::string n = type_name(uint32_t(t));
+    std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+    if (n == want) return t;
+    if (!all.empty()) all += ", ";
+    all += n;
+  }
+  fail("unknown weight type '" + name + "' (types: " + all + ")");
+}
+
+GgmlType type_for_rows(GgmlType t, int64_t n) {
+  if (n % traits(t).block_elems == 0) return t;
+  GgmlType fallback = GgmlType::F16;
+  switch (t) {  // the legacy type of about the same size, 32-element blocks
+    case GgmlType::Q4_K: fallback = GgmlType::Q5_0; break;
+    case GgmlType::Q5_K: fallback = GgmlType::Q5_1; break;
+    case GgmlType::Q6_K: fallback = GgmlType::Q8_0; break;
+    default: break;
+  }
+  return n % traits(fallback).block_elems == 0 ? fallback : GgmlType::F16;
+}
+
+GgmlType output_matrix_type(const QuantizeOptions& o) {
+  if (o.output_type_set) return o.output_type;
+  // At least 6 bits: smaller targets give the output matrix Q6_K, larger ones their own type.
+  const TypeTraits& t = traits(o.type);
+  const double bits = 8.0 * t.block_bytes / t.block_elems;
+  return bits < 6.5 ? GgmlType::Q6_K : o.type;
+}
+
+QuantizeReport quantize_model(const std::string& in_path, const std::string& out_path, const QuantizeOptions& o,
+                              const std::function<void(uint64_t, uint64_t)>& progress) {
+  for (GgmlType t : {o.type, output_matrix_type(o)})
+    if (!can_quantize(t)) fail("quantize: cannot write type " + type_name(uint32_t(t)));
+  std::error_code ec;
+  if (std::filesystem::exists(out_path, ec) && std::filesystem::equivalent(in_path, out_path, ec))
+    fail(out_path + ": the output would replace the input model");
+  auto in = GgufFile::open(in_path);
+  GgufWriter w(in->alignment());
+  for (const std::string& k : in->metadata_order()) w.set(k, *in->find(k));
+  w.set_u32("general.file_type", file_type_of(o.type));
+
+  QuantizeReport rep;
+  rep.file_bytes_in = in->file_size();
+  std::vector<GgmlType> to;
+  uint64_t total = 0;
+  const std::string output_name = in->find_tensor("output.weight") ? "output.weight" : "token_embd.weight";
+  for (const GgufTensor& t : in->tensors()) {
+    if (!type_traits(t.type_id) || !type_traits(t.type_id)->supported)
+      fail(in_path + ": tensor " + t.name + " has type " + type_name(t.type_id) + ", which leanlm cannot read");
+    const GgmlType target = t.name == output_name ? output_matrix_type(o) : o.type;
+    const GgmlType dst = is_matrix(t) ? type_for_rows(target, t.ne[0]) : t.type();
+    to.push_back(dst);
+    w.add_tensor(t.name, dst, t.n_dims, t.ne);
+    const uint64_t out_bytes = GgufWriter::tensor_bytes(dst, t.n_dims, t.ne);
+    rep.tensors.push_back({t.name, t.type(), dst, t.nbytes, out_bytes});
+    if (dst != t.type()) rep.weights_quantized += t.n_elements();
+    total += out_bytes;
+  }
+
+  ThreadPool pool(o.threads > 0 ? o.threads : physical_cores());
+  uint64_t done = 0;
+  w.write(out_path, [&](size_t i, std::vector<uint8_t>& out) {
+    const GgufTensor& t = in->tensors()[i];
+    const GgmlType dst = to[i];
+    if (dst == t.type()) {
+      out.assign(t.data, t.data + t.nbytes);
+    } else {
+      const int64_t n = t.ne[0], rows = t.n_elements() / n;
+      const size_t rb_in = row_bytes(t.type(), n), rb_out = row_bytes(dst, n);
+      out.resize(size_t(rows) * rb_out);
+      pool.parallel_for(rows, [&](int64_t r0, int64_t r1) {
+        std::vector<float> row(n);
+        for (int64_t r = r0; r < r1; ++r) {
+          dequantize_row(t.type(), t.data + size_t(r) * rb_in, row.data(), n);
+          quantize_row(dst, row.data(), out.data() + size_t(r) * rb_out, n);
+        }
+      });
+    }
+    done += out.size();
+    if (progress) progress(done, total);
+  });
+  rep.file_bytes_out = std::filesystem::file_size(out_path);
+  return rep;
+}
+
+}  // namespace leanlm
