@@ -16,8 +16,6 @@
 namespace leanlm {
 namespace {
 
-const GgmlType kWritable[] = {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
-                              GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::F16, GgmlType::BF16};
 
 std::vector<float> round_trip(GgmlType t, const std::vector<float>& x) {
   const int64_t n = int64_t(x.size());
@@ -57,7 +55,7 @@ const Measured kMeasured[] = {
     {GgmlType::Q8_0, 4.67e-05, 6.37e-06}, {GgmlType::Q4_0, 0.0134, 0},         {GgmlType::Q4_1, 0.00688, 4.04e-11},
     {GgmlType::Q5_0, 0.00326, 0},         {GgmlType::Q5_1, 0.00155, 9.68e-11}, {GgmlType::Q4_K, 0.00721, 4.7e-05},
     {GgmlType::Q5_K, 0.0018, 4.11e-05},   {GgmlType::Q6_K, 0.00046, 1.03e-05}, {GgmlType::F16, 4.35e-08, -1},
-    {GgmlType::BF16, 2.31e-06, -1},
+    {GgmlType::BF16, 2.31e-06, -1},     {GgmlType::Q2_K, 0.0925, 0.000513},   {GgmlType::Q3_K, 0.034, 0.000121},
 };
 
 TEST(Quantize, WhatIsWrittenReadsBackClose) {
@@ -90,9 +88,11 @@ TEST(Quantize, DataOnTheGridReadsBackNearlyUnchanged) {
   }
 }
 
-// Rows no fit should trip on: all zeros (exactly zero back), a constant, large and tiny magnitudes.
+// Rows no fit should trip on: all zeros (exactly zero back), a constant, large and tiny magnitudes
+// (as good as at the usual magnitude).
 TEST(Quantize, DegenerateRowsStayFiniteAndRight) {
-  for (GgmlType t : kWritable) {
+  for (const Measured& m : kMeasured) {
+    const GgmlType t = m.type;
     SCOPED_TRACE(type_name(uint32_t(t)));
     const std::vector<float> zeros(512, 0.f);
     for (float v : round_trip(t, zeros)) ASSERT_EQ(v, 0.f);
@@ -103,12 +103,12 @@ TEST(Quantize, DegenerateRowsStayFiniteAndRight) {
       for (float& v : x) v *= scale / 0.02f;
       const std::vector<float> y = round_trip(t, x);
       for (float v : y) ASSERT_TRUE(std::isfinite(v)) << scale;
-      EXPECT_LT(nmse(x, y), 0.03) << scale;
+      EXPECT_LT(nmse(x, y), 1.5 * m.weights + 1e-7) << scale;  // the fits do not depend on the scale (fp16 near its subnormals aside)
     }
   }
   std::vector<uint8_t> q(row_bytes(GgmlType::Q4_0, 48 + 16));
   EXPECT_THROW(quantize_row(GgmlType::Q4_0, std::vector<float>(48).data(), q.data(), 48), Error);  // not whole blocks
-  EXPECT_THROW(quantize_row(GgmlType::Q2_K, std::vector<float>(256).data(), q.data(), 256), Error);  // no writer yet
+  EXPECT_THROW(quantize_row(GgmlType::Q8_K, std::vector<float>(256).data(), q.data(), 256), Error);  // activations only
 }
 
 }  // namespace

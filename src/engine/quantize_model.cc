@@ -17,7 +17,8 @@ namespace {
 
 const GgmlType kTargets[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
                              GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
-                             GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+                             GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K,
+                             GgmlType::Q6_K};
 
 // llama.cpp's general.file_type values for files whose matrices are all of one type.
 uint32_t file_type_of(GgmlType t) {
@@ -29,6 +30,8 @@ uint32_t file_type_of(GgmlType t) {
     case GgmlType::Q8_0: return 7;
     case GgmlType::Q5_0: return 8;
     case GgmlType::Q5_1: return 9;
+    case GgmlType::Q2_K: return 10;
+    case GgmlType::Q3_K: return 11;  // Q3_K_S
     case GgmlType::Q4_K: return 14;  // Q4_K_S
     case GgmlType::Q5_K: return 16;  // Q5_K_S
     case GgmlType::Q6_K: return 18;
@@ -61,6 +64,7 @@ GgmlType type_for_rows(GgmlType t, int64_t n) {
   if (n % traits(t).block_elems == 0) return t;
   GgmlType fallback = GgmlType::F16;
   switch (t) {  // the legacy type of about the same size, 32-element blocks
+    case GgmlType::Q2_K: case GgmlType::Q3_K: fallback = GgmlType::Q4_0; break;
     case GgmlType::Q4_K: fallback = GgmlType::Q5_0; break;
     case GgmlType::Q5_K: fallback = GgmlType::Q5_1; break;
     case GgmlType::Q6_K: fallback = GgmlType::Q8_0; break;

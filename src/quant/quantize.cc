@@ -201,13 +201,80 @@ void q6_k(const float* x, BlockQ6_K* y, int64_t nb) {
   }
 }
 
+
+// The position of element e (0-255) of a Q2_K / Q3_K super-block: byte qs[byte] at bit shift, and
+// for Q3_K the high bit in hmask[hbyte] at bit hbit. Elements run through halves of 128, then four
+// 2-bit planes of 32, then two parts of 16 (deq_q2_k / deq_q3_k); scale index e / 16.
+struct K23Place {
+  int byte, shift, hbyte, hbit;
+};
+K23Place k23_place(int e) {
+  const int half = e / 128, r = e % 128, plane = r / 32, part = (r % 32) / 16, l = r % 16;
+  return {32 * half + 16 * part + l, 2 * plane, 16 * part + l, half * 4 + plane};
+}
+
+// Q2_K: 16 sub-blocks of 16, x ~ d * sc * q - dmin * m with q in 0-3 and 4-bit sc, m.
+void q2_k(const float* x, BlockQ2_K* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += QK_K) {
+    float a[16], b[16], amax = 0, bmax = 0;
+    for (int j = 0; j < 16; ++j) {
+      fit_affine(x + 16 * j, 16, 3, true, &a[j], &b[j]);
+      amax = std::max(amax, a[j]), bmax = std::max(bmax, b[j]);
+    }
+    const float d = round_fp16(amax / 15), dmin = round_fp16(bmax / 15);
+    y[i].d = fp16(d), y[i].dmin = fp16(dmin);
+    std::memset(y[i].qs, 0, sizeof y[i].qs);
+    for (int j = 0; j < 16; ++j) {
+      const int sc = d ? clamp_round(a[j] / d, 0, 15) : 0, m = dmin ? clamp_round(b[j] / dmin, 0, 15) : 0;
+      y[i].scales[j] = uint8_t(sc | (m << 4));
+      const float step = d * sc, off = dmin * m;
+      for (int l = 0; l < 16; ++l) {
+        const int e = 16 * j + l, q = step ? clamp_round((x[e] + off) / step, 0, 3) : 0;
+        const K23Place p = k23_place(e);
+        y[i].qs[p.byte] |= uint8_t(q << p.shift);
+      }
+    }
+  }
+}
+
+// Q3_K: 16 sub-blocks of 16, x ~ d * sc * (u - 4) with u in 0-7 (two low bits in qs, the third in
+// hmask) and signed 6-bit sc (stored + 32, packed as unpack_q3k_scales reads them).
+void q3_k(const float* x, BlockQ3_K* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += QK_K) {
+    float s[16], big = 0;
+    for (int j = 0; j < 16; ++j) {
+      s[j] = fit_symmetric(x + 16 * j, 16, -4, 3);
+      if (std::fabs(s[j]) > std::fabs(big)) big = s[j];
+    }
+    const float d = round_fp16(big / -32);  // the largest sub-block scale maps to -32
+    y[i].d = fp16(d);
+    std::memset(y[i].qs, 0, sizeof y[i].qs);
+    std::memset(y[i].hmask, 0, sizeof y[i].hmask);
+    std::memset(y[i].scales, 0, sizeof y[i].scales);
+    for (int j = 0; j < 16; ++j) {
+      const int sc = d ? clamp_round(s[j] / d, -32, 31) : 0;
+      const int raw = sc + 32;
+      if (j < 8) y[i].scales[j] |= uint8_t(raw & 0xF);
+      else y[i].scales[j - 8] |= uint8_t((raw & 0xF) << 4);
+      y[i].scales[8 + j % 4] |= uint8_t((raw >> 4) << (2 * (j / 4)));
+      const float step = d * sc;
+      for (int l = 0; l < 16; ++l) {
+        const int e = 16 * j + l, u = (step ? clamp_round(x[e] / step, -4, 3) : 0) + 4;
+        const K23Place p = k23_place(e);
+        y[i].qs[p.byte] |= uint8_t((u & 3) << p.shift);
+        if (u & 4) y[i].hmask[p.hbyte] |= uint8_t(1 << p.hbit);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 bool can_quantize(GgmlType t) {
   switch (t) {
     case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16: case GgmlType::Q8_0: case GgmlType::Q4_0:
-    case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q4_K: case GgmlType::Q5_K:
-    case GgmlType::Q6_K:
+    case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q2_K: case GgmlType::Q3_K:
+    case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
       return true;
     default:
       return false;
@@ -239,6 +306,8 @@ void quantize_row(GgmlType t, const float* x, void* dst, int64_t n) {
     case GgmlType::Q4_1: return legacy<BlockQ4_1, 4, true>(x, static_cast<BlockQ4_1*>(dst), nb);
     case GgmlType::Q5_0: return legacy<BlockQ5_0, 5, false>(x, static_cast<BlockQ5_0*>(dst), nb);
     case GgmlType::Q5_1: return legacy<BlockQ5_1, 5, true>(x, static_cast<BlockQ5_1*>(dst), nb);
+    case GgmlType::Q2_K: return q2_k(x, static_cast<BlockQ2_K*>(dst), nb);
+    case GgmlType::Q3_K: return q3_k(x, static_cast<BlockQ3_K*>(dst), nb);
     case GgmlType::Q4_K: return k45<BlockQ4_K, 4>(x, static_cast<BlockQ4_K*>(dst), nb);
     case GgmlType::Q5_K: return k45<BlockQ5_K, 5>(x, static_cast<BlockQ5_K*>(dst), nb);
     case GgmlType::Q6_K: return q6_k(x, static_cast<BlockQ6_K*>(dst), nb);

@@ -19,8 +19,8 @@ void add_quantize(CLI::App& app) {
   c->add_option("-m,--model", f->model, kModelHelp);
   c->add_option("-o,--output", f->out, "the GGUF file to write (written whole or not at all)")->required();
   c->add_option("--type", f->type,
-                "weight type: q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1, q4_0, f16, bf16, f32 (matrices whose rows "
-                "are not whole blocks of a K type take q5_0, q5_1 or q8_0)")
+                "weight type: q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1, q4_0, q3_k, q2_k, f16, bf16, f32 (matrices "
+                "whose rows are not whole blocks of a K type take q4_0, q5_0, q5_1 or q8_0)")
       ->required();
   c->add_option("--output-type", f->output_type,
                 "type of the output matrix (output.weight, or the token embedding when tied to it); default: at "
