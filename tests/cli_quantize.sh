@@ -22,30 +22,52 @@ for need in "$PY" "$SRC" "$TEXT"; do
 done
 ppl() { "$LEANLM" perplexity -m "$1" -f "$TEXT" -c 512 --chunks 4 --json 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["ppl"])'; }
 
-# The tensors' types and the metadata of a file, through the gguf package's reader.
-describe() {
-  "$PY" - "$1" <<'PYEOF'
-import sys, collections, gguf
-r = gguf.GGUFReader(sys.argv[1])
+# Through the gguf package's reader (independent of leanlm's): a file's tensor count and types, its
+# metadata keys, general.file_type, and every matrix of the first two layers decoded. For the source
+# the decoded matrices are saved (SRC_NPZ); for an output, their error against the source's must be
+# that of the type: at most BOUND (1.5 x the normalised errors measured on this model; a code in the
+# wrong place gives errors near 1). Opening a file costs the reader ~8 s (262k vocabulary strings),
+# so each file is opened once.
+inspect() {  # file, npz to write (source) or read, bound (outputs)
+  "$PY" - "$@" <<'PYEOF'
+import sys, collections, numpy as np, gguf
+from gguf import quants
+path, npz = sys.argv[1], sys.argv[2]
+r = gguf.GGUFReader(path)
 types = collections.Counter(t.tensor_type.name for t in r.tensors)
-keys = [k for k in r.fields if not k.startswith("GGUF.")]
-print(len(r.tensors), " ".join(f"{k}={v}" for k, v in sorted(types.items())))
-print(" ".join(sorted(k for k in keys if k != "general.file_type")))
+keys = [k for k in r.fields if not k.startswith("GGUF.") and k != "general.file_type"]
 ft = r.fields.get("general.file_type")
+print(len(r.tensors), " ".join(f"{k}={v}" for k, v in sorted(types.items())))
+print(" ".join(sorted(keys)))
 print(int(ft.parts[ft.data[0]][0]) if ft else -1)
+mats = {t.name: quants.dequantize(t.data, t.tensor_type).astype(np.float64)
+        for t in r.tensors if t.name.startswith(("blk.0.", "blk.1.")) and len(t.shape) == 2}
+if len(sys.argv) < 4:
+    np.savez(npz, **mats)
+    sys.exit(0)
+src = np.load(npz)
+worst = max(float(((src[k] - y) ** 2).sum() / (src[k] ** 2).sum()) for k, y in mats.items())
+print(f"{len(mats)} matrices, worst nmse {worst:.3g}")
+sys.exit(0 if mats and worst <= float(sys.argv[3]) else 1)
 PYEOF
 }
 
 src_ppl=$(ppl "$SRC")
-describe "$SRC" >"$TMP/src.desc"
-for type in q8_0 q4_k q6_k q5_1; do
+inspect "$SRC" "$TMP/src.npz" >"$TMP/src.desc"
+# type:bound (measured worst nmse over those 14 matrices: q8_0 2.0e-5, q6_k 1.9e-4, q5_k 1.4e-3,
+# q5_1 1.3e-3, q5_0 2.1e-3, q4_k 5.8e-3, q4_1 5.7e-3, q4_0 9.9e-3, q3_k 2.5e-2, q2_k 8.1e-2, f16
+# 4.3e-8, bf16 2.8e-6).
+for spec in q8_0:3e-5 q6_k:2.8e-4 q5_k:2.1e-3 q5_1:2e-3 q5_0:3.2e-3 q4_k:8.7e-3 q4_1:8.5e-3 q4_0:1.5e-2 q3_k:3.8e-2 q2_k:1.2e-1 f16:6.5e-8 bf16:4.2e-6; do
+  type=${spec%%:*} bound=${spec##*:}
   "$LEANLM" quantize -m "$SRC" -o "$TMP/$type.gguf" --type "$type" >"$TMP/out" 2>"$TMP/err"
   check "$type: exit 0" [ $? -eq 0 ]
-  check "$type: no part file left" [ ! -e "$TMP/$type.gguf.part" ]
-  describe "$TMP/$type.gguf" >"$TMP/$type.desc" 2>"$TMP/py.err"
+  check "$type: no part file left" bash -c "! ls '$TMP/$type.gguf.part'* >/dev/null 2>&1"
+  inspect "$TMP/$type.gguf" "$TMP/src.npz" "$bound" >"$TMP/$type.desc" 2>"$TMP/py.err"
+  rc=$?
   check "$type: the gguf package reads it: same tensor count, same metadata keys" \
     bash -c "[ \"\$(head -1 '$TMP/src.desc' | cut -d' ' -f1)\" = \"\$(head -1 '$TMP/$type.desc' | cut -d' ' -f1)\" ] && [ \"\$(sed -n 2p '$TMP/src.desc')\" = \"\$(sed -n 2p '$TMP/$type.desc')\" ]"
   echo "     $type: $(head -1 "$TMP/$type.desc"), file_type $(sed -n 3p "$TMP/$type.desc"), $(tail -1 "$TMP/out")"
+  check "$type: the gguf package decodes it within the type's error of the source ($(tail -1 "$TMP/$type.desc"); bound $bound)" [ $rc -eq 0 ]
 done
 check "q8_0: matrices Q8_0, norms F32" bash -c "head -1 '$TMP/q8_0.desc' | grep -q '^236 F32=[0-9]* Q8_0=[0-9]*$'"
 check "q8_0: general.file_type 7" [ "$(sed -n 3p "$TMP/q8_0.desc")" = 7 ]
@@ -63,8 +85,10 @@ for spec in q8_0:1.01 q6_k:1.01 q5_1:1.04 q4_k:1.04; do
   check "$type: perplexity within ${bound}x of the source's" "$PY" -c "import sys; sys.exit(not (0 < $p <= $bound * $src_ppl))"
 done
 
-"$LEANLM" quantize -m "$SRC" -o "$TMP/q4_k-1t.gguf" --type q4_k -t 1 >/dev/null 2>&1
-check "the same bytes with 1 thread as with the default" cmp -s "$TMP/q4_k.gguf" "$TMP/q4_k-1t.gguf"
+"$LEANLM" quantize -m "$SRC" -o "$TMP/q3_k-1t.gguf" --type q3_k -t 1 >/dev/null 2>&1
+"$LEANLM" quantize -m "$SRC" -o "$TMP/q3_k-3t.gguf" --type q3_k -t 3 >/dev/null 2>&1
+check "the same bytes with 1 thread as with 3" cmp -s "$TMP/q3_k-1t.gguf" "$TMP/q3_k-3t.gguf"
+check "the same bytes as the default thread count" cmp -s "$TMP/q3_k.gguf" "$TMP/q3_k-1t.gguf"
 
 # Bad input.
 "$LEANLM" quantize -m "$SRC" -o "$TMP/x.gguf" --type q3_q >"$TMP/out" 2>"$TMP/err"
@@ -79,7 +103,7 @@ echo "the previous file" >"$TMP/keep.gguf"
 "$LEANLM" quantize -m "$TMP/truncated.gguf" -o "$TMP/keep.gguf" --type q8_0 >"$TMP/out" 2>"$TMP/err"
 check "truncated input: exit 1, one line naming the input" bash -c "[ $? -eq 1 ] && [ \$(wc -l <'$TMP/err') -eq 1 ] && grep -q '^error: $TMP/truncated.gguf: ' '$TMP/err'"
 check "truncated input: the file at the output path is untouched, no part file" \
-  bash -c "[ \"\$(cat '$TMP/keep.gguf')\" = 'the previous file' ] && [ ! -e '$TMP/keep.gguf.part' ]"
+  bash -c "[ \"\$(cat '$TMP/keep.gguf')\" = 'the previous file' ] && ! ls '$TMP/keep.gguf.part'* >/dev/null 2>&1"
 cp "$TMP/q8_0.gguf" "$TMP/same.gguf"
 "$LEANLM" quantize -m "$TMP/same.gguf" -o "$TMP/same.gguf" --type q4_0 >"$TMP/out" 2>"$TMP/err"
 check "output = input: exit 1, the input untouched" bash -c "[ $? -eq 1 ] && grep -q 'would replace the input' '$TMP/err' && cmp -s '$TMP/same.gguf' '$TMP/q8_0.gguf'"

@@ -4,10 +4,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <unistd.h>
 #include <cstdio>
 #include <random>
 #include <vector>
 
+#include "engine/quantize_model.h"
+#include "gguf/gguf_writer.h"
 #include "quant/dequant.h"
 #include "quant/quantize.h"
 #include "quant/random_blocks.h"
@@ -55,7 +60,7 @@ const Measured kMeasured[] = {
     {GgmlType::Q8_0, 4.67e-05, 6.37e-06}, {GgmlType::Q4_0, 0.0134, 0},         {GgmlType::Q4_1, 0.00688, 4.04e-11},
     {GgmlType::Q5_0, 0.00326, 0},         {GgmlType::Q5_1, 0.00155, 9.68e-11}, {GgmlType::Q4_K, 0.00721, 4.7e-05},
     {GgmlType::Q5_K, 0.0018, 4.11e-05},   {GgmlType::Q6_K, 0.00046, 1.03e-05}, {GgmlType::F16, 4.35e-08, -1},
-    {GgmlType::BF16, 2.31e-06, -1},     {GgmlType::Q2_K, 0.0925, 0.000513},   {GgmlType::Q3_K, 0.034, 0.000121},
+    {GgmlType::BF16, 2.31e-06, -1},     {GgmlType::Q2_K, 0.0925, 0.000513},   {GgmlType::Q3_K, 0.0341, 7.93e-05},
 };
 
 TEST(Quantize, WhatIsWrittenReadsBackClose) {
@@ -109,6 +114,53 @@ TEST(Quantize, DegenerateRowsStayFiniteAndRight) {
   std::vector<uint8_t> q(row_bytes(GgmlType::Q4_0, 48 + 16));
   EXPECT_THROW(quantize_row(GgmlType::Q4_0, std::vector<float>(48).data(), q.data(), 48), Error);  // not whole blocks
   EXPECT_THROW(quantize_row(GgmlType::Q8_K, std::vector<float>(256).data(), q.data(), 256), Error);  // activations only
+}
+
+
+// quantize_model on a small file of its own: matrices are rewritten and read back; a weight that is
+// not finite, or too large for the target's fp16 scales, is an Error naming the tensor and row, and
+// no file is left.
+TEST(QuantizeModel, NonFiniteOrTooLargeWeightsAreErrorsNamingTheRow) {
+  const std::string dir = (std::filesystem::temp_directory_path() / ("leanlm-qm-" + std::to_string(getpid()))).string();
+  std::filesystem::create_directories(dir);
+  const auto write_model = [&](const std::string& path, float poison, int row) {
+    GgufWriter w;
+    w.set_string("general.architecture", "llama");
+    const int64_t ne[2] = {64, 4}, ne1[1] = {64};
+    w.add_tensor("blk.0.ffn_up.weight", GgmlType::F32, 2, ne);
+    w.add_tensor("blk.0.ffn_norm.weight", GgmlType::F32, 1, ne1);
+    w.write(path, [&](size_t i, std::vector<uint8_t>& out) {
+      std::vector<float> v(i == 0 ? 256 : 64);
+      for (size_t k = 0; k < v.size(); ++k) v[k] = 0.01f * float(int(k % 17) - 8);
+      if (i == 0) v[size_t(row) * 64 + 5] = poison;
+      out.resize(v.size() * 4);
+      std::memcpy(out.data(), v.data(), out.size());
+    });
+  };
+  const std::string in = dir + "/in.gguf", out = dir + "/out.gguf";
+  QuantizeOptions o;
+  o.type = GgmlType::Q4_0;
+  o.threads = 2;
+  write_model(in, 0.5f, 0);
+  QuantizeReport rep = quantize_model(in, out, o);
+  ASSERT_EQ(rep.tensors.size(), 2u);
+  EXPECT_EQ(rep.tensors[0].to, GgmlType::Q4_0);
+  EXPECT_EQ(rep.tensors[1].to, GgmlType::F32);  // a norm is copied
+  std::filesystem::remove(out);
+  for (float poison : {NAN, INFINITY, 1e6f}) {
+    write_model(in, poison, 2);
+    try {
+      quantize_model(in, out, o);
+      ADD_FAILURE() << "no error for " << poison;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("tensor blk.0.ffn_up.weight row 2 "), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(std::isfinite(poison) ? "too large for Q4_0" : "not a finite number"),
+                std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(std::filesystem::exists(out)) << poison;
+  }
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), {}), 1);  // in.gguf alone: no part file
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

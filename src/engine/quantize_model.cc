@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <filesystem>
+#include <mutex>
 
 #include "gguf/gguf.h"
 #include "gguf/gguf_writer.h"
@@ -122,13 +124,39 @@ QuantizeReport quantize_model(const std::string& in_path, const std::string& out
       const int64_t n = t.ne[0], rows = t.n_elements() / n;
       const size_t rb_in = row_bytes(t.type(), n), rb_out = row_bytes(dst, n);
       out.resize(size_t(rows) * rb_out);
+      // Every row is read back after writing (as llama.cpp's quantizer validates its output): a
+      // weight that is not finite, or one too large for the type's fp16 scales, is an error naming
+      // the tensor and row, never a file with NaN blocks. Problems are collected here and raised
+      // after the loop (an exception must not leave a worker thread).
+      std::mutex mu;
+      int64_t bad_row = -1;
+      std::string problem;
+      const auto report = [&](int64_t r, const std::string& what) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (bad_row < 0 || r < bad_row) bad_row = r, problem = what;
+      };
       pool.parallel_for(rows, [&](int64_t r0, int64_t r1) {
-        std::vector<float> row(n);
-        for (int64_t r = r0; r < r1; ++r) {
-          dequantize_row(t.type(), t.data + size_t(r) * rb_in, row.data(), n);
-          quantize_row(dst, row.data(), out.data() + size_t(r) * rb_out, n);
+        try {
+          std::vector<float> row(n), back(n);
+          for (int64_t r = r0; r < r1; ++r) {
+            dequantize_row(t.type(), t.data + size_t(r) * rb_in, row.data(), n);
+            float peak = 0;
+            for (float v : row) {
+              if (!std::isfinite(v)) return report(r, "has a weight that is not a finite number");
+              peak = std::max(peak, std::fabs(v));
+            }
+            uint8_t* q = out.data() + size_t(r) * rb_out;
+            quantize_row(dst, row.data(), q, n);
+            dequantize_row(dst, q, back.data(), n);
+            for (float v : back)
+              if (!std::isfinite(v))
+                return report(r, strfmt("has weights up to %g, too large for %s", peak, type_name(uint32_t(dst)).c_str()));
+          }
+        } catch (const std::exception& e) {
+          report(r0, e.what());
         }
       });
+      if (bad_row >= 0) fail(strfmt("%s: tensor %s row %lld %s", in_path.c_str(), t.name.c_str(), (long long)bad_row, problem.c_str()));
     }
     done += out.size();
     if (progress) progress(done, total);

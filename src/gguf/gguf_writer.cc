@@ -4,6 +4,10 @@
 #include <cstring>
 #include <filesystem>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "util/error.h"
 
 namespace leanlm {
@@ -137,9 +141,18 @@ void GgufWriter::write(const std::string& path,
   }
   h.b.resize(align(h.b.size()), 0);
 
-  const std::string part = path + ".part";
-  std::FILE* f = std::fopen(part.c_str(), "wb");
-  if (!f) fail(path + ": cannot write (" + std::strerror(errno) + ")");
+  // A part file of its own (PATH.part-XXXXXX, created exclusively): never an existing file, not even
+  // the input being rewritten or another writer's part file.
+  std::string part = path + ".part-XXXXXX";
+  const int fd = mkstemp(part.data());
+  if (fd < 0) fail(path + ": cannot write (" + std::strerror(errno) + ")");
+  std::FILE* f = fdopen(fd, "wb");
+  if (!f) {
+    ::close(fd);
+    std::error_code ec;
+    std::filesystem::remove(part, ec);
+    fail(path + ": cannot write (" + std::strerror(errno) + ")");
+  }
   const auto give_up = [&](const std::string& why) {
     std::fclose(f);
     std::error_code ec;
@@ -165,12 +178,17 @@ void GgufWriter::write(const std::string& path,
     put(bytes.data(), bytes.size());
     if (i + 1 < tensors_.size()) put(pad.data(), align(bytes.size()) - bytes.size());
   }
-  if (std::fflush(f) != 0) give_up(std::string("write failed (") + std::strerror(errno) + ")");
+  // On disk before the rename, so that a crash never leaves a short file under the final name.
+  if (std::fflush(f) != 0 || fsync(fileno(f)) != 0) give_up(std::string("write failed (") + std::strerror(errno) + ")");
   if (std::fclose(f) != 0) {
     std::error_code ec;
     std::filesystem::remove(part, ec);
     fail(path + ": write failed");
   }
+  // mkstemp made the file 0600; a model file is as readable as any other file the user writes.
+  const mode_t mask = umask(0);
+  umask(mask);
+  chmod(part.c_str(), 0666 & ~mask);
   std::error_code ec;
   std::filesystem::rename(part, path, ec);
   if (ec) {

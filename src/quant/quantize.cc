@@ -246,7 +246,18 @@ void q3_k(const float* x, BlockQ3_K* y, int64_t nb) {
       s[j] = fit_symmetric(x + 16 * j, 16, -4, 3);
       if (std::fabs(s[j]) > std::fabs(big)) big = s[j];
     }
-    const float d = round_fp16(big / -32);  // the largest sub-block scale maps to -32
+    // The largest sub-block scale maps to -32 or to +31, whichever represents all sixteen better
+    // (scales of both signs: -32 alone would clip an equal one of the other sign to +31).
+    float d = 0, best = INFINITY;
+    for (float c : {-32.f, 31.f}) {
+      const float dc = round_fp16(big / c);
+      float err = 0;
+      for (int j = 0; j < 16; ++j) {
+        const float e = dc ? s[j] - dc * clamp_round(s[j] / dc, -32, 31) : s[j];
+        err += e * e;
+      }
+      if (err < best) best = err, d = dc;
+    }
     y[i].d = fp16(d);
     std::memset(y[i].qs, 0, sizeof y[i].qs);
     std::memset(y[i].hmask, 0, sizeof y[i].hmask);
