@@ -17,7 +17,7 @@ fi
 TESTS=(test_attention test_kv_store test_kv_codecs test_server)
 # The kernel tests (every SIMD path against its reference; no threads), the quantizers and the GGUF
 # reader and writer under ASan/UBSan only.
-[ "$KIND" = address ] && TESTS+=(test_kernels test_kv_kernels test_quantize test_gguf)
+[ "$KIND" = address ] && TESTS+=(test_kernels test_kv_kernels test_quantize test_gguf test_leanquant)
 cmake --build "$BUILD" --parallel "$(nproc)" --target "${TESTS[@]}" >/dev/null
 export LEANLM_SOURCE_DIR="$SRC"  # test_server reads the installed SmolLM2
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"

@@ -4,12 +4,15 @@
 #include <cctype>
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <mutex>
 
+#include "engine/hessian.h"
 #include "gguf/gguf.h"
 #include "gguf/gguf_writer.h"
 #include "kernels/threadpool.h"
 #include "quant/dequant.h"
+#include "quant/lq_format.h"
 #include "quant/quantize.h"
 #include "util/error.h"
 #include "util/sysinfo.h"
@@ -20,7 +23,7 @@ namespace {
 const GgmlType kTargets[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
                              GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
                              GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K,
-                             GgmlType::Q6_K};
+                             GgmlType::Q6_K, GgmlType::LQ2,  GgmlType::LQ3,  GgmlType::LQ4};
 
 // llama.cpp's general.file_type values for files whose matrices are all of one type.
 uint32_t file_type_of(GgmlType t) {
@@ -38,6 +41,8 @@ uint32_t file_type_of(GgmlType t) {
     case GgmlType::Q5_K: return 16;  // Q5_K_S
     case GgmlType::Q6_K: return 18;
     case GgmlType::BF16: return 32;
+    case GgmlType::LQ2: case GgmlType::LQ3: case GgmlType::LQ4:  // leanlm's own: no llama.cpp value
+      return 1000 + uint32_t(lq_bits(t));
     default: return 0;
   }
 }
@@ -70,6 +75,7 @@ GgmlType type_for_rows(GgmlType t, int64_t n) {
     case GgmlType::Q4_K: fallback = GgmlType::Q5_0; break;
     case GgmlType::Q5_K: fallback = GgmlType::Q5_1; break;
     case GgmlType::Q6_K: fallback = GgmlType::Q8_0; break;
+    case GgmlType::LQ2: case GgmlType::LQ3: case GgmlType::LQ4: fallback = GgmlType::Q4_0; break;
     default: break;
   }
   return n % traits(fallback).block_elems == 0 ? fallback : GgmlType::F16;
@@ -79,7 +85,7 @@ GgmlType output_matrix_type(const QuantizeOptions& o) {
   if (o.output_type_set) return o.output_type;
   // At least 6 bits: smaller targets give the output matrix Q6_K, larger ones their own type.
   const TypeTraits& t = traits(o.type);
-  const double bits = 8.0 * t.block_bytes / t.block_elems;
+  const double bits = 8.0 * t.block_bytes / t.block_elems;  // (the LQ row tables not counted)
   return bits < 6.5 ? GgmlType::Q6_K : o.type;
 }
 
@@ -114,6 +120,13 @@ QuantizeReport quantize_model(const std::string& in_path, const std::string& out
   }
 
   ThreadPool pool(o.threads > 0 ? o.threads : physical_cores());
+  // LQ matrices with statistics: one factor per input, shared by the matrices that read it (Q, K,
+  // V; gate, up) and dropped after its last one.
+  std::map<std::string, int> uses_left;
+  std::map<std::string, GptqFactor> factors;
+  if (o.hessians)
+    for (size_t i = 0; i < to.size(); ++i)
+      if (is_lq(to[i]) && o.hessians->for_tensor(in->tensors()[i].name)) ++uses_left[HessianSet::input_of(in->tensors()[i].name)];
   uint64_t done = 0;
   w.write(out_path, [&](size_t i, std::vector<uint8_t>& out) {
     const GgufTensor& t = in->tensors()[i];
@@ -128,6 +141,25 @@ QuantizeReport quantize_model(const std::string& in_path, const std::string& out
       // weight that is not finite, or one too large for the type's fp16 scales, is an error naming
       // the tensor and row, never a file with NaN blocks. Problems are collected here and raised
       // after the loop (an exception must not leave a worker thread).
+      // LQ: the whole matrix at once (GPTQ's feedback runs along rows, through the input's factor).
+      const HessianSet::Entry* hess = o.hessians && is_lq(dst) ? o.hessians->for_tensor(t.name) : nullptr;
+      std::vector<uint8_t> fitted;
+      if (is_lq(dst)) {
+        std::vector<float> wf(size_t(rows) * n);
+        for (int64_t r = 0; r < rows; ++r) dequantize_row(t.type(), t.data + size_t(r) * rb_in, wf.data() + size_t(r) * n, n);
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < n; ++j)
+            if (!std::isfinite(wf[size_t(r) * n + j]))
+              fail(strfmt("%s: tensor %s row %lld has a weight that is not a finite number", in_path.c_str(), t.name.c_str(), (long long)r));
+        if (hess && hess->n != n)
+          fail(strfmt("quantize: the statistics for %s have %d inputs, the tensor %lld", t.name.c_str(), hess->n, (long long)n));
+        const std::string key = hess ? HessianSet::input_of(t.name) : "";
+        if (hess && !factors.count(key)) factors.emplace(key, gptq_factor(hess->H.data(), int(n), o.leanquant, &pool));
+        fitted.resize(out.size());
+        lq_quantize_matrix(dst, wf.data(), rows, int(n), hess ? factors.at(key) : identity_factor(int(n)), o.leanquant,
+                           fitted.data(), &pool);
+        if (hess && --uses_left[key] == 0) factors.erase(key);
+      }
       std::mutex mu;
       int64_t bad_row = -1;
       std::string problem;
@@ -146,7 +178,8 @@ QuantizeReport quantize_model(const std::string& in_path, const std::string& out
               peak = std::max(peak, std::fabs(v));
             }
             uint8_t* q = out.data() + size_t(r) * rb_out;
-            quantize_row(dst, row.data(), q, n);
+            if (is_lq(dst)) std::copy(fitted.data() + size_t(r) * rb_out, fitted.data() + size_t(r + 1) * rb_out, q);
+            else quantize_row(dst, row.data(), q, n);
             dequantize_row(dst, q, back.data(), n);
             for (float v : back)
               if (!std::isfinite(v))

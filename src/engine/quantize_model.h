@@ -8,9 +8,12 @@
 #include <string>
 #include <vector>
 
+#include "quant/leanquant.h"
 #include "quant/quant_types.h"
 
 namespace leanlm {
+
+struct HessianSet;
 
 // The target type for a name as users write it ("q4_k", "Q8_0", "f16"); Error listing the types
 // quantize can write otherwise.
@@ -26,6 +29,10 @@ struct QuantizeOptions {
   bool output_type_set = false;
   GgmlType output_type = GgmlType::Q6_K;
   int threads = 0;  // 0: one per core
+  // LQ targets: the calibration statistics (engine/hessian.h) and the fit's settings; a matrix
+  // without statistics (or with none given) gets plain k-means and nearest-level rounding.
+  const HessianSet* hessians = nullptr;
+  LeanQuantOptions leanquant;
 };
 
 // The type the output matrix gets under o.

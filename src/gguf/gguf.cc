@@ -171,7 +171,7 @@ void read_value(Cursor& c, GgufType t, GgufValue& v, const char* what, int depth
 // overflow-checked: a product allowed to wrap can come out small, even 0, and pass as a tensor that
 // fits (2^40 x 2^40 x 2^40 x 2^6 F32 is 2^130 bytes).
 void size_tensor(GgufTensor& t, const TypeTraits& tr, size_t file_size, const std::string& what) {
-  uint64_t bytes = uint64_t(t.ne[0] / tr.block_elems) * uint64_t(tr.block_bytes);  // < 2^40 * 2^9
+  uint64_t bytes = uint64_t(tr.row_header) + uint64_t(t.ne[0] / tr.block_elems) * uint64_t(tr.block_bytes);  // < 2^40 * 2^9
   int64_t elems = t.ne[0];
   bool too_big = bytes > file_size;
   for (int d = 1; d < t.n_dims && !too_big; ++d)

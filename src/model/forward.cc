@@ -173,6 +173,7 @@ const float* Forward::run(const std::vector<BatchEntry>& batch) {
     const LayerWeights& w = m_.layers()[l];
     const bool local = c_.is_local(l);
     for (int t = 0; t < T; ++t) rms_norm(x_.data() + t * E, w.attn_norm.data(), h_.data() + t * E, E, c_.norm_eps);
+    if (mat_tap_) mat_tap_(l, MatInput::AttnIn, h_.data(), T, E, E);
     matmul_multi(pool_, mm_, {{&w.wq, q_.data(), QD, 0, w.wq.n_out}, {&w.wk, k_.data(), KVD, 0, w.wk.n_out},
                               {&w.wv, v_.data(), KVD, 0, w.wv.n_out}}, h_.data(), T, E);
 
@@ -204,6 +205,7 @@ const float* Forward::run(const std::vector<BatchEntry>& batch) {
     }
 
     attention(l, batch);
+    if (mat_tap_) mat_tap_(l, MatInput::AttnOut, att_.data(), T, QD, QD);
     matmul(pool_, mm_, w.wo, att_.data(), T, QD, o_.data(), E);
     for (int t = 0; t < T; ++t) {
       float* o = o_.data() + size_t(t) * E;
@@ -212,6 +214,7 @@ const float* Forward::run(const std::vector<BatchEntry>& batch) {
       rms_norm(x_.data() + size_t(t) * E, w.ffn_norm.data(), h_.data() + size_t(t) * E, E, c_.norm_eps);
     }
 
+    if (mat_tap_) mat_tap_(l, MatInput::FfnIn, h_.data(), T, E, E);
     matmul_multi(pool_, mm_, {{&w.ffn_gate, gate_.data(), F, 0, w.ffn_gate.n_out},
                               {&w.ffn_up, up_.data(), F, 0, w.ffn_up.n_out}}, h_.data(), T, E);
     for (int t = 0; t < T; ++t) {
@@ -219,6 +222,7 @@ const float* Forward::run(const std::vector<BatchEntry>& batch) {
       if (c_.ffn_act == FfnAct::GeluTanh) geglu(gate_.data() + off, up_.data() + off, act_.data() + off, F);
       else swiglu(gate_.data() + off, up_.data() + off, act_.data() + off, F);
     }
+    if (mat_tap_) mat_tap_(l, MatInput::FfnDown, act_.data(), T, F, F);
     matmul(pool_, mm_, w.ffn_down, act_.data(), T, F, o_.data(), E);
     for (int t = 0; t < T; ++t) {
       float* o = o_.data() + size_t(t) * E;

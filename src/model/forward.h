@@ -70,6 +70,12 @@ class Forward {
   // collects activations with it.
   using KvTap = std::function<void(int layer, int pos, const float* q, const float* k, const float* v)>;
   void set_kv_tap(KvTap tap) { kv_tap_ = std::move(tap); }
+  // Sees the input of every weight matrix of a layer, [T][n] rows at stride `stride`, before the
+  // product: AttnIn (Q, K, V), AttnOut (the output projection), FfnIn (gate, up), FfnDown.
+  // `leanlm quantize` collects the second moments LeanQuant needs with it.
+  enum class MatInput { AttnIn, AttnOut, FfnIn, FfnDown };
+  using MatTap = std::function<void(int layer, MatInput which, const float* x, int T, int n, int64_t stride)>;
+  void set_mat_tap(MatTap tap) { mat_tap_ = std::move(tap); }
 
  private:
   void attention(int layer, const std::vector<BatchEntry>& batch);
@@ -86,6 +92,7 @@ class Forward {
   Attention attn_;
   std::vector<AttnToken> attn_tokens_;
   KvTap kv_tap_;
+  MatTap mat_tap_;
 };
 
 }  // namespace leanlm

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "quant/lq_format.h"
 #include "util/error.h"
 #include "util/fp16.h"
 
@@ -167,6 +168,7 @@ void deq_q6_k(const BlockQ6_K* b, float* y, int64_t nb) {
 }  // namespace
 
 void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
+  if (is_lq(type)) return lq_dequantize_row(type, static_cast<const uint8_t*>(src), dst, n);
   const int64_t nb = n / traits(type).block_elems;
   switch (type) {
     case GgmlType::F32: std::memcpy(dst, src, n * 4); return;

@@ -23,8 +23,8 @@ enum class Isa { Scalar = 0, Avx2 = 1, Avx512 = 2 };
 const char* isa_name(Isa isa);
 
 struct DotTable {
-  DotRowsQ q[32] = {};
-  DotRowsF f[32] = {};
+  DotRowsQ q[kTypeSlots] = {};
+  DotRowsF f[kTypeSlots] = {};
 };
 
 // Tables per ISA; an entry an ISA does not specialise falls back to the one below it.

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "quant/dot.h"
+#include "quant/lq_format.h"
 #include "util/fp16.h"
 
 namespace leanlm {
@@ -164,6 +165,26 @@ float dot_row_q(GgmlType type, int n, const uint8_t* w, const ActRow& x) {
   return sum;
 }
 
+// LQ rows: per 32-block the exact integer sum of level[code] * activation code, then the block's
+// activation scale, then the row's scale (the order the SIMD kernels follow).
+float dot_row_lq(GgmlType type, int n, const uint8_t* w, const ActRow& x) {
+  const int8_t* lv = lq_levels(w);
+  uint8_t c[32];
+  float sum = 0.f;
+  for (int base = 0; base < n; base += 32) {
+    lq_unpack_codes(type, w + traits(type).block_bytes * (base / 32), 32, c);  // the header is skipped inside
+    int isum = 0;
+    for (int l = 0; l < 32; ++l) isum += int(lv[c[l]]) * x.q[base + l];
+    sum += x.d[base / 32] * float(isum);
+  }
+  return lq_scale(type, w) * sum;
+}
+
+template <GgmlType T>
+void dot_rows_lq(int n, const void* w, size_t row_bytes, int nrows, const ActRow& x, float* out) {
+  for (int r = 0; r < nrows; ++r) out[r] = dot_row_lq(T, n, static_cast<const uint8_t*>(w) + r * row_bytes, x);
+}
+
 template <GgmlType T>
 void dot_rows_q(int n, const void* w, size_t row_bytes, int nrows, const ActRow& x, float* out) {
   for (int r = 0; r < nrows; ++r)
@@ -195,6 +216,9 @@ void fill_scalar_table(DotTable& t) {
 #define Q(T) t.q[int(GgmlType::T)] = dot_rows_q<GgmlType::T>
   Q(Q4_0); Q(Q4_1); Q(Q5_0); Q(Q5_1); Q(Q8_0); Q(Q2_K); Q(Q3_K); Q(Q4_K); Q(Q5_K); Q(Q6_K);
 #undef Q
+  t.q[int(GgmlType::LQ2)] = dot_rows_lq<GgmlType::LQ2>;
+  t.q[int(GgmlType::LQ3)] = dot_rows_lq<GgmlType::LQ3>;
+  t.q[int(GgmlType::LQ4)] = dot_rows_lq<GgmlType::LQ4>;
   t.f[int(GgmlType::F32)] = dot_rows_f<GgmlType::F32>;
   t.f[int(GgmlType::F16)] = dot_rows_f<GgmlType::F16>;
   t.f[int(GgmlType::BF16)] = dot_rows_f<GgmlType::BF16>;

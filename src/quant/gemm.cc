@@ -5,6 +5,7 @@
 
 #include "quant/act_quant.h"
 #include "quant/dot.h"
+#include "quant/lq_format.h"
 #include "util/error.h"
 #include "util/fp16.h"
 
@@ -45,6 +46,7 @@ bool gemm_supports(GgmlType t) {
   switch (t) {
     case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q8_0:
     case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
+    case GgmlType::LQ2: case GgmlType::LQ3: case GgmlType::LQ4:
       return true;
     default:
       return false;
@@ -191,6 +193,15 @@ void unpack_q6_k(const BlockQ6_K* b, int nb, uint8_t* c, float* sc, float* off) 
   }
 }
 
+// LQ: the codes become their levels + 128 (uint8, as Q8_0's), the row scale every group's.
+void unpack_lq(GgmlType t, const uint8_t* row, int n, uint8_t* c, float* sc, float* off) {
+  lq_unpack_codes(t, row, n, c);
+  const int8_t* lv = lq_levels(row);
+  for (int j = 0; j < n; ++j) c[j] = uint8_t(int(lv[c[j]]) + 128);
+  const float s = lq_scale(t, row);
+  for (int g = 0; g < n / 32; ++g) sc[g] = s, off[g] = -128.f * s;
+}
+
 }  // namespace
 
 void unpack_rows(GgmlType t, const uint8_t* w, size_t row_bytes, int nrows, int n, UnpackedRows& out) {
@@ -222,6 +233,9 @@ void unpack_rows(GgmlType t, const uint8_t* w, size_t row_bytes, int nrows, int 
       case GgmlType::Q4_K: unpack_q45_k<false>(static_cast<const BlockQ4_K*>(src), nb, c, sc, off); break;
       case GgmlType::Q5_K: unpack_q45_k<true>(static_cast<const BlockQ5_K*>(src), nb, c, sc, off); break;
       case GgmlType::Q6_K: unpack_q6_k(static_cast<const BlockQ6_K*>(src), nb, c, sc, off); break;
+      case GgmlType::LQ2: case GgmlType::LQ3: case GgmlType::LQ4:
+        unpack_lq(t, static_cast<const uint8_t*>(src), n, c, sc, off);
+        break;
       default: break;
     }
   }
@@ -260,7 +274,7 @@ GemmPanelsFn best_gemm_kernel(GgmlType t) {
   if (!gemm_supports(t)) return nullptr;
   switch (best_isa()) {
     case Isa::Avx512: return gemm_panels_avx512;
-    case Isa::Avx2: return t == GgmlType::Q8_0 ? nullptr : gemm_panels_avx2;
+    case Isa::Avx2: return gemm_code_bits(t) == 8 ? nullptr : gemm_panels_avx2;  // maddubs pairs of 255 x 127 saturate
     default: return nullptr;
   }
 }

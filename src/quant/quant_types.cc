@@ -38,6 +38,9 @@ const Entry kTypes[] = {
     {28, {"F64", 1, 8, false}},
     {29, {"IQ1_M", QK_K, 56, false}},
     {30, {"BF16", 1, 2, true}},
+    {60, {"LQ2", QK, QK * 2 / 8, true, 4 + 2}},
+    {61, {"LQ3", QK, QK * 3 / 8, true, 8 + 2}},
+    {62, {"LQ4", QK, QK * 4 / 8, true, 16 + 2}},
 };
 }  // namespace
 
@@ -54,7 +57,7 @@ std::string type_name(uint32_t id) {
 
 size_t row_bytes(GgmlType t, int64_t n) {
   const TypeTraits& tr = traits(t);
-  return size_t(n / tr.block_elems) * tr.block_bytes;
+  return size_t(tr.row_header) + size_t(n / tr.block_elems) * tr.block_bytes;
 }
 
 void unpack_q3k_scales(const uint8_t* p, int8_t out[16]) {

@@ -9,20 +9,25 @@ namespace leanlm {
 enum class GgmlType : uint32_t {
   F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9,
   Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15, BF16 = 30,
+  // leanlm's own LeanQuant types (lq_format.h), numbered past ggml's (which end below 40): a row
+  // is a table of 2^b int8 levels and an fp16 scale, then b-bit codes in 32-element blocks.
+  LQ2 = 60, LQ3 = 61, LQ4 = 62,
 };
+constexpr int kTypeSlots = 64;  // kernel tables are indexed by type id
 
 struct TypeTraits {
   const char* name;
   int block_elems;   // weights per block
   int block_bytes;   // bytes per block
   bool supported;    // leanlm can compute with it
+  int row_header = 0;  // bytes before a row's first block (the LQ types' level table)
 };
 
 // Traits for a type id; nullptr for ids leanlm does not know.
 const TypeTraits* type_traits(uint32_t type_id);
 inline const TypeTraits& traits(GgmlType t) { return *type_traits(uint32_t(t)); }
 std::string type_name(uint32_t type_id);
-// Bytes of one row of n elements (n must be a multiple of the block size).
+// Bytes of one row of n elements (n must be a multiple of the block size), header included.
 size_t row_bytes(GgmlType t, int64_t n);
 
 // ---- Block layouts (little-endian, packed, as in the file) -------------------------------------

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "quant/leanquant.h"
 #include "util/error.h"
 #include "util/fp16.h"
 
@@ -286,6 +287,7 @@ bool can_quantize(GgmlType t) {
     case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16: case GgmlType::Q8_0: case GgmlType::Q4_0:
     case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q2_K: case GgmlType::Q3_K:
     case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
+    case GgmlType::LQ2: case GgmlType::LQ3: case GgmlType::LQ4:
       return true;
     default:
       return false;
@@ -322,6 +324,8 @@ void quantize_row(GgmlType t, const float* x, void* dst, int64_t n) {
     case GgmlType::Q4_K: return k45<BlockQ4_K, 4>(x, static_cast<BlockQ4_K*>(dst), nb);
     case GgmlType::Q5_K: return k45<BlockQ5_K, 5>(x, static_cast<BlockQ5_K*>(dst), nb);
     case GgmlType::Q6_K: return q6_k(x, static_cast<BlockQ6_K*>(dst), nb);
+    case GgmlType::LQ2: case GgmlType::LQ3: case GgmlType::LQ4:  // no Hessian: k-means and nearest level
+      return lq_quantize_matrix(t, x, 1, int(n), identity_factor(int(n)), LeanQuantOptions{}, out);
     default: break;
   }
 }

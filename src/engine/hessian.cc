@@ -1,0 +1,86 @@
+#include "engine/hessian.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "kernels/matmul.h"
+#include "util/error.h"
+#include "util/progress.h"
+
+namespace leanlm {
+
+namespace {
+
+const char* input_suffix(Forward::MatInput m) {
+  switch (m) {
+    case Forward::MatInput::AttnIn: return "attn_in";
+    case Forward::MatInput::AttnOut: return "attn_out";
+    case Forward::MatInput::FfnIn: return "ffn_in";
+    default: return "ffn_down";
+  }
+}
+
+}  // namespace
+
+std::string HessianSet::input_of(const std::string& name) {
+  int layer = -1, used = 0;
+  char part[64] = {};
+  if (std::sscanf(name.c_str(), "blk.%d.%63[a-z_].weight%n", &layer, part, &used) != 2 || used != int(name.size()))
+    return "";
+  const std::string p = part;
+  std::string in;
+  if (p == "attn_q" || p == "attn_k" || p == "attn_v") in = "attn_in";
+  else if (p == "attn_output") in = "attn_out";
+  else if (p == "ffn_gate" || p == "ffn_up") in = "ffn_in";
+  else if (p == "ffn_down") in = "ffn_down";
+  else return "";
+  return strfmt("blk.%d.%s", layer, in.c_str());
+}
+
+const HessianSet::Entry* HessianSet::for_tensor(const std::string& name) const {
+  const auto it = by_input.find(input_of(name));
+  return it == by_input.end() ? nullptr : &it->second;
+}
+
+HessianSet collect_hessians(Engine& engine, const std::vector<int>& text, int ctx, int n_tokens, bool progress) {
+  if (ctx < 2) fail("calibration: chunks must hold at least 2 tokens");
+  const int n_chunks = std::min(int(text.size()) / ctx, std::max(1, n_tokens / ctx));
+  if (n_chunks == 0) fail(strfmt("calibration text: %zu tokens is less than one chunk of %d", text.size(), ctx));
+  HessianSet set;
+  MatmulScratch scratch;
+  std::vector<float> xt, g;
+  // H += X^T X for X [T][n]: X^T as an F32 "weight matrix" of n rows of T, times the same rows
+  // as n "tokens": G[i][j] = sum_t x_t[i] x_t[j], through the float dot kernels and the pool.
+  engine.forward().set_mat_tap([&](int layer, Forward::MatInput which, const float* x, int T, int n, int64_t stride) {
+    HessianSet::Entry& e = set.by_input[strfmt("blk.%d.%s", layer, input_suffix(which))];
+    if (e.H.empty()) e.n = n, e.H.assign(size_t(n) * n, 0.f);
+    xt.resize(size_t(n) * T);
+    for (int t = 0; t < T; ++t)
+      for (int i = 0; i < n; ++i) xt[size_t(i) * T + t] = x[t * stride + i];
+    WeightMat w;
+    w.type = GgmlType::F32, w.n_in = T, w.n_out = n, w.data = reinterpret_cast<const uint8_t*>(xt.data());
+    w.row_bytes = size_t(T) * 4;
+    g.resize(size_t(n) * n);
+    matmul(engine.pool(), scratch, w, xt.data(), n, T, g.data(), n);
+    for (size_t i = 0; i < g.size(); ++i) e.H[i] += g[i];
+  });
+  try {
+    ProgressBar bar("calibration", progress ? n_chunks : 0);
+    for (int ci = 0; ci < n_chunks; ++ci) {
+      std::vector<int> chunk(text.begin() + int64_t(ci) * ctx, text.begin() + int64_t(ci + 1) * ctx);
+      if (engine.tokenizer().add_bos()) chunk[0] = engine.tokenizer().bos();
+      auto seq = engine.new_sequence();
+      engine.feed(*seq, chunk);
+      set.tokens += ctx;
+      bar.update(ci + 1);
+    }
+    bar.finish();
+  } catch (...) {
+    engine.forward().set_mat_tap(nullptr);
+    throw;
+  }
+  engine.forward().set_mat_tap(nullptr);
+  return set;
+}
+
+}  // namespace leanlm

@@ -1,0 +1,217 @@
+#include "quant/leanquant.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "kernels/threadpool.h"
+#include "quant/lq_format.h"
+#include "util/error.h"
+#include "util/fp16.h"
+
+namespace leanlm {
+
+namespace {
+
+double dot(const double* a, const double* b, int n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int i = 0;
+  for (; i + 4 <= n; i += 4) s0 += a[i] * b[i], s1 += a[i + 1] * b[i + 1], s2 += a[i + 2] * b[i + 2], s3 += a[i + 3] * b[i + 3];
+  for (; i < n; ++i) s0 += a[i] * b[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
+// fn(i) for i in [0, n), interleaved over the pool's threads (the triangular loops' rows cost
+// unequal amounts), or here without a pool.
+template <typename Fn>
+void for_rows(ThreadPool* pool, int n, Fn&& fn) {
+  if (!pool || pool->size() == 1 || n < 64) {
+    for (int i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  pool->run([&](int ith, int nth) {
+    for (int i = ith; i < n; i += nth) fn(i);
+  });
+}
+
+}  // namespace
+
+GptqFactor identity_factor(int n) {
+  GptqFactor f;
+  f.n = n;
+  f.weight.assign(n, 1.f);
+  f.dead.assign(n, 0);
+  return f;
+}
+
+GptqFactor gptq_factor(const float* H, int n, const LeanQuantOptions& o, ThreadPool* pool) {
+  GptqFactor f;
+  f.n = n;
+  f.identity = false;
+  f.dead.assign(n, 0);
+  std::vector<double> A(size_t(n) * n);  // symmetric copy of H from its upper triangle
+  for (int i = 0; i < n; ++i)
+    for (int j = i; j < n; ++j) A[size_t(i) * n + j] = A[size_t(j) * n + i] = H[size_t(i) * n + j];
+  double mean = 0;
+  for (int j = 0; j < n; ++j) {
+    double& d = A[size_t(j) * n + j];
+    if (!std::isfinite(d)) fail("leanquant: the calibration Hessian holds a value that is not finite");
+    if (d <= 0) f.dead[j] = 1, d = 1;
+    mean += d;
+  }
+  mean /= n;
+  for (int j = 0; j < n; ++j) A[size_t(j) * n + j] += o.damp * mean;
+
+  // H = V V^T with V upper triangular (a Cholesky factorization run from the last index down),
+  // so H^-1 = V^-T V^-1 and U = V^-1. V overwrites A's upper triangle: V[j][i] for j <= i is
+  // (A[j][i] - sum_{k > i} V[j][k] V[i][k]) / V[i][i], rows j < i independent at each step.
+  double* V = A.data();
+  for (int i = n - 1; i >= 0; --i) {
+    double* vi = V + size_t(i) * n;
+    const double d = vi[i] - dot(vi + i + 1, vi + i + 1, n - 1 - i);
+    if (!(d > 0)) fail(strfmt("leanquant: the damped Hessian is not positive definite at input %d (raise --damp)", i));
+    vi[i] = std::sqrt(d);
+    const double inv = 1.0 / vi[i];
+    const auto col = [&](int j) {
+      double* vj = V + size_t(j) * n;
+      vj[i] = (vj[i] - dot(vj + i + 1, vi + i + 1, n - 1 - i)) * inv;
+    };
+    if (i >= 256) for_rows(pool, i, col);
+    else for (int j = 0; j < i; ++j) col(j);
+  }
+  // U = V^-1, row by row: U[i][m] = (delta_im - sum_{i <= l < m} U[i][l] V[l][m]) / V[m][m].
+  f.U.assign(size_t(n) * n, 0.f);
+  for_rows(pool, n, [&](int i) {
+    std::vector<double> acc(n - i, 0.0);  // acc[m - i] = sum_l U[i][l] V[l][m] so far
+    float* ui = f.U.data() + size_t(i) * n;
+    for (int m = i; m < n; ++m) {
+      const double* vm = V + size_t(m) * n;
+      const double u = ((m == i ? 1.0 : 0.0) - acc[m - i]) / vm[m];
+      ui[m] = float(u);
+      for (int k = m + 1; k < n; ++k) acc[k - i] += u * vm[k];
+    }
+  });
+  // Rescaled to a mean of 1 (only ratios matter to k-means; this keeps them in float range).
+  std::vector<double> wd(n);
+  double wsum = 0;
+  for (int j = 0; j < n; ++j) wsum += wd[j] = f.dead[j] ? 0.0 : std::pow(double(f.U[size_t(j) * n + j]), -o.exponent);
+  f.weight.resize(n);
+  for (int j = 0; j < n; ++j) f.weight[j] = wsum > 0 ? float(wd[j] * (n / wsum)) : 0.f;
+  return f;
+}
+
+std::vector<float> fit_levels(const float* w, const float* weight, int n, int k, int iters) {
+  std::vector<int> idx(n);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::sort(idx.begin(), idx.end(), [&](int a, int b) { return w[a] < w[b] || (w[a] == w[b] && a < b); });
+  std::vector<double> v(n), cw(n + 1, 0.0), cwv(n + 1, 0.0);  // sorted values, prefix sums
+  for (int i = 0; i < n; ++i) {
+    v[i] = w[idx[i]];
+    cw[i + 1] = cw[i] + weight[idx[i]];
+    cwv[i + 1] = cwv[i] + double(weight[idx[i]]) * v[i];
+  }
+  std::vector<double> c(k);
+  const double total = cw[n];
+  for (int i = 0; i < k; ++i) {
+    if (total <= 0) {  // no weight anywhere: spread over the range
+      c[i] = n ? v[0] + (v[n - 1] - v[0]) * (i + 0.5) / k : 0.0;
+      continue;
+    }
+    const double target = total * (i + 0.5) / k;  // weighted quantile
+    const int pos = int(std::lower_bound(cw.begin() + 1, cw.end(), target) - (cw.begin() + 1));
+    c[i] = v[std::min(pos, n - 1)];
+  }
+  std::vector<int> edge(k + 1);  // level i takes sorted values [edge[i], edge[i+1])
+  for (int it = 0; it < iters && total > 0; ++it) {
+    std::sort(c.begin(), c.end());
+    edge[0] = 0, edge[k] = n;
+    for (int i = 1; i < k; ++i)
+      edge[i] = int(std::upper_bound(v.begin(), v.end(), 0.5 * (c[i - 1] + c[i])) - v.begin());
+    bool moved = false;
+    for (int i = 0; i < k; ++i) {
+      const double W = cw[edge[i + 1]] - cw[edge[i]];
+      if (W <= 0) continue;  // an empty level stays where it is
+      const double nc = (cwv[edge[i + 1]] - cwv[edge[i]]) / W;
+      moved |= nc != c[i];
+      c[i] = nc;
+    }
+    if (!moved) break;
+  }
+  std::sort(c.begin(), c.end());
+  return std::vector<float>(c.begin(), c.end());
+}
+
+void lq_quantize_matrix(GgmlType t, const float* W, int64_t rows, int n, const GptqFactor& f,
+                        const LeanQuantOptions& o, uint8_t* out, ThreadPool* pool) {
+  if (!is_lq(t)) fail("leanquant: " + type_name(uint32_t(t)) + " is not an LQ type");
+  if (n % 32 || f.n != n) fail(strfmt("leanquant: rows of %d do not fit the factor (%d) or 32-blocks", n, f.n));
+  const int k = 1 << lq_bits(t);
+  const size_t rb = row_bytes(t, n);
+  constexpr int kRowGroup = 8;  // rows swept together: each row of U is read once per group
+  const int64_t groups = (rows + kRowGroup - 1) / kRowGroup;
+  const auto sweep = [&](int64_t g) {
+    const int64_t r0 = g * kRowGroup, nr = std::min<int64_t>(kRowGroup, rows - r0);
+    std::vector<float> w(size_t(nr) * n), lev(size_t(nr) * k), mid(size_t(nr) * k);
+    std::vector<int8_t> table(size_t(nr) * k);
+    std::vector<float> scale(nr);
+    std::vector<uint8_t> codes(size_t(nr) * n);
+    for (int64_t r = 0; r < nr; ++r) {
+      float* wr = w.data() + r * n;
+      for (int j = 0; j < n; ++j) wr[j] = f.dead[j] ? 0.f : W[(r0 + r) * n + j];
+      const std::vector<float> c = fit_levels(wr, f.weight.data(), n, k, o.kmeans_iters);
+      float peak = 0;
+      for (float x : c) peak = std::max(peak, std::fabs(x));
+      const float s = fp16_to_f32_ref(f32_to_fp16_ref(peak / 127.f));
+      scale[r] = s;
+      for (int i = 0; i < k; ++i) {
+        const int8_t q = s > 0 ? int8_t(std::clamp<long>(std::lround(c[i] / s), -127, 127)) : 0;
+        table[r * k + i] = q;
+        lev[r * k + i] = s * float(q);
+      }
+      for (int i = 0; i + 1 < k; ++i) mid[r * k + i] = 0.5f * (lev[r * k + i] + lev[r * k + i + 1]);
+    }
+    for (int j = 0; j < n; ++j) {
+      float err[kRowGroup];
+      for (int64_t r = 0; r < nr; ++r) {
+        const float x = w[r * n + j];
+        const float* m = mid.data() + r * k;
+        int c = 0;
+        while (c + 1 < k && x > m[c]) ++c;  // levels ascend: the nearest one
+        codes[r * n + j] = uint8_t(c);
+        err[r] = f.identity ? 0.f : (x - lev[r * k + c]) / f.U[size_t(j) * n + j];
+      }
+      if (f.identity) continue;
+      const float* uj = f.U.data() + size_t(j) * n;
+      for (int64_t r = 0; r < nr; ++r) {
+        float* wr = w.data() + r * n;
+        const float e = err[r];
+        for (int kk = j + 1; kk < n; ++kk) wr[kk] -= e * uj[kk];
+      }
+    }
+    for (int64_t r = 0; r < nr; ++r)
+      lq_pack_row(t, table.data() + r * k, scale[r], codes.data() + r * n, n, out + size_t(r0 + r) * rb);
+  };
+  if (pool) {
+    pool->parallel_for(groups, [&](int64_t b, int64_t e) {
+      for (int64_t g = b; g < e; ++g) sweep(g);
+    });
+  } else {
+    for (int64_t g = 0; g < groups; ++g) sweep(g);
+  }
+}
+
+double weighted_error(const float* W, const float* Q, int64_t rows, int n, const float* H) {
+  double total = 0;
+  std::vector<double> d(n);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int j = 0; j < n; ++j) d[j] = double(W[r * n + j]) - Q[r * n + j];
+    for (int i = 0; i < n; ++i) {
+      double s = 0;
+      for (int j = 0; j < n; ++j) s += double(H[size_t(i) * n + j]) * d[j];
+      total += d[i] * s;
+    }
+  }
+  return total / double(rows);
+}
+
+}  // namespace leanlm

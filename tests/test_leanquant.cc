@@ -1,0 +1,278 @@
+// The LQ weight types and the LeanQuant fit: the row format, the dot kernels of every kernel set
+// and the prompt GEMM against a plain double reference, the GPTQ factor against its definition,
+// k-means at its fixed point, and GPTQ's feedback beating plain rounding on correlated inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "engine/hessian.h"
+#include "kernels/matmul.h"
+#include "kernels/threadpool.h"
+#include "quant/act_quant.h"
+#include "quant/dequant.h"
+#include "quant/dot.h"
+#include "quant/leanquant.h"
+#include "quant/lq_format.h"
+#include "quant/quantize.h"
+#include "util/fp16.h"
+#include "util/sysinfo.h"
+
+namespace leanlm {
+namespace {
+
+const GgmlType kLq[] = {GgmlType::LQ2, GgmlType::LQ3, GgmlType::LQ4};
+
+// Random valid rows: levels anywhere in int8 (extreme: all +-127), a positive fp16 scale, codes.
+std::vector<uint8_t> random_rows(GgmlType t, int rows, int n, std::mt19937& rng, bool extreme) {
+  const int k = 1 << lq_bits(t);
+  const size_t rb = row_bytes(t, n);
+  std::vector<uint8_t> out(rb * rows);
+  std::vector<int8_t> lv(k);
+  std::vector<uint8_t> c(n);
+  for (int r = 0; r < rows; ++r) {
+    for (int i = 0; i < k; ++i) lv[i] = extreme ? int8_t(i % 2 ? 127 : -127) : int8_t(int(rng() % 255) - 127);
+    for (auto& v : c) v = uint8_t(rng() % k);
+    const float scale = extreme ? 1.f : std::ldexp(1.f + float(rng() % 1000) / 1000.f, -int(rng() % 10));
+    lq_pack_row(t, lv.data(), scale, c.data(), n, out.data() + r * rb);
+  }
+  return out;
+}
+
+TEST(LqFormat, CodesAndLevelsRoundTrip) {
+  std::mt19937 rng(1);
+  for (GgmlType t : kLq) {
+    const int k = 1 << lq_bits(t), n = 96;
+    std::vector<int8_t> lv(k);
+    std::vector<uint8_t> c(n), back(n), row(row_bytes(t, n));
+    for (auto& v : lv) v = int8_t(int(rng() % 255) - 127);
+    for (auto& v : c) v = uint8_t(rng() % k);
+    lq_pack_row(t, lv.data(), 0.375f, c.data(), n, row.data());
+    EXPECT_EQ(row.size(), size_t(traits(t).row_header) + size_t(n) * lq_bits(t) / 8);
+    lq_unpack_codes(t, row.data(), n, back.data());
+    EXPECT_EQ(back, c) << type_name(uint32_t(t));
+    std::vector<float> w(n);
+    dequantize_row(t, row.data(), w.data(), n);
+    for (int j = 0; j < n; ++j) ASSERT_EQ(w[j], 0.375f * float(lv[c[j]])) << type_name(uint32_t(t)) << " j " << j;
+  }
+}
+
+// Every kernel set's LQ dot against sum_j (scale * level[c_j]) * (d_b * q_j) in double.
+TEST(LqKernels, DotsOfEveryKernelSetMatchThePlainReference) {
+  std::mt19937 rng(2);
+  const Isa best = best_isa();
+  for (bool extreme : {false, true})
+    for (GgmlType t : kLq)
+      for (int n : {32, 96, 640, 2048}) {
+        const int rows = 7;
+        const std::vector<uint8_t> w = random_rows(t, rows, n, rng, extreme);
+        std::vector<float> x(n);
+        std::normal_distribution<float> nd(0.f, 1.f);
+        for (int j = 0; j < n; ++j) x[j] = extreme ? (j % 3 ? 3e4f : -3e4f) : nd(rng);
+        std::vector<int8_t> q(n);
+        std::vector<float> d(n / 32);
+        std::vector<int16_t> s16(n / 16);
+        quantize_act_row_ref(x.data(), n, q.data(), d.data(), s16.data(), act_scheme(t));
+        const ActRow act{q.data(), d.data(), s16.data()};
+        const size_t rb = row_bytes(t, n);
+        std::vector<double> ref(rows), mag(rows);
+        std::vector<uint8_t> c(n);
+        for (int r = 0; r < rows; ++r) {
+          const uint8_t* row = w.data() + r * rb;
+          lq_unpack_codes(t, row, n, c.data());
+          for (int j = 0; j < n; ++j) {
+            const double p = double(lq_scale(t, row)) * lq_levels(row)[c[j]] * (double(d[j / 32]) * q[j]);
+            ref[r] += p, mag[r] += std::fabs(p);
+          }
+        }
+        for (int isa = 0; isa <= int(best); ++isa) {
+          const DotRowsQ fn = dot_table(Isa(isa)).q[int(t)];
+          ASSERT_NE(fn, nullptr);
+          std::vector<float> out(rows);
+          fn(n, w.data(), rb, rows, act, out.data());
+          for (int r = 0; r < rows; ++r)
+            EXPECT_NEAR(out[r], ref[r], 1e-5 * mag[r] + 1e-6)
+                << type_name(uint32_t(t)) << " " << isa_name(Isa(isa)) << " n " << n << " row " << r << (extreme ? " extreme" : "");
+        }
+      }
+}
+
+// The prompt path (GEMM from 8 tokens where the CPU has one) against one token at a time.
+TEST(LqKernels, PromptGemmMatchesTheRowKernels) {
+  std::mt19937 rng(3);
+  ThreadPool pool(2);
+  for (GgmlType t : kLq) {
+    const int n = 640, rows = 48, T = 24;
+    const std::vector<uint8_t> data = random_rows(t, rows, n, rng, false);
+    WeightMat w;
+    w.type = t, w.n_in = n, w.n_out = rows, w.data = data.data(), w.row_bytes = row_bytes(t, n);
+    std::vector<float> x(size_t(T) * n), y(size_t(T) * rows), y1(rows);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    for (float& v : x) v = nd(rng);
+    MatmulScratch s;
+    matmul(pool, s, w, x.data(), T, n, y.data(), rows);
+    for (int tk = 0; tk < T; ++tk) {
+      matmul(pool, s, w, x.data() + size_t(tk) * n, 1, n, y1.data(), rows);
+      for (int r = 0; r < rows; ++r)
+        EXPECT_NEAR(y[size_t(tk) * rows + r], y1[r], 1e-4f * (std::fabs(y1[r]) + 1.f)) << type_name(uint32_t(t)) << " token " << tk;
+    }
+  }
+}
+
+// Correlated inputs, as a layer's activations are: x = A z with z standard normal.
+std::vector<float> correlated_inputs(int T, int n, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> A(size_t(n) * n), z(n), X(size_t(T) * n);
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) A[size_t(i) * n + j] = (i == j ? 1.f : 0.f) + 0.35f * nd(rng) / std::sqrt(float(n)) * 4.f;
+  for (int t = 0; t < T; ++t) {
+    for (float& v : z) v = nd(rng);
+    for (int i = 0; i < n; ++i) {
+      float s = 0;
+      for (int j = 0; j < n; ++j) s += A[size_t(i) * n + j] * z[j];
+      X[size_t(t) * n + i] = s * (i % 7 == 0 ? 4.f : 1.f);  // some inputs larger, as outlier channels are
+    }
+  }
+  return X;
+}
+
+std::vector<float> second_moment(const std::vector<float>& X, int T, int n) {
+  std::vector<float> H(size_t(n) * n, 0.f);
+  for (int t = 0; t < T; ++t)
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j) H[size_t(i) * n + j] += X[size_t(t) * n + i] * X[size_t(t) * n + j];
+  return H;
+}
+
+TEST(LeanQuant, FactorIsTheUpperCholeskyOfTheDampedInverse) {
+  std::mt19937 rng(4);
+  const int n = 64, T = 256;
+  const std::vector<float> H = second_moment(correlated_inputs(T, n, rng), T, n);
+  LeanQuantOptions o;
+  o.damp = 0.05;
+  ThreadPool pool(2);
+  const GptqFactor f = gptq_factor(H.data(), n, o, &pool);
+  double mean = 0;
+  for (int j = 0; j < n; ++j) mean += H[size_t(j) * n + j];
+  mean /= n;
+  // (U^T U)(H + damp I) = I, and U is upper triangular with a positive diagonal.
+  for (int i = 0; i < n; ++i) {
+    EXPECT_GT(f.U[size_t(i) * n + i], 0.f);
+    for (int j = 0; j < n; ++j) {
+      double s = 0;
+      for (int k = 0; k < n; ++k) {
+        double hinv = 0;  // (U^T U)[i][k]
+        for (int m = 0; m <= std::min(i, k); ++m) hinv += double(f.U[size_t(m) * n + i]) * f.U[size_t(m) * n + k];
+        s += hinv * (H[size_t(k) * n + j] + (k == j ? o.damp * mean : 0.0));
+      }
+      EXPECT_NEAR(s, i == j ? 1.0 : 0.0, 2e-4) << i << "," << j;
+    }
+  }
+}
+
+TEST(LeanQuant, KMeansLevelsAreTheWeightedMeansOfTheirCells) {
+  std::mt19937 rng(5);
+  const int n = 640;
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> w(n), wt(n);
+  for (int j = 0; j < n; ++j) w[j] = nd(rng) * (j % 50 == 0 ? 6.f : 1.f), wt[j] = 0.1f + float(rng() % 100) / 10.f;
+  for (int k : {4, 8, 16}) {
+    const std::vector<float> c = fit_levels(w.data(), wt.data(), n, k, 1000);
+    ASSERT_EQ(int(c.size()), k);
+    std::vector<double> sw(k, 0), swx(k, 0);
+    for (int j = 0; j < n; ++j) {
+      int best = 0;
+      for (int i = 1; i < k; ++i)
+        if (std::fabs(w[j] - c[i]) < std::fabs(w[j] - c[best])) best = i;
+      sw[best] += wt[j], swx[best] += double(wt[j]) * w[j];
+    }
+    for (int i = 0; i < k; ++i) {
+      if (i) EXPECT_LE(c[i - 1], c[i]);
+      if (sw[i] > 0) EXPECT_NEAR(c[i], swx[i] / sw[i], 1e-5) << "k " << k << " level " << i;
+    }
+  }
+  // As many levels as distinct values: each value is a level.
+  std::vector<float> few = {0.5f, -1.f, 2.f, 0.5f, -1.f, 2.f, 3.f, 3.f};
+  std::vector<float> ones(few.size(), 1.f);
+  const std::vector<float> c = fit_levels(few.data(), ones.data(), int(few.size()), 4, 100);
+  EXPECT_EQ(c, (std::vector<float>{-1.f, 0.5f, 2.f, 3.f}));
+}
+
+// GPTQ's error feedback against rounding each weight to its row's nearest level (the same
+// grids): the loss it minimises, tr((W - Q) H (W - Q)^T), measured on held-out inputs.
+TEST(LeanQuant, ErrorFeedbackBeatsNearestLevelOnCorrelatedInputs) {
+  std::mt19937 rng(6);
+  const int n = 128, rows = 64, T = 2048;
+  const std::vector<float> X = correlated_inputs(2 * T, n, rng);
+  const std::vector<float> Hcal = second_moment(std::vector<float>(X.begin(), X.begin() + size_t(T) * n), T, n);
+  const std::vector<float> Heval = second_moment(std::vector<float>(X.begin() + size_t(T) * n, X.end()), T, n);
+  std::normal_distribution<float> nd(0.f, 0.02f);
+  std::vector<float> W(size_t(rows) * n);
+  for (float& v : W) v = nd(rng);
+  ThreadPool pool(2);
+  LeanQuantOptions o;
+  o.exponent = 0;  // unweighted k-means: the same grids as the nearest-level rows, so only the feedback differs
+  for (GgmlType t : kLq) {
+    const size_t rb = row_bytes(t, n);
+    std::vector<uint8_t> a(rb * rows), b(rb * rows);
+    lq_quantize_matrix(t, W.data(), rows, n, gptq_factor(Hcal.data(), n, o, &pool), o, a.data(), &pool);
+    lq_quantize_matrix(t, W.data(), rows, n, identity_factor(n), o, b.data(), &pool);
+    std::vector<float> Qa(W.size()), Qb(W.size());
+    for (int r = 0; r < rows; ++r) {
+      dequantize_row(t, a.data() + r * rb, Qa.data() + size_t(r) * n, n);
+      dequantize_row(t, b.data() + r * rb, Qb.data() + size_t(r) * n, n);
+    }
+    const double eg = weighted_error(W.data(), Qa.data(), rows, n, Heval.data());
+    const double er = weighted_error(W.data(), Qb.data(), rows, n, Heval.data());
+    // Measured ratios 0.665 (lq2), 0.653 (lq3), 0.621 (lq4); bound 1.1x (half-strength feedback
+    // fails it).
+    const double measured = t == GgmlType::LQ2 ? 0.665 : t == GgmlType::LQ3 ? 0.653 : 0.621;
+    EXPECT_LT(eg, 1.1 * measured * er) << type_name(uint32_t(t)) << " gptq " << eg << " nearest " << er;
+  }
+}
+
+TEST(LeanQuant, SameBytesOnAnyThreadCount) {
+  std::mt19937 rng(7);
+  const int n = 96, rows = 37, T = 512;
+  const std::vector<float> H = second_moment(correlated_inputs(T, n, rng), T, n);
+  std::normal_distribution<float> nd(0.f, 0.02f);
+  std::vector<float> W(size_t(rows) * n);
+  for (float& v : W) v = nd(rng);
+  LeanQuantOptions o;
+  std::vector<uint8_t> first;
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    std::vector<uint8_t> out(row_bytes(GgmlType::LQ3, n) * rows);
+    lq_quantize_matrix(GgmlType::LQ3, W.data(), rows, n, gptq_factor(H.data(), n, o, &pool), o, out.data(), &pool);
+    if (first.empty()) first = out;
+    EXPECT_EQ(out, first) << threads << " threads";
+  }
+}
+
+TEST(LeanQuant, DeadInputsGetNoWeightAndNaNIsAnError) {
+  const int n = 64;
+  std::vector<float> H(size_t(n) * n, 0.f);
+  for (int j = 0; j < n; ++j) H[size_t(j) * n + j] = j == 5 ? 0.f : 1.f + j;
+  LeanQuantOptions o;
+  const GptqFactor f = gptq_factor(H.data(), n, o);
+  EXPECT_TRUE(f.dead[5]);
+  EXPECT_EQ(f.weight[5], 0.f);
+  H[3] = NAN;
+  H[size_t(3) * n + 3] = NAN;
+  EXPECT_THROW(gptq_factor(H.data(), n, o), std::exception);
+}
+
+TEST(Hessians, TensorsMapToTheInputTheyRead) {
+  EXPECT_EQ(HessianSet::input_of("blk.3.attn_q.weight"), "blk.3.attn_in");
+  EXPECT_EQ(HessianSet::input_of("blk.3.attn_v.weight"), "blk.3.attn_in");
+  EXPECT_EQ(HessianSet::input_of("blk.12.attn_output.weight"), "blk.12.attn_out");
+  EXPECT_EQ(HessianSet::input_of("blk.0.ffn_up.weight"), "blk.0.ffn_in");
+  EXPECT_EQ(HessianSet::input_of("blk.0.ffn_down.weight"), "blk.0.ffn_down");
+  EXPECT_EQ(HessianSet::input_of("token_embd.weight"), "");
+  EXPECT_EQ(HessianSet::input_of("blk.0.attn_norm.weight"), "");
+  EXPECT_EQ(HessianSet::input_of("blk.0.ffn_down.weight.extra"), "");
+}
+
+}  // namespace
+}  // namespace leanlm
