@@ -17,6 +17,28 @@ uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
 
 }  // namespace
 
+std::vector<int> calibration_tokens(const Engine& engine, const std::string& text, int n_tokens) {
+  return engine.tokenizer().encode(text.substr(0, std::min(text.size(), size_t(n_tokens) * 8 + 4096)), true, false);
+}
+
+int calibration_chunks(size_t text_tokens, int ctx, int n_tokens) {
+  const int n_chunks = int(std::min<size_t>(text_tokens / ctx, size_t(std::max(1, n_tokens / ctx))));
+  if (n_chunks == 0) fail(strfmt("calibration text: %zu tokens is less than one chunk of %d (use shorter chunks)", text_tokens, ctx));
+  return n_chunks;
+}
+
+void feed_chunks(Engine& engine, const std::vector<int>& text, int ctx, int n_chunks, const char* label, bool progress) {
+  ProgressBar bar(label, progress ? n_chunks : 0);
+  for (int ci = 0; ci < n_chunks; ++ci) {
+    std::vector<int> chunk(text.begin() + int64_t(ci) * ctx, text.begin() + int64_t(ci + 1) * ctx);
+    if (engine.tokenizer().add_bos()) chunk[0] = engine.tokenizer().bos();
+    auto seq = engine.new_sequence();
+    engine.feed(*seq, chunk);
+    bar.update(ci + 1);
+  }
+  bar.finish();
+}
+
 CodebookKey codebook_key(const Model& model) {
   const ModelConfig& c = model.config();
   uint64_t h = 0xcbf29ce484222325ull;
@@ -53,8 +75,7 @@ std::vector<CodebookSet> learn_codebooks(Engine& engine, const std::vector<int>&
   for (const CodecSpec& s : specs)
     if (cmax % s.cq_channels != 0) fail("calibrate: group sizes must divide each other (1, 2, 4, 8)");
 
-  const int n_chunks = std::min(int(text.size()) / ctx, std::max(1, n_tokens / ctx));
-  if (n_chunks == 0) fail(strfmt("calibration text: %zu tokens is less than one chunk of %d (lower -c)", text.size(), ctx));
+  const int n_chunks = calibration_chunks(text.size(), ctx, n_tokens);
   if (skip_first < 0 || skip_first >= ctx) fail(strfmt("calibrate: cannot leave out %d positions of chunks of %d", skip_first, ctx));
   const int N = n_chunks * (ctx - skip_first);
 
@@ -80,17 +101,7 @@ std::vector<CodebookSet> learn_codebooks(Engine& engine, const std::vector<int>&
           for (int j = 0; j < cmax; ++j) s[(size_t(b) + i) * cmax + j] += double(qh[b + i]) * qh[b + j];
     }
   });
-  {
-    ProgressBar bar("activations", progress ? n_chunks : 0);
-    for (int ci = 0; ci < n_chunks; ++ci) {
-      std::vector<int> chunk(text.begin() + int64_t(ci) * ctx, text.begin() + int64_t(ci + 1) * ctx);
-      if (engine.tokenizer().add_bos()) chunk[0] = engine.tokenizer().bos();
-      auto seq = engine.new_sequence();
-      engine.feed(*seq, chunk);
-      bar.update(ci + 1);
-    }
-    bar.finish();
-  }
+  feed_chunks(engine, text, ctx, n_chunks, "activations", progress);
   engine.forward().set_kv_tap(nullptr);
 
   std::vector<CodebookSet> sets;

@@ -10,6 +10,16 @@
 
 namespace leanlm {
 
+// Calibration text as tokens: only as much of `text` as n_tokens needs (a token is rarely more
+// than 8 bytes of text).
+std::vector<int> calibration_tokens(const Engine& engine, const std::string& text, int n_tokens);
+// How many whole chunks of ctx tokens a calibration of n_tokens runs over (at least one); Error when
+// the text holds none.
+int calibration_chunks(size_t text_tokens, int ctx, int n_tokens);
+// Runs the model over the first n_chunks chunks of ctx tokens of text, each a new sequence (its first
+// token BOS where the model adds one); the Forward taps collect what they need.
+void feed_chunks(Engine& engine, const std::vector<int>& text, int ctx, int n_chunks, const char* label, bool progress);
+
 // The model's fingerprint (its shape and the bytes of its key/value projections) and cache shape.
 CodebookKey codebook_key(const Model& model);
 

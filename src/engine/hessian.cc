@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "engine/calibrate.h"
 #include "kernels/matmul.h"
 #include "util/error.h"
-#include "util/progress.h"
 
 namespace leanlm {
 
@@ -44,8 +44,7 @@ const HessianSet::Entry* HessianSet::for_tensor(const std::string& name) const {
 
 HessianSet collect_hessians(Engine& engine, const std::vector<int>& text, int ctx, int n_tokens, bool progress) {
   if (ctx < 2) fail("calibration: chunks must hold at least 2 tokens");
-  const int n_chunks = std::min(int(text.size()) / ctx, std::max(1, n_tokens / ctx));
-  if (n_chunks == 0) fail(strfmt("calibration text: %zu tokens is less than one chunk of %d", text.size(), ctx));
+  const int n_chunks = calibration_chunks(text.size(), ctx, n_tokens);
   HessianSet set;
   MatmulScratch scratch;
   std::vector<float> xt, g;
@@ -65,16 +64,8 @@ HessianSet collect_hessians(Engine& engine, const std::vector<int>& text, int ct
     for (size_t i = 0; i < g.size(); ++i) e.H[i] += g[i];
   });
   try {
-    ProgressBar bar("calibration", progress ? n_chunks : 0);
-    for (int ci = 0; ci < n_chunks; ++ci) {
-      std::vector<int> chunk(text.begin() + int64_t(ci) * ctx, text.begin() + int64_t(ci + 1) * ctx);
-      if (engine.tokenizer().add_bos()) chunk[0] = engine.tokenizer().bos();
-      auto seq = engine.new_sequence();
-      engine.feed(*seq, chunk);
-      set.tokens += ctx;
-      bar.update(ci + 1);
-    }
-    bar.finish();
+    feed_chunks(engine, text, ctx, n_chunks, "calibration", progress);
+    set.tokens = int64_t(n_chunks) * ctx;
   } catch (...) {
     engine.forward().set_mat_tap(nullptr);
     throw;

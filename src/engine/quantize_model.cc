@@ -143,9 +143,9 @@ QuantizeReport quantize_model(const std::string& in_path, const std::string& out
       // after the loop (an exception must not leave a worker thread).
       // LQ: the whole matrix at once (GPTQ's feedback runs along rows, through the input's factor).
       const HessianSet::Entry* hess = o.hessians && is_lq(dst) ? o.hessians->for_tensor(t.name) : nullptr;
-      std::vector<uint8_t> fitted;
+      std::vector<float> wf;  // LQ: the source matrix as floats, [rows][n]
       if (is_lq(dst)) {
-        std::vector<float> wf(size_t(rows) * n);
+        wf.resize(size_t(rows) * n);
         for (int64_t r = 0; r < rows; ++r) dequantize_row(t.type(), t.data + size_t(r) * rb_in, wf.data() + size_t(r) * n, n);
         for (int64_t r = 0; r < rows; ++r)
           for (int64_t j = 0; j < n; ++j)
@@ -155,9 +155,8 @@ QuantizeReport quantize_model(const std::string& in_path, const std::string& out
           fail(strfmt("quantize: the statistics for %s have %d inputs, the tensor %lld", t.name.c_str(), hess->n, (long long)n));
         const std::string key = hess ? HessianSet::input_of(t.name) : "";
         if (hess && !factors.count(key)) factors.emplace(key, gptq_factor(hess->H.data(), int(n), o.leanquant, &pool));
-        fitted.resize(out.size());
         lq_quantize_matrix(dst, wf.data(), rows, int(n), hess ? factors.at(key) : identity_factor(int(n)), o.leanquant,
-                           fitted.data(), &pool);
+                           out.data(), &pool);
         if (hess && --uses_left[key] == 0) factors.erase(key);
       }
       std::mutex mu;
@@ -169,17 +168,17 @@ QuantizeReport quantize_model(const std::string& in_path, const std::string& out
       };
       pool.parallel_for(rows, [&](int64_t r0, int64_t r1) {
         try {
-          std::vector<float> row(n), back(n);
+          std::vector<float> buf(n), back(n);
           for (int64_t r = r0; r < r1; ++r) {
-            dequantize_row(t.type(), t.data + size_t(r) * rb_in, row.data(), n);
+            const float* row = wf.empty() ? buf.data() : wf.data() + size_t(r) * n;
+            if (wf.empty()) dequantize_row(t.type(), t.data + size_t(r) * rb_in, buf.data(), n);
             float peak = 0;
-            for (float v : row) {
-              if (!std::isfinite(v)) return report(r, "has a weight that is not a finite number");
-              peak = std::max(peak, std::fabs(v));
+            for (int64_t j = 0; j < n; ++j) {
+              if (!std::isfinite(row[j])) return report(r, "has a weight that is not a finite number");
+              peak = std::max(peak, std::fabs(row[j]));
             }
             uint8_t* q = out.data() + size_t(r) * rb_out;
-            if (is_lq(dst)) std::copy(fitted.data() + size_t(r) * rb_out, fitted.data() + size_t(r + 1) * rb_out, q);
-            else quantize_row(dst, row.data(), q, n);
+            if (wf.empty()) quantize_row(dst, row, q, n);  // LQ rows are already written
             dequantize_row(dst, q, back.data(), n);
             for (float v : back)
               if (!std::isfinite(v))

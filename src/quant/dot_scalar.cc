@@ -172,7 +172,7 @@ float dot_row_lq(GgmlType type, int n, const uint8_t* w, const ActRow& x) {
   uint8_t c[32];
   float sum = 0.f;
   for (int base = 0; base < n; base += 32) {
-    lq_unpack_codes(type, w + traits(type).block_bytes * (base / 32), 32, c);  // the header is skipped inside
+    lq_unpack_block(type, w, base / 32, c);
     int isum = 0;
     for (int l = 0; l < 32; ++l) isum += int(lv[c[l]]) * x.q[base + l];
     sum += x.d[base / 32] * float(isum);

@@ -31,6 +31,10 @@ float lq_scale(GgmlType t, const uint8_t* row) {
   return fp16_to_f32_ref(h);
 }
 
+void lq_unpack_block(GgmlType t, const uint8_t* row, int64_t b, uint8_t* c) {
+  unpack_block(t, row + traits(t).row_header + b * traits(t).block_bytes, c);
+}
+
 void lq_unpack_codes(GgmlType t, const uint8_t* row, int64_t n, uint8_t* c) {
   const uint8_t* b = row + traits(t).row_header;
   for (int64_t base = 0; base < n; base += 32, b += traits(t).block_bytes) unpack_block(t, b, c + base);
@@ -65,11 +69,10 @@ void lq_pack_row(GgmlType t, const int8_t* levels, float scale, const uint8_t* c
 void lq_dequantize_row(GgmlType t, const uint8_t* row, float* w, int64_t n) {
   const int8_t* lv = lq_levels(row);
   const float s = lq_scale(t, row);
-  const uint8_t* b = row + traits(t).row_header;
   uint8_t c[32];
-  for (int64_t base = 0; base < n; base += 32, b += traits(t).block_bytes) {
-    unpack_block(t, b, c);
-    for (int l = 0; l < 32; ++l) w[base + l] = s * float(lv[c[l]]);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    lq_unpack_block(t, row, b, c);
+    for (int l = 0; l < 32; ++l) w[32 * b + l] = s * float(lv[c[l]]);
   }
 }
 

@@ -25,6 +25,8 @@ inline int lq_bits(GgmlType t) { return t == GgmlType::LQ2 ? 2 : t == GgmlType::
 // The row's level table (2^b int8) and scale.
 inline const int8_t* lq_levels(const uint8_t* row) { return reinterpret_cast<const int8_t*>(row); }
 float lq_scale(GgmlType t, const uint8_t* row);
+// The 32 codes of block b of a row, one byte each (< 2^b).
+void lq_unpack_block(GgmlType t, const uint8_t* row, int64_t b, uint8_t* codes);
 // The row's codes, one byte each (< 2^b): codes[n].
 void lq_unpack_codes(GgmlType t, const uint8_t* row, int64_t n, uint8_t* codes);
 // Writes a row: levels[2^b], scale, codes[n] (< 2^b).

@@ -43,10 +43,7 @@ void calibrate(const CalibrateFlags& f) {
   const std::string file_text = read_text_file(f.file);
   EngineOptions eo = f.eng.resolve(true);
   Engine engine(eo);
-  // Only as much text as the calibration needs (a token is rarely more than 8 bytes of text).
-  const std::string& all = file_text;
-  const std::vector<int> text =
-      engine.tokenizer().encode(all.substr(0, std::min(all.size(), size_t(f.tokens) * 8 + 4096)), true, false);
+  const std::vector<int> text = calibration_tokens(engine, file_text, f.tokens);
   const double t0 = now_seconds();
   const std::vector<CodebookSet> sets = learn_codebooks(engine, text, eo.ctx, f.tokens, specs, f.iters, f.seed, true, weighting, f.sinks);
   save_codebooks(f.out, codebook_key(engine.model()), sets);

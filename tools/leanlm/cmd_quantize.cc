@@ -1,9 +1,9 @@
 // leanlm quantize: a model file with its weight matrices in another type.
-#include <algorithm>
 #include <cstdio>
 #include <map>
 
 #include "common.h"
+#include "engine/calibrate.h"
 #include "engine/hessian.h"
 #include "engine/quantize_model.h"
 #include "quant/lq_format.h"
@@ -56,8 +56,7 @@ void add_quantize(CLI::App& app) {
       EngineOptions eo;
       eo.model_path = in, eo.threads = f->threads, eo.ctx = f->ctx, eo.progress = true;
       Engine engine(eo);
-      const std::vector<int> text =
-          engine.tokenizer().encode(text_all.substr(0, std::min(text_all.size(), size_t(f->tokens) * 8 + 4096)), true, false);
+      const std::vector<int> text = calibration_tokens(engine, text_all, f->tokens);
       const double t0 = now_seconds();
       hessians = collect_hessians(engine, text, f->ctx, f->tokens, true);
       std::fprintf(stderr, "quantize: statistics of %zu matrix inputs from %lld tokens of %s in %.0f s\n",
