@@ -10,7 +10,7 @@ CXX="$(command -v clang++-14 || command -v clang++ || true)"
 if [ -z "$CXX" ]; then echo "fuzz_gguf: clang++ not found (scripts/setup.sh installs it)" >&2; exit 1; fi
 mkdir -p "$WORK"
 BIN="$WORK/fuzz_gguf"
-SOURCES=(tests/fuzz_gguf.cc src/gguf/gguf.cc src/quant/quant_types.cc src/quant/dequant.cc src/util/error.cc
+SOURCES=(tests/fuzz_gguf.cc src/gguf/gguf.cc src/quant/quant_types.cc src/quant/dequant.cc src/quant/lq_format.cc src/util/error.cc
          src/util/fp16.cc src/tokenizer/tokenizer.cc src/tokenizer/spm.cc src/tokenizer/bpe.cc src/model/arch.cc)
 if [ ! -x "$BIN" ] || [ -n "$(find "$SRC/src" "$SRC/tests/fuzz_gguf.cc" -newer "$BIN" -print -quit)" ]; then
   # The project's base ISA flags, as everywhere else (the headers assume F16C).
