@@ -45,7 +45,7 @@ constexpr Shape kShapes[] = {
 };
 constexpr GgmlType kTypes[] = {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q4_0,
                                GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::F16,
-                               GgmlType::BF16, GgmlType::F32};
+                               GgmlType::BF16, GgmlType::F32, GgmlType::LQ4, GgmlType::LQ3, GgmlType::LQ2};
 
 using bench::bandwidth_gbs;
 using bench::pool;

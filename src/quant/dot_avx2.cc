@@ -7,6 +7,7 @@
 
 #include "kernels/simd_avx2.h"
 #include "quant/dot.h"
+#include "quant/lq_format.h"
 #include "util/fp16.h"
 
 namespace leanlm {
@@ -17,9 +18,13 @@ inline __m256i dot_u8s8(__m256i u, __m256i s) {
 }
 
 #include "quant/dot_simd_impl.h"
+#include "quant/lq_dot_simd.h"
 
 }  // namespace avx2
 
-void fill_avx2_table(DotTable& t) { avx2::fill_common(t); }
+void fill_avx2_table(DotTable& t) {
+  avx2::fill_common(t);
+  avx2::fill_lq(t);
+}
 
 }  // namespace leanlm

@@ -165,17 +165,18 @@ float dot_row_q(GgmlType type, int n, const uint8_t* w, const ActRow& x) {
   return sum;
 }
 
-// LQ rows: per 32-block the exact integer sum of level[code] * activation code, then the block's
-// activation scale, then the row's scale (the order the SIMD kernels follow).
+// LQ rows: per 32-block the exact integer sum of level[code] * activation code, times the block's
+// activation scale and block scale, summed, then the row's scale (the order the SIMD kernels follow).
 float dot_row_lq(GgmlType type, int n, const uint8_t* w, const ActRow& x) {
   const int8_t* lv = lq_levels(w);
+  const uint8_t* bs = lq_block_scales(type, w);
   uint8_t c[32];
   float sum = 0.f;
   for (int base = 0; base < n; base += 32) {
-    lq_unpack_block(type, w, base / 32, c);
+    lq_unpack_block(type, w, n, base / 32, c);
     int isum = 0;
     for (int l = 0; l < 32; ++l) isum += int(lv[c[l]]) * x.q[base + l];
-    sum += x.d[base / 32] * float(isum);
+    sum += (x.d[base / 32] * float(bs[base / 32])) * float(isum);
   }
   return lq_scale(type, w) * sum;
 }

@@ -193,13 +193,15 @@ void unpack_q6_k(const BlockQ6_K* b, int nb, uint8_t* c, float* sc, float* off) 
   }
 }
 
-// LQ: the codes become their levels + 128 (uint8, as Q8_0's), the row scale every group's.
+// LQ: the codes become their levels + 128 (uint8, as Q8_0's); a group's scale is the row scale
+// times its block scale.
 void unpack_lq(GgmlType t, const uint8_t* row, int n, uint8_t* c, float* sc, float* off) {
   lq_unpack_codes(t, row, n, c);
   const int8_t* lv = lq_levels(row);
   for (int j = 0; j < n; ++j) c[j] = uint8_t(int(lv[c[j]]) + 128);
   const float s = lq_scale(t, row);
-  for (int g = 0; g < n / 32; ++g) sc[g] = s, off[g] = -128.f * s;
+  const uint8_t* bs = lq_block_scales(t, row);
+  for (int g = 0; g < n / 32; ++g) sc[g] = s * float(bs[g]), off[g] = -128.f * sc[g];
 }
 
 }  // namespace

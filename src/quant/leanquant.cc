@@ -7,7 +7,6 @@
 #include "kernels/threadpool.h"
 #include "quant/lq_format.h"
 #include "util/error.h"
-#include "util/fp16.h"
 
 namespace leanlm {
 
@@ -141,37 +140,88 @@ std::vector<float> fit_levels(const float* w, const float* weight, int n, int k,
   return std::vector<float>(c.begin(), c.end());
 }
 
+namespace {
+
+// The block scale u (0..255, the block's unit d * u) whose nearest-level rounding of w[32] has the
+// least importance-weighted squared error, among a few multiples of the scale that puts the
+// block's largest magnitude on the outermost level: the outer level is a cell mean, and a slightly
+// smaller scale often trades the extreme weight's error for every other one's.
+int best_block_scale(const float* w, const float* imp, const int8_t* L, int k, float d) {
+  float amax = 0;
+  for (int l = 0; l < 32; ++l) amax = std::max(amax, std::fabs(w[l]));
+  int lmax = 0;
+  for (int i = 0; i < k; ++i) lmax = std::max(lmax, std::abs(int(L[i])));
+  if (amax == 0 || lmax == 0 || d == 0) return 0;
+  const float u0 = amax / (d * float(lmax));
+  int best = int(std::clamp<long>(std::lround(u0), 1, 255));
+  double best_err = -1;
+  for (float f : {1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 1.05f}) {
+    const int u = int(std::clamp<long>(std::lround(u0 * f), 1, 255));
+    const float s = d * float(u);
+    double err = 0;
+    for (int l = 0; l < 32; ++l) {
+      float e = std::fabs(w[l] - s * float(L[0]));
+      for (int i = 1; i < k; ++i) e = std::min(e, std::fabs(w[l] - s * float(L[i])));
+      err += double(imp[l]) * double(e) * double(e);
+    }
+    if (best_err < 0 || err < best_err) best_err = err, best = u;
+  }
+  return best;
+}
+
+}  // namespace
+
 void lq_quantize_matrix(GgmlType t, const float* W, int64_t rows, int n, const GptqFactor& f,
                         const LeanQuantOptions& o, uint8_t* out, ThreadPool* pool) {
   if (!is_lq(t)) fail("leanquant: " + type_name(uint32_t(t)) + " is not an LQ type");
   if (n % 32 || f.n != n) fail(strfmt("leanquant: rows of %d do not fit the factor (%d) or 32-blocks", n, f.n));
-  const int k = 1 << lq_bits(t);
+  const int k = 1 << lq_bits(t), nb = n / 32;
   const size_t rb = row_bytes(t, n);
   constexpr int kRowGroup = 8;  // rows swept together: each row of U is read once per group
   const int64_t groups = (rows + kRowGroup - 1) / kRowGroup;
   const auto sweep = [&](int64_t g) {
     const int64_t r0 = g * kRowGroup, nr = std::min<int64_t>(kRowGroup, rows - r0);
-    std::vector<float> w(size_t(nr) * n), lev(size_t(nr) * k), mid(size_t(nr) * k);
+    std::vector<float> w(size_t(nr) * n), lev(size_t(nr) * k), mid(size_t(nr) * k), v(n), kw(n);
     std::vector<int8_t> table(size_t(nr) * k);
     std::vector<float> scale(nr);
-    std::vector<uint8_t> codes(size_t(nr) * n);
+    std::vector<uint8_t> codes(size_t(nr) * n), bscale(size_t(nr) * nb);
     for (int64_t r = 0; r < nr; ++r) {
+      // The grid is fitted to the row's weights in units of their block's largest magnitude, each
+      // weighing its importance times that magnitude squared (its error in weight units).
       float* wr = w.data() + r * n;
+      float amax_row = 0;
       for (int j = 0; j < n; ++j) wr[j] = f.dead[j] ? 0.f : W[(r0 + r) * n + j];
-      const std::vector<float> c = fit_levels(wr, f.weight.data(), n, k, o.kmeans_iters);
+      for (int b = 0; b < nb; ++b) {
+        float amax = 0;
+        for (int l = 0; l < 32; ++l) amax = std::max(amax, std::fabs(wr[32 * b + l]));
+        amax_row = std::max(amax_row, amax);
+        for (int l = 0; l < 32; ++l) {
+          const int j = 32 * b + l;
+          v[j] = amax > 0 ? wr[j] / amax : 0.f;
+          kw[j] = f.weight[j] * amax * amax;
+        }
+      }
+      const std::vector<float> c = fit_levels(v.data(), kw.data(), n, k, o.kmeans_iters);
       float peak = 0;
       for (float x : c) peak = std::max(peak, std::fabs(x));
-      const float s = fp16_to_f32_ref(f32_to_fp16_ref(peak / 127.f));
-      scale[r] = s;
-      for (int i = 0; i < k; ++i) {
-        const int8_t q = s > 0 ? int8_t(std::clamp<long>(std::lround(c[i] / s), -127, 127)) : 0;
-        table[r * k + i] = q;
-        lev[r * k + i] = s * float(q);
-      }
-      for (int i = 0; i + 1 < k; ++i) mid[r * k + i] = 0.5f * (lev[r * k + i] + lev[r * k + i + 1]);
+      const float G = peak / 127.f;  // level i is G * L[i] block magnitudes
+      for (int i = 0; i < k; ++i)
+        table[r * k + i] = G > 0 ? int8_t(std::clamp<long>(std::lround(c[i] / G), -127, 127)) : 0;
+      // The unit: the largest block at u = 255 (blocks the feedback grows past it clamp there).
+      scale[r] = amax_row * G / 255.f;
     }
+    float err[kRowGroup];
     for (int j = 0; j < n; ++j) {
-      float err[kRowGroup];
+      if (j % 32 == 0) {  // block start: its scale from the weights as the feedback left them
+        for (int64_t r = 0; r < nr; ++r) {
+          const int8_t* L = table.data() + r * k;
+          const int u = best_block_scale(w.data() + r * n + j, f.weight.data() + j, L, k, scale[r]);
+          bscale[r * nb + j / 32] = uint8_t(u);
+          const float s = scale[r] * float(u);
+          for (int i = 0; i < k; ++i) lev[r * k + i] = s * float(L[i]);
+          for (int i = 0; i + 1 < k; ++i) mid[r * k + i] = 0.5f * (lev[r * k + i] + lev[r * k + i + 1]);
+        }
+      }
       for (int64_t r = 0; r < nr; ++r) {
         const float x = w[r * n + j];
         const float* m = mid.data() + r * k;
@@ -189,7 +239,8 @@ void lq_quantize_matrix(GgmlType t, const float* W, int64_t rows, int n, const G
       }
     }
     for (int64_t r = 0; r < nr; ++r)
-      lq_pack_row(t, table.data() + r * k, scale[r], codes.data() + r * n, n, out + size_t(r0 + r) * rb);
+      lq_pack_row(t, table.data() + r * k, scale[r], bscale.data() + r * nb, codes.data() + r * n, n,
+                  out + size_t(r0 + r) * rb);
   };
   if (pool) {
     pool->parallel_for(groups, [&](int64_t b, int64_t e) {

@@ -2,7 +2,6 @@
 
 #include <cstring>
 
-#include "util/fp16.h"
 
 namespace leanlm {
 
@@ -26,27 +25,28 @@ void unpack_block(GgmlType t, const uint8_t* b, uint8_t* c) {
 }  // namespace
 
 float lq_scale(GgmlType t, const uint8_t* row) {
-  uint16_t h;
-  std::memcpy(&h, row + (1 << lq_bits(t)), 2);
-  return fp16_to_f32_ref(h);
+  float s;
+  std::memcpy(&s, row + (1 << lq_bits(t)), 4);
+  return s;
 }
 
-void lq_unpack_block(GgmlType t, const uint8_t* row, int64_t b, uint8_t* c) {
-  unpack_block(t, row + traits(t).row_header + b * traits(t).block_bytes, c);
+void lq_unpack_block(GgmlType t, const uint8_t* row, int64_t n, int64_t b, uint8_t* c) {
+  unpack_block(t, lq_block_codes(t, row, n, b), c);
 }
 
 void lq_unpack_codes(GgmlType t, const uint8_t* row, int64_t n, uint8_t* c) {
-  const uint8_t* b = row + traits(t).row_header;
-  for (int64_t base = 0; base < n; base += 32, b += traits(t).block_bytes) unpack_block(t, b, c + base);
+  const uint8_t* b = lq_block_codes(t, row, n, 0);
+  for (int64_t base = 0; base < n; base += 32, b += lq_code_bytes(t)) unpack_block(t, b, c + base);
 }
 
-void lq_pack_row(GgmlType t, const int8_t* levels, float scale, const uint8_t* c, int64_t n, uint8_t* row) {
+void lq_pack_row(GgmlType t, const int8_t* levels, float scale, const uint8_t* block_scales, const uint8_t* c,
+                 int64_t n, uint8_t* row) {
   const int k = 1 << lq_bits(t);
   std::memcpy(row, levels, k);
-  const uint16_t h = f32_to_fp16_ref(scale);
-  std::memcpy(row + k, &h, 2);
-  uint8_t* b = row + traits(t).row_header;
-  const int bytes = traits(t).block_bytes;
+  std::memcpy(row + k, &scale, 4);
+  std::memcpy(row + traits(t).row_header, block_scales, size_t(n / 32));
+  uint8_t* b = row + traits(t).row_header + n / 32;
+  const int bytes = lq_code_bytes(t);
   for (int64_t base = 0; base < n; base += 32, b += bytes, c += 32) {
     std::memset(b, 0, bytes);
     switch (t) {
@@ -69,10 +69,12 @@ void lq_pack_row(GgmlType t, const int8_t* levels, float scale, const uint8_t* c
 void lq_dequantize_row(GgmlType t, const uint8_t* row, float* w, int64_t n) {
   const int8_t* lv = lq_levels(row);
   const float s = lq_scale(t, row);
+  const uint8_t* bs = lq_block_scales(t, row);
   uint8_t c[32];
   for (int64_t b = 0; b < n / 32; ++b) {
-    lq_unpack_block(t, row, b, c);
-    for (int l = 0; l < 32; ++l) w[32 * b + l] = s * float(lv[c[l]]);
+    lq_unpack_block(t, row, n, b, c);
+    const float sb = s * float(bs[b]);
+    for (int l = 0; l < 32; ++l) w[32 * b + l] = sb * float(lv[c[l]]);
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "quant/lq_format.h"
 #include "util/error.h"
 #include "util/fp16.h"
 
@@ -10,13 +11,18 @@ namespace leanlm {
 namespace {
 std::vector<uint8_t> row_with_scales(GgmlType t, int n, std::mt19937& rng, bool saturated) {
   const TypeTraits& tr = traits(t);
-  std::vector<uint8_t> row(size_t(n / tr.block_elems) * tr.block_bytes);
+  std::vector<uint8_t> row(row_bytes(t, n));
   for (auto& b : row) b = saturated ? 0xFF : uint8_t(rng());
   std::uniform_real_distribution<float> u(0.001f, 0.05f);
   auto put_h = [&](uint8_t* p, float v) {
     uint16_t h = f32_to_fp16_ref(v);
     std::memcpy(p, &h, 2);
   };
+  if (is_lq(t)) {  // the header's f32 unit (levels, block scales and codes are any bytes)
+    const float unit = u(rng) / (127.f * 255.f);
+    std::memcpy(row.data() + (1 << lq_bits(t)), &unit, 4);
+    return row;
+  }
   for (size_t off = 0; off < row.size(); off += tr.block_bytes) {
     uint8_t* b = row.data() + off;
     switch (t) {
@@ -73,6 +79,7 @@ std::vector<uint8_t> extreme_matrix(GgmlType t, int rows, int n, const std::vect
   const TypeTraits& tr = traits(t);
   const int nb = n / tr.block_elems;
   if (int(negative.size()) != nb) fail("extreme_matrix: one polarity per block expected");
+  if (is_lq(t)) fail("extreme_matrix: LQ rows have no fixed extreme layout (test_leanquant builds its own)");
   // The formats whose codes (or sub-block scales) are signed have a negative extreme larger in
   // magnitude than the positive one; the unsigned ones reach their extreme only through 0xFF.
   const bool has_negative = t == GgmlType::Q4_0 || t == GgmlType::Q5_0 || t == GgmlType::Q8_0 ||

@@ -1,10 +1,15 @@
 // leanlm perplexity: llama-perplexity's method. The text is cut into chunks of n_ctx tokens, each
 // evaluated from an empty cache (first token replaced by BOS when the model adds one), and only
-// the second half of each chunk is scored.
+// the second half of each chunk is scored. With --kl-base the same chunks also run through a second
+// model (the source of a quantized file), and every scored token's distribution is compared with
+// that model's: mean KL divergence, top-1 agreement, perplexity ratio (llama-perplexity's
+// --kl-divergence, without the logits file in between).
 #include <unistd.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstdio>
+#include <memory>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -23,6 +28,23 @@ struct PplFlags {
   std::string file;
   int chunks = -1;
   bool json = false;
+  std::string kl_base;
+};
+
+// Running KL statistics against the base model.
+struct KlStats {
+  double sum = 0, sum2 = 0, top1 = 0, base_nll = 0;
+  std::vector<float> all;  // every token's KL, for the percentiles
+  void add(double kl, bool same_top, double base_lp) {
+    sum += kl, sum2 += kl * kl, top1 += same_top, base_nll -= base_lp;
+    all.push_back(float(kl));
+  }
+  double percentile(double q) {
+    if (all.empty()) return 0;
+    const size_t i = std::min(all.size() - 1, size_t(q * double(all.size())));
+    std::nth_element(all.begin(), all.begin() + i, all.end());
+    return all[i];
+  }
 };
 
 void perplexity(const PplFlags& f) {
@@ -34,6 +56,17 @@ void perplexity(const PplFlags& f) {
     eo.batch = eo.kv.codec.compressed() ? eo.kv.codec.group : 32;
   Engine engine(eo);
   const Tokenizer& tok = engine.tokenizer();
+  std::unique_ptr<Engine> base;
+  if (!f.kl_base.empty()) {
+    EngineFlags bf = f.eng;
+    bf.model = f.kl_base;
+    EngineOptions beo = bf.resolve(true);
+    beo.batch = eo.batch;
+    base = std::make_unique<Engine>(beo);
+    if (base->n_vocab() != engine.n_vocab() || base->tokenizer().encode("The quick brown fox", true, false) !=
+                                                   tok.encode("The quick brown fox", true, false))
+      fail("--kl-base: " + f.kl_base + " has another vocabulary or tokenizer than " + eo.model_path);
+  }
   const std::vector<int> tokens = tok.encode(file_text, true, false);
   const int n_ctx = eo.ctx;
   if (n_ctx < 8) fail("perplexity needs a context of at least 8 tokens");
@@ -47,11 +80,16 @@ void perplexity(const PplFlags& f) {
   double nll = 0, nll2 = 0;
   int64_t count = 0;
   std::vector<double> chunk_ppl;
+  KlStats kl;
+  std::vector<float> lp_model;
+  std::vector<std::vector<float>> base_lp;  // [scored row of the batch][V]
+  std::vector<int> base_top;
   ProgressBar bar("perplexity", n_chunks);
   const double t0 = now_seconds();
   for (int ci = 0; ci < n_chunks; ++ci) {
     const std::vector<int> chunk = perplexity_chunk(tokens, ci, n_ctx, tok);
     auto seq = engine.new_sequence();
+    auto base_seq = base ? base->new_sequence() : nullptr;
     double chunk_nll = 0;
     for (int start = 0; start < n_ctx; start += engine.forward().max_batch()) {
       const int n = std::min(engine.forward().max_batch(), n_ctx - start);
@@ -60,11 +98,30 @@ void perplexity(const PplFlags& f) {
         const int p = start + j;
         batch.push_back({seq.get(), chunk[p], p, p >= first && p < n_ctx - 1});
       }
+      if (base) {  // the base model's distributions of the same rows, first
+        std::vector<BatchEntry> bb = batch;
+        for (BatchEntry& e : bb) e.seq = base_seq.get();
+        const float* bl = base->forward().run(bb);
+        base_lp.resize(n), base_top.resize(n);
+        int row = 0;
+        for (int j = 0; j < n; ++j) {
+          if (!bb[j].logits) continue;
+          log_softmax(bl + size_t(row) * V, V, base_lp[row]);
+          base_top[row] = Sampler::argmax(bl + size_t(row) * V, V);
+          ++row;
+        }
+      }
       const float* logits = engine.forward().run(batch);
       int row = 0;
       for (int j = 0; j < n; ++j) {
         const int p = start + j;
         if (!batch[j].logits) continue;
+        if (base) {
+          const float* lg = logits + size_t(row) * V;
+          log_softmax(lg, V, lp_model);
+          kl.add(kl_divergence(base_lp[row].data(), lp_model.data(), V), Sampler::argmax(lg, V) == base_top[row],
+                 base_lp[row][chunk[p + 1]]);
+        }
         const double lp = log_prob(logits + size_t(row++) * V, V, chunk[p + 1]);
         nll -= lp;
         nll2 += lp * lp;
@@ -82,14 +139,33 @@ void perplexity(const PplFlags& f) {
   const double var = nll2 / count - mean * mean;
   const double ppl = std::exp(mean);
   const double err = count > 1 ? ppl * std::sqrt(std::max(0.0, var) / (count - 1)) : 0.0;
+  const double kl_mean = kl.sum / double(count);
+  const double kl_err = count > 1 ? std::sqrt(std::max(0.0, kl.sum2 / count - kl_mean * kl_mean) / (count - 1)) : 0.0;
+  const double base_ppl = std::exp(kl.base_nll / double(count));
   if (f.json) {
     nlohmann::json j = {{"file", f.file}, {"model", eo.model_path}, {"n_ctx", n_ctx}, {"chunks", n_chunks},
                         {"tokens_scored", count}, {"ppl", ppl}, {"ppl_err", err}, {"chunk_ppl", chunk_ppl},
                         {"seconds", t1 - t0}, {"kv", eo.kv.name()}};
+    if (base) {
+      j["kl_base"] = f.kl_base;
+      j["base_ppl"] = base_ppl;
+      j["ppl_ratio"] = ppl / base_ppl;
+      j["kld"] = kl_mean;
+      j["kld_err"] = kl_err;
+      j["kld_p99"] = kl.percentile(0.99);
+      j["kld_median"] = kl.percentile(0.5);
+      j["top1"] = kl.top1 / double(count);
+    }
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::fprintf(stderr, "\n%d chunks of %d tokens, %lld scored, %.1f s\n", n_chunks, n_ctx, (long long)count, t1 - t0);
     std::printf("PPL = %.4f +/- %.5f\n", ppl, err);
+    if (base) {
+      std::printf("base PPL = %.4f, ratio = %.4f\n", base_ppl, ppl / base_ppl);
+      std::printf("KLD = %.6f +/- %.6f (median %.6f, 99%% %.6f)\n", kl_mean, kl_err, kl.percentile(0.5),
+                  kl.percentile(0.99));
+      std::printf("top-1 agreement = %.2f %%\n", 100.0 * kl.top1 / double(count));
+    }
   }
 }
 
@@ -102,6 +178,9 @@ void add_perplexity(CLI::App& app) {
   c->add_option("-f,--file", f->file, "text file")->required();
   c->add_option("--chunks", f->chunks, "most chunks to score (default: all)");
   c->add_flag("--json", f->json, "print the result as JSON");
+  c->add_option("--kl-base", f->kl_base,
+                "a second model (file or short name) to compare with: KL divergence, top-1 agreement and "
+                "perplexity ratio of -m against it on the same tokens");
   c->callback([f] { perplexity(*f); });
 }
 
