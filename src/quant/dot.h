@@ -70,5 +70,6 @@ struct IsaTables {
 void fill_scalar_table(DotTable& t);
 void fill_avx2_table(DotTable& t);
 void fill_avx512_table(DotTable& t);
+void fill_lq_avx512(DotTable& t);  // lq_dot_avx512.cc
 
 }  // namespace leanlm

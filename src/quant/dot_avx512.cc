@@ -12,7 +12,6 @@
 
 #include "kernels/simd_avx2.h"
 #include "quant/dot.h"
-#include "quant/lq_format.h"
 #include "util/fp16.h"
 
 namespace leanlm {
@@ -23,7 +22,6 @@ inline __m256i dot_u8s8(__m256i u, __m256i s) {
 }
 
 #include "quant/dot_simd_impl.h"
-#include "quant/lq_dot_simd.h"
 
 // One Q8_0 row times an int8 activation row.
 float row_q8_0_zmm(int n, const uint8_t* wp, const ActRow& x) {
@@ -62,7 +60,7 @@ float row_q8_0_zmm(int n, const uint8_t* wp, const ActRow& x) {
 
 void fill_avx512_table(DotTable& t) {
   avx512::fill_common(t);
-  avx512::fill_lq(t);
+  fill_lq_avx512(t);  // lq_dot_avx512.cc: 512-bit LQ kernels in place of the shared 256-bit ones
   t.q[int(GgmlType::Q8_0)] = avx512::rows_one<avx512::row_q8_0_zmm>;
 }
 
