@@ -2,6 +2,7 @@
 // Codes are at most 63 and activations at most 127 in magnitude, so the int16 pairs never saturate.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
 

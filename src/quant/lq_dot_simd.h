@@ -3,8 +3,9 @@
 //
 // Per 32-block the codes are spread one per byte, looked up in the row's level table with one
 // byte shuffle (2^b <= 16 int8 levels: the table is a shuffle operand, as IQ4_NL's fixed one is),
-// and multiplied with the int8 activations; four blocks fold into one float multiply-add whose
-// scales are block scale * activation scale; the row's unit multiplies the sum once.
+// and multiplied with the int8 activations; each block's float sum is scaled by its block scale
+// times activation scale, formed eight at a time and taken by a broadcast load; the row's unit
+// multiplies the sum once.
 //
 // Levels are int8 in [-127, 127] as written by leanquant.cc; a file's -128 still cannot saturate
 // maddubs (128 * 127 * 2 < 32768).
@@ -38,22 +39,29 @@ float row_lq(int n, const uint8_t* w, const ActRow& x) {
   const uint8_t* bs = lq_block_scales(T, w);
   const uint8_t* codes = lq_block_codes(T, w, n, 0);
   const int nb = n / 32;
-  auto block_dot = [&](int b) {
-    return dot_s8s8(_mm256_shuffle_epi8(table, lq_codes<T>(codes + b * kCodeBytes)), load32(x.q + 32 * b));
+  auto block = [&](int b, const float* f) {
+    const __m256i p = dot_s8s8(_mm256_shuffle_epi8(table, lq_codes<T>(codes + b * kCodeBytes)), load32(x.q + 32 * b));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(f));
   };
-  __m256 acc = _mm256_setzero_ps();
-  int b = 0;
-  for (; b + 4 <= nb; b += 4) {
-    prefetch_ahead(codes + b * kCodeBytes, 4 * kCodeBytes);
-    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(block_dot(b), block_dot(b + 1)),
-                                        _mm256_hadd_epi32(block_dot(b + 2), block_dot(b + 3)));
-    const __m128 u = _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(int(load_u32(bs + b)))));
-    const __m128 scale = _mm_mul_ps(_mm_loadu_ps(x.d + b), u);
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(scale, scale), acc);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  alignas(32) float f[8];  // block scale * activation scale of 8 blocks, each taken by a broadcast load
+  for (int b0 = 0; b0 < nb; b0 += 8) {
+    const int cnt = std::min(8, nb - b0);
+    if (cnt == 8) {
+      const __m256 u = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bs + b0))));
+      _mm256_store_ps(f, _mm256_mul_ps(u, _mm256_loadu_ps(x.d + b0)));
+    } else {
+      for (int k = 0; k < cnt; ++k) f[k] = x.d[b0 + k] * float(bs[b0 + k]);
+    }
+    int k = 0;
+    for (; k + 2 <= cnt; k += 2) {
+      prefetch_ahead(codes + (b0 + k) * kCodeBytes, 2 * kCodeBytes);
+      acc0 = _mm256_add_ps(acc0, block(b0 + k, f + k));
+      acc1 = _mm256_add_ps(acc1, block(b0 + k + 1, f + k + 1));
+    }
+    if (k < cnt) acc0 = _mm256_add_ps(acc0, block(b0 + k, f + k));
   }
-  float tail = 0.f;
-  for (; b < nb; ++b) tail += (x.d[b] * float(bs[b])) * float(hsum_epi32(block_dot(b)));
-  return lq_scale(T, w) * (hsum(acc) + tail);
+  return lq_scale(T, w) * hsum(_mm256_add_ps(acc0, acc1));
 }
 
 inline void fill_lq(DotTable& t) {
