@@ -10,30 +10,13 @@
 
 namespace leanlm {
 
-namespace {
-
-double dot(const double* a, const double* b, int n) {
-  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  int i = 0;
-  for (; i + 4 <= n; i += 4) s0 += a[i] * b[i], s1 += a[i + 1] * b[i + 1], s2 += a[i + 2] * b[i + 2], s3 += a[i + 3] * b[i + 3];
-  for (; i < n; ++i) s0 += a[i] * b[i];
-  return (s0 + s1) + (s2 + s3);
+// LAPACK (OpenBLAS's): Cholesky factorization and triangular inverse, column-major. The
+// trailing lengths are the Fortran ABI's hidden lengths of the character arguments.
+extern "C" {
+void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info, size_t uplo_len = 1);
+void dtrtri_(const char* uplo, const char* diag, const int* n, double* a, const int* lda, int* info,
+             size_t uplo_len = 1, size_t diag_len = 1);
 }
-
-// fn(i) for i in [0, n), interleaved over the pool's threads (the triangular loops' rows cost
-// unequal amounts), or here without a pool.
-template <typename Fn>
-void for_rows(ThreadPool* pool, int n, Fn&& fn) {
-  if (!pool || pool->size() == 1 || n < 64) {
-    for (int i = 0; i < n; ++i) fn(i);
-    return;
-  }
-  pool->run([&](int ith, int nth) {
-    for (int i = ith; i < n; i += nth) fn(i);
-  });
-}
-
-}  // namespace
 
 GptqFactor identity_factor(int n) {
   GptqFactor f;
@@ -44,52 +27,42 @@ GptqFactor identity_factor(int n) {
 }
 
 GptqFactor gptq_factor(const float* H, int n, const LeanQuantOptions& o, ThreadPool* pool) {
+  (void)pool;  // LAPACK runs on OpenBLAS's own threads
   GptqFactor f;
   f.n = n;
   f.identity = false;
   f.dead.assign(n, 0);
-  std::vector<double> A(size_t(n) * n);  // symmetric copy of H from its upper triangle
+  // H = V V^T with V upper triangular (a Cholesky factorization run from the last index down),
+  // so H^-1 = V^-T V^-1 and U = V^-1. With J the index reversal, J H J = (J V J)(J V J)^T is an
+  // ordinary lower Cholesky factorization: LAPACK's dpotrf gives L = J V J, dtrtri L^-1, and
+  // U = J L^-1 J. A holds J H J, column-major (symmetric, so the layout only matters from here).
+  const auto rev = [n](int i) { return n - 1 - i; };
+  std::vector<double> A(size_t(n) * n);
   for (int i = 0; i < n; ++i)
-    for (int j = i; j < n; ++j) A[size_t(i) * n + j] = A[size_t(j) * n + i] = H[size_t(i) * n + j];
+    for (int j = i; j < n; ++j) {
+      const float h = H[size_t(i) * n + j];  // the upper triangle is the one read
+      if (!std::isfinite(h)) fail("leanquant: the calibration Hessian holds a value that is not finite");
+      A[size_t(rev(i)) * n + rev(j)] = A[size_t(rev(j)) * n + rev(i)] = h;
+    }
   double mean = 0;
   for (int j = 0; j < n; ++j) {
-    double& d = A[size_t(j) * n + j];
-    if (!std::isfinite(d)) fail("leanquant: the calibration Hessian holds a value that is not finite");
-    if (d <= 0) f.dead[j] = 1, d = 1;
+    double& d = A[size_t(rev(j)) * n + rev(j)];
+    if (d <= 0) f.dead[j] = 1, d = 1;  // an input that was always zero: its weights become 0
     mean += d;
   }
   mean /= n;
   for (int j = 0; j < n; ++j) A[size_t(j) * n + j] += o.damp * mean;
-
-  // H = V V^T with V upper triangular (a Cholesky factorization run from the last index down),
-  // so H^-1 = V^-T V^-1 and U = V^-1. V overwrites A's upper triangle: V[j][i] for j <= i is
-  // (A[j][i] - sum_{k > i} V[j][k] V[i][k]) / V[i][i], rows j < i independent at each step.
-  double* V = A.data();
-  for (int i = n - 1; i >= 0; --i) {
-    double* vi = V + size_t(i) * n;
-    const double d = vi[i] - dot(vi + i + 1, vi + i + 1, n - 1 - i);
-    if (!(d > 0)) fail(strfmt("leanquant: the damped Hessian is not positive definite at input %d (raise --damp)", i));
-    vi[i] = std::sqrt(d);
-    const double inv = 1.0 / vi[i];
-    const auto col = [&](int j) {
-      double* vj = V + size_t(j) * n;
-      vj[i] = (vj[i] - dot(vj + i + 1, vi + i + 1, n - 1 - i)) * inv;
-    };
-    if (i >= 256) for_rows(pool, i, col);
-    else for (int j = 0; j < i; ++j) col(j);
-  }
-  // U = V^-1, row by row: U[i][m] = (delta_im - sum_{i <= l < m} U[i][l] V[l][m]) / V[m][m].
+  const char lower = 'L', non_unit = 'N';
+  int info = 0;
+  dpotrf_(&lower, &n, A.data(), &n, &info);
+  if (info > 0)
+    fail(strfmt("leanquant: the damped Hessian is not positive definite at input %d (raise --damp)", rev(info - 1)));
+  if (info == 0) dtrtri_(&lower, &non_unit, &n, A.data(), &n, &info);
+  if (info != 0) fail(strfmt("leanquant: LAPACK failed on the damped Hessian (info %d)", info));
+  // U[p][q] (p <= q) = L^-1(rev p, rev q), element (r, c) of the column-major A at A[r + c n].
   f.U.assign(size_t(n) * n, 0.f);
-  for_rows(pool, n, [&](int i) {
-    std::vector<double> acc(n - i, 0.0);  // acc[m - i] = sum_l U[i][l] V[l][m] so far
-    float* ui = f.U.data() + size_t(i) * n;
-    for (int m = i; m < n; ++m) {
-      const double* vm = V + size_t(m) * n;
-      const double u = ((m == i ? 1.0 : 0.0) - acc[m - i]) / vm[m];
-      ui[m] = float(u);
-      for (int k = m + 1; k < n; ++k) acc[k - i] += u * vm[k];
-    }
-  });
+  for (int p = 0; p < n; ++p)
+    for (int q = p; q < n; ++q) f.U[size_t(p) * n + q] = float(A[size_t(rev(p)) + size_t(rev(q)) * n]);
   // Rescaled to a mean of 1 (only ratios matter to k-means; this keeps them in float range).
   std::vector<double> wd(n);
   double wsum = 0;
