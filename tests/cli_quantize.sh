@@ -102,6 +102,25 @@ p_plain=$(ppl "$TMP/lq4-plain.gguf")
 p_lq=$(ppl "$TMP/lq4.gguf")
 echo "     lq4: perplexity $p_lq with calibration, $p_plain without (source $src_ppl)"
 check "lq4: calibration lowers perplexity" "$PY" -c "import sys; sys.exit(not (0 < $p_lq < 0.95 * $p_plain))"
+# perplexity --kl-base: the source against itself is KLD 0, top-1 100 %, ratio 1; lq4 against the
+# source: the ratio is the two perplexities' quotient, and calibration lowers the KLD too.
+klj() { "$LEANLM" perplexity -m "$1" --kl-base "$SRC" -f "$TEXT" -c 512 --chunks 4 --json 2>/dev/null; }
+field() { "$PY" -c "import json,sys; print(json.load(open('$1'))['$2'])"; }
+klj "$SRC" >"$TMP/kl-self.json"
+check "--kl-base: the source against itself is KLD 0, top-1 1, ratio 1" "$PY" -c "
+import json,sys; j=json.load(open('$TMP/kl-self.json'))
+sys.exit(not (abs(j['kld']) < 1e-9 and j['top1'] == 1 and abs(j['ppl_ratio'] - 1) < 1e-12))"
+klj "$TMP/lq4.gguf" >"$TMP/kl-lq4.json"
+klj "$TMP/lq4-plain.gguf" >"$TMP/kl-plain.json"
+k_lq=$(field "$TMP/kl-lq4.json" kld)
+k_plain=$(field "$TMP/kl-plain.json" kld)
+echo "     lq4: KLD $k_lq with calibration, $k_plain without"
+check "--kl-base: ratio = perplexity / the source's, 0 < top-1 < 1" "$PY" -c "
+import json,sys; j=json.load(open('$TMP/kl-lq4.json'))
+sys.exit(not (abs(j['ppl_ratio'] - $p_lq / $src_ppl) < 1e-4 * j['ppl_ratio'] and 0 < j['top1'] < 1 and j['kld'] > 0))"
+check "--kl-base: calibration lowers the KLD" "$PY" -c "import sys; sys.exit(not (0 < $k_lq < 0.9 * $k_plain))"
+"$LEANLM" perplexity -m "$SRC" --kl-base "$ROOT/models/smollm2-135m-instruct-q4_1.gguf" -f "$TEXT" -c 512 --chunks 1 >"$TMP/out" 2>"$TMP/err"
+check "--kl-base with another vocabulary: exit 1, one line" bash -c "[ $? -eq 1 ] && [ \$(wc -l <'$TMP/err') -eq 1 ] && grep -q 'another vocabulary' '$TMP/err'"
 "$LEANLM" quantize -m "$SRC" -o "$TMP/lq4-1t.gguf" --type lq4 --calib "$TMP/calib.txt" --tokens 1024 -t 1 >/dev/null 2>&1
 check "lq4 --calib: the same bytes with 1 thread" cmp -s "$TMP/lq4.gguf" "$TMP/lq4-1t.gguf"
 "$LEANLM" quantize -m "$SRC" -o "$TMP/x.gguf" --type q4_k --calib "$TMP/calib.txt" >"$TMP/out" 2>"$TMP/err"

@@ -287,6 +287,28 @@ TEST(LeanQuant, DeadInputsGetNoWeightAndNaNIsAnError) {
   EXPECT_THROW(gptq_factor(H.data(), n, o), std::exception);
 }
 
+// The calibration statistics' update against a double loop: rows `stride` apart, the upper
+// triangle accumulated onto what is there, the lower left alone.
+TEST(Hessians, SecondMomentIsTheUpperTriangleOfXtX) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (int n : {1, 7, 130}) {
+    const int T = 37, stride = n + 5;
+    std::vector<float> x(size_t(T) * stride), H(size_t(n) * n);
+    for (float& v : x) v = nd(rng);
+    for (float& v : H) v = nd(rng);
+    const std::vector<float> H0 = H;
+    add_second_moment(H.data(), x.data(), T, n, stride);
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j) {
+        double want = H0[size_t(i) * n + j];
+        if (j >= i)
+          for (int t = 0; t < T; ++t) want += double(x[size_t(t) * stride + i]) * x[size_t(t) * stride + j];
+        ASSERT_NEAR(H[size_t(i) * n + j], want, 1e-4 * (std::fabs(want) + 1)) << "n " << n << " i " << i << " j " << j;
+      }
+  }
+}
+
 TEST(Hessians, TensorsMapToTheInputTheyRead) {
   EXPECT_EQ(HessianSet::input_of("blk.3.attn_q.weight"), "blk.3.attn_in");
   EXPECT_EQ(HessianSet::input_of("blk.3.attn_v.weight"), "blk.3.attn_in");

@@ -1,10 +1,11 @@
 #include "engine/hessian.h"
 
 #include <algorithm>
+#include <cblas.h>
+
 #include <cstdio>
 
 #include "engine/calibrate.h"
-#include "kernels/matmul.h"
 #include "util/error.h"
 
 namespace leanlm {
@@ -42,26 +43,20 @@ const HessianSet::Entry* HessianSet::for_tensor(const std::string& name) const {
   return it == by_input.end() ? nullptr : &it->second;
 }
 
+void add_second_moment(float* H, const float* x, int T, int n, int64_t stride) {
+  // A symmetric rank-T update by BLAS (OpenBLAS's ssyrk): 2-3 orders of magnitude faster than
+  // the float dot kernels for the 8960-wide inputs of Qwen's down projections.
+  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, n, T, 1.f, x, int(stride), 1.f, H, n);
+}
+
 HessianSet collect_hessians(Engine& engine, const std::vector<int>& text, int ctx, int n_tokens, bool progress) {
   if (ctx < 2) fail("calibration: chunks must hold at least 2 tokens");
   const int n_chunks = calibration_chunks(text.size(), ctx, n_tokens);
   HessianSet set;
-  MatmulScratch scratch;
-  std::vector<float> xt, g;
-  // H += X^T X for X [T][n]: X^T as an F32 "weight matrix" of n rows of T, times the same rows
-  // as n "tokens": G[i][j] = sum_t x_t[i] x_t[j], through the float dot kernels and the pool.
   engine.forward().set_mat_tap([&](int layer, Forward::MatInput which, const float* x, int T, int n, int64_t stride) {
     HessianSet::Entry& e = set.by_input[strfmt("blk.%d.%s", layer, input_suffix(which))];
     if (e.H.empty()) e.n = n, e.H.assign(size_t(n) * n, 0.f);
-    xt.resize(size_t(n) * T);
-    for (int t = 0; t < T; ++t)
-      for (int i = 0; i < n; ++i) xt[size_t(i) * T + t] = x[t * stride + i];
-    WeightMat w;
-    w.type = GgmlType::F32, w.n_in = T, w.n_out = n, w.data = reinterpret_cast<const uint8_t*>(xt.data());
-    w.row_bytes = size_t(T) * 4;
-    g.resize(size_t(n) * n);
-    matmul(engine.pool(), scratch, w, xt.data(), n, T, g.data(), n);
-    for (size_t i = 0; i < g.size(); ++i) e.H[i] += g[i];
+    add_second_moment(e.H.data(), x, T, n, stride);
   });
   try {
     feed_chunks(engine, text, ctx, n_chunks, "calibration", progress);

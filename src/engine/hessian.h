@@ -14,7 +14,7 @@ namespace leanlm {
 struct HessianSet {
   struct Entry {
     int n = 0;
-    std::vector<float> H;  // [n][n]
+    std::vector<float> H;  // [n][n], row-major: the upper triangle (j >= i) holds H; the rest is 0
   };
   std::map<std::string, Entry> by_input;  // "blk.3.attn_in", "blk.3.attn_out", "blk.3.ffn_in", "blk.3.ffn_down"
   int64_t tokens = 0;
@@ -25,6 +25,10 @@ struct HessianSet {
   // The entry for a tensor, or null.
   const Entry* for_tensor(const std::string& tensor_name) const;
 };
+
+// H[i][j] += sum_t x[t][i] x[t][j] for j >= i (the upper triangle; the rest untouched), x [T] rows
+// of n floats, `stride` apart.
+void add_second_moment(float* H, const float* x, int T, int n, int64_t stride);
 
 // Runs the model over chunks of `ctx` tokens of `text` (whole chunks, up to n_tokens) and sums
 // x x^T of every matrix input. The same for any thread count: each element of a batch's sum is one
