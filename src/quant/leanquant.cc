@@ -72,6 +72,8 @@ GptqFactor gptq_factor(const float* H, int n, const LeanQuantOptions& o, ThreadP
   for (int j = 0; j < n; ++j) wsum += wd[j] = f.dead[j] ? 0.0 : std::pow(double(f.U[size_t(j) * n + j]), -o.exponent);
   f.weight.resize(n);
   for (int j = 0; j < n; ++j) f.weight[j] = wsum > 0 ? float(wd[j] * (n / wsum)) : 0.f;
+  if (o.weight_cap > 0)
+    for (float& v : f.weight) v = std::min(v, float(o.weight_cap));  // the mean is 1
   return f;
 }
 

@@ -26,6 +26,11 @@ struct LeanQuantOptions {
   // very large activations take every level at 4.
   double exponent = 2;
   double damp = 0.01;     // of mean(diag H)
+  // Sample weights above cap x their mean are cut to it (0: no cap), so that a few inputs with
+  // huge activations cannot draw a row's levels to their weights alone. Measured (lq3, 2,048
+  // calibration tokens, KLD to the source on Hamlet): Qwen2.5-Coder-1.5B p = 2 without a cap 1.53,
+  // p = 0 0.216, p = 2 cap 10 0.183; Gemma 3 270M p = 2 0.315, cap 10 0.292.
+  double weight_cap = 10;
   int kmeans_iters = 100;
 };
 

@@ -17,7 +17,7 @@ void add_quantize(CLI::App& app) {
   struct Flags {
     std::string model, out, type, output_type, calib;
     int threads = 0, tokens = 4096, ctx = 512;
-    double damp = 0.01, exponent = 2;
+    double damp = 0.01, exponent = 2, weight_cap = 10;
   };
   auto f = std::make_shared<Flags>();
   CLI::App* c = app.add_subcommand("quantize", "write a copy of a model with its weight matrices in another type");
@@ -40,6 +40,9 @@ void add_quantize(CLI::App& app) {
   c->add_option("--calib-ctx", f->ctx, "calibration chunk length")->check(CLI::Range(16, 1 << 16))->capture_default_str();
   c->add_option("--damp", f->damp, "GPTQ dampening, a fraction of the Hessian's mean diagonal")
       ->check(CLI::Range(1e-6, 10.0))->capture_default_str();
+  c->add_option("--weight-cap", f->weight_cap, "LeanQuant: grid sample weights cut to this multiple of their mean (0: none)")
+      ->check(CLI::Range(0.0, 1e6))
+      ->capture_default_str();
   c->add_option("--exponent", f->exponent, "LeanQuant's p: grid sample weights U_jj^-p")
       ->check(CLI::Range(0.0, 16.0))->capture_default_str();
   c->callback([f] {
@@ -48,7 +51,7 @@ void add_quantize(CLI::App& app) {
     o.threads = f->threads;
     if (!f->output_type.empty()) o.output_type = parse_quant_type(f->output_type), o.output_type_set = true;
     const std::string in = model_path(f->model);
-    o.leanquant.damp = f->damp, o.leanquant.exponent = f->exponent;
+    o.leanquant.damp = f->damp, o.leanquant.exponent = f->exponent, o.leanquant.weight_cap = f->weight_cap;
     HessianSet hessians;
     if (!f->calib.empty()) {
       if (!is_lq(o.type)) fail("--calib is for the lq types (lq2, lq3, lq4); " + f->type + " does not use it");
