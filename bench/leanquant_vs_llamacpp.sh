@@ -17,7 +17,7 @@ BIN=build-llamacpp/bin
 for t in llama-quantize llama-imatrix; do
   [ -x "$BIN/$t" ] || { echo "leanquant_vs_llamacpp.sh: $BIN/$t missing (bench/build_llamacpp.sh)" >&2; exit 1; }
 done
-SRC=$(build/leanlm list 2>/dev/null | awk -v m="$MODEL" '$1 == m {getline; print $1}')
+SRC=$(build/leanlm list 2>/dev/null | awk -v m="$MODEL" '$1 == m && $4 == "yes" {getline; print $1}')
 [ -n "$SRC" ] || SRC="$MODEL"
 [ -f "$SRC" ] || { echo "leanquant_vs_llamacpp.sh: no model $MODEL (leanlm pull $MODEL)" >&2; exit 1; }
 W=${LEANQUANT_WORK:-$(mktemp -d)}
@@ -30,16 +30,20 @@ calib_chunks=$(( (CALIB_TOKENS + 511) / 512 ))
 [ -f "$W/imatrix.dat" ] || "$BIN/llama-imatrix" -m "$SRC" -f "$W/calib.txt" -c 512 --chunks "$calib_chunks" -t 2 \
   -o "$W/imatrix.dat" >"$W/imatrix.log" 2>&1 || { tail -5 "$W/imatrix.log" >&2; exit 1; }
 
-bpw() {  # bits per weight of the blk.* matrices, from leanlm info's tensor list
-  build/leanlm info -m "$1" 2>/dev/null | awk '
+bpw() {  # bits per weight of the blk.* matrices: exact bytes from each tensor's type and shape
+  build/leanlm info -m "$1" | awk '
+    BEGIN { split("Q8_0 34 32 Q4_0 18 32 Q4_1 20 32 Q5_0 22 32 Q5_1 24 32 IQ4_NL 18 32 Q2_K 84 256 Q3_K 110 256 " \
+                  "Q4_K 144 256 Q5_K 176 256 Q6_K 210 256 F16 2 1 BF16 2 1 F32 4 1 LQ2 9 32 LQ3 13 32 LQ4 17 32", f, " ")
+            for (i = 1; i < length(f); i += 3) { bb[f[i]] = f[i + 1]; be[f[i]] = f[i + 2] }
+            hdr["LQ2"] = 8; hdr["LQ3"] = 12; hdr["LQ4"] = 20 }
     $1 ~ /^blk\..*\.weight$/ && $3 ~ /^\[[0-9]+,$/ {
-      a = $3; b = $4; gsub(/[^0-9]/, "", a); gsub(/[^0-9]/, "", b)
-      unit = $6; v = $5; m = (unit == "KiB") ? 1024 : (unit == "MiB") ? 1048576 : (unit == "GiB") ? 1073741824 : 1
-      bytes += v * m; elems += a * b }
-    END { printf "%.3f", 8 * bytes / elems }'
+      n = $3; rows = $4; gsub(/[^0-9]/, "", n); gsub(/[^0-9]/, "", rows)
+      if (!($2 in bb)) { print "bpw: unknown type " $2 > "/dev/stderr"; exit 1 }
+      bytes += rows * (hdr[$2] + n / be[$2] * bb[$2]); elems += n * rows }
+    END { if (elems == 0) exit 1; printf "%.3f", 8 * bytes / elems }'
 }
 score() {  # file -> "kld top1 ppl_ratio"
-  build/leanlm perplexity -m "$1" --kl-base "$SRC" -f "$TEXT" -c 512 --chunks "$CHUNKS" -t 2 --json 2>/dev/null |
+  build/leanlm perplexity -m "$1" --kl-base "$SRC" -f "$TEXT" -c 512 --chunks "$CHUNKS" -t 2 --json 2>"$W/ppl.err" |
     .venv/bin/python -c 'import json,sys; j=json.load(sys.stdin); print("%.4f %.2f %.4f" % (j["kld"], 100*j["top1"], j["ppl_ratio"]))'
 }
 declare -a ROWS=()

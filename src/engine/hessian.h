@@ -31,8 +31,8 @@ struct HessianSet {
 void add_second_moment(float* H, const float* x, int T, int n, int64_t stride);
 
 // Runs the model over chunks of `ctx` tokens of `text` (whole chunks, up to n_tokens) and sums
-// x x^T of every matrix input. The same for any thread count: each element of a batch's sum is one
-// dot-kernel call, and batches are added in order.
+// x x^T of every matrix input (add_second_moment, on set_blas_threads' threads; batches are added
+// in order).
 HessianSet collect_hessians(Engine& engine, const std::vector<int>& text, int ctx, int n_tokens, bool progress);
 
 }  // namespace leanlm

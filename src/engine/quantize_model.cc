@@ -120,6 +120,7 @@ QuantizeReport quantize_model(const std::string& in_path, const std::string& out
   }
 
   ThreadPool pool(o.threads > 0 ? o.threads : physical_cores());
+  set_blas_threads(pool.size());
   // LQ matrices with statistics: one factor per input, shared by the matrices that read it (Q, K,
   // V; gate, up) and dropped after its last one.
   std::map<std::string, int> uses_left;
@@ -154,7 +155,7 @@ QuantizeReport quantize_model(const std::string& in_path, const std::string& out
         if (hess && hess->n != n)
           fail(strfmt("quantize: the statistics for %s have %d inputs, the tensor %lld", t.name.c_str(), hess->n, (long long)n));
         const std::string key = hess ? HessianSet::input_of(t.name) : "";
-        if (hess && !factors.count(key)) factors.emplace(key, gptq_factor(hess->H.data(), int(n), o.leanquant, &pool));
+        if (hess && !factors.count(key)) factors.emplace(key, gptq_factor(hess->H.data(), int(n), o.leanquant));
         lq_quantize_matrix(dst, wf.data(), rows, int(n), hess ? factors.at(key) : identity_factor(int(n)), o.leanquant,
                            out.data(), &pool);
         if (hess && --uses_left[key] == 0) factors.erase(key);

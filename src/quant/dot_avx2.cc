@@ -1,5 +1,6 @@
 // AVX2 kernels: u8*s8 products through maddubs (int16 pairs) and madd (int32).
-// Codes are at most 63 and activations at most 127 in magnitude, so the int16 pairs never saturate.
+// Codes are at most 63 and activations at most 127 in magnitude, so the int16 pairs never saturate
+// (the LQ kernels, lq_dot_simd.h, multiply |level| <= 128 by sign-transferred activations: the same).
 #include <immintrin.h>
 
 #include <algorithm>

@@ -19,6 +19,7 @@ extern "C" {
 void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info, size_t uplo_len = 1);
 void dtrtri_(const char* uplo, const char* diag, const int* n, double* a, const int* lda, int* info,
              size_t uplo_len = 1, size_t diag_len = 1);
+void openblas_set_num_threads(int n);
 }
 
 GptqFactor identity_factor(int n) {
@@ -29,8 +30,9 @@ GptqFactor identity_factor(int n) {
   return f;
 }
 
-GptqFactor gptq_factor(const float* H, int n, const LeanQuantOptions& o, ThreadPool* pool) {
-  (void)pool;  // LAPACK runs on OpenBLAS's own threads
+void set_blas_threads(int n) { openblas_set_num_threads(std::max(1, n)); }
+
+GptqFactor gptq_factor(const float* H, int n, const LeanQuantOptions& o) {
   GptqFactor f;
   f.n = n;
   f.identity = false;
@@ -121,19 +123,20 @@ std::vector<float> fit_levels(const float* w, const float* weight, int n, int k,
 namespace {
 
 // The block scale u (0..255, the block's unit d * u) whose nearest-level rounding of w[32] has the
-// least importance-weighted squared error, among a few multiples of the scale that puts the
-// block's largest magnitude on the outermost level: the outer level is a cell mean, and a slightly
-// smaller scale often trades the extreme weight's error for every other one's.
-int best_block_scale(const float* w, const float* imp, const int8_t* L, int k, float d) {
+// least importance-weighted squared error, among: the scale the grid was fitted for (the block's
+// largest magnitude as 1, `fitted`), and a few multiples of the scale that puts that magnitude on
+// the outermost level (the outer level is a cell mean, and a slightly smaller scale often trades the
+// extreme weight's error for every other one's). The first of equal errors wins.
+int best_block_scale(const float* w, const float* imp, const int8_t* L, int k, float d, float peak) {
   float amax = 0;
   for (int l = 0; l < 32; ++l) amax = std::max(amax, std::fabs(w[l]));
   int lmax = 0;
   for (int i = 0; i < k; ++i) lmax = std::max(lmax, std::abs(int(L[i])));
   if (amax == 0 || lmax == 0 || d == 0) return 0;
-  const float u0 = amax / (d * float(lmax));
-  int best = int(std::clamp<long>(std::lround(u0), 1, 255));
+  const float u0 = amax / (d * float(lmax));  // the largest magnitude on the outermost level
+  int best = 0;
   double best_err = -1;
-  for (float f : {1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 1.05f}) {
+  for (float f : {peak, 1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 1.05f}) {
     const int u = int(std::clamp<long>(std::lround(u0 * f), 1, 255));
     const float s = d * float(u);
     double err = 0;
@@ -166,7 +169,7 @@ void lq_quantize_matrix(GgmlType t, const float* W, int64_t rows, int n, const G
   };
   std::vector<float> w(size_t(rows) * n);  // [rows][n]: the weights as the feedback leaves them
   std::vector<int8_t> table(size_t(rows) * k);
-  std::vector<float> scale(rows);
+  std::vector<float> scale(rows), peak_of(rows);  // peak: the grid's largest |level| in block magnitudes
   std::vector<uint8_t> codes(size_t(rows) * n), bscale(size_t(rows) * nb);
 
   // 1. Each row's grid, fitted to its weights in units of their block's largest magnitude, each
@@ -191,8 +194,10 @@ void lq_quantize_matrix(GgmlType t, const float* W, int64_t rows, int n, const G
     for (float x : c) peak = std::max(peak, std::fabs(x));
     const float G = peak / 127.f;  // level i is G * L[i] block magnitudes
     for (int i = 0; i < k; ++i) table[r * k + i] = G > 0 ? int8_t(std::clamp<long>(std::lround(c[i] / G), -127, 127)) : 0;
-    // The unit: the largest block at u = 255 (blocks the feedback grows past it clamp there).
-    scale[r] = amax_row * G / 255.f;
+    // The unit: the largest block's magnitude on the outermost level at u = 255, so every candidate
+    // of best_block_scale up to that fits (blocks the feedback grows past it clamp there).
+    scale[r] = amax_row / (255.f * 127.f);
+    peak_of[r] = peak;
   });
 
   // 2. GPTQ's sweep in column blocks of 128 (its lazy batch updates): within a block each weight
@@ -209,7 +214,7 @@ void lq_quantize_matrix(GgmlType t, const float* W, int64_t rows, int n, const G
       float lev[16], mid[16];
       for (int j = j0; j < j1; ++j) {
         if (j % 32 == 0) {  // block start: its scale from the weights as the feedback left them
-          const int u = best_block_scale(wr + j, f.weight.data() + j, L, k, scale[r]);
+          const int u = best_block_scale(wr + j, f.weight.data() + j, L, k, scale[r], peak_of[r]);
           bscale[r * nb + j / 32] = uint8_t(u);
           const float sc = scale[r] * float(u);
           for (int i = 0; i < k; ++i) lev[i] = sc * float(L[i]);

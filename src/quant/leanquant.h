@@ -34,6 +34,10 @@ struct LeanQuantOptions {
   int kmeans_iters = 100;
 };
 
+// Threads of the BLAS/LAPACK calls (OpenBLAS's own pool: the factor, the sweep's block updates and
+// the calibration statistics); `leanlm quantize` sets it to its -t.
+void set_blas_threads(int n);
+
 // U with H^-1 = U^T U (H damped as above), and which inputs were dead.
 struct GptqFactor {
   int n = 0;
@@ -44,7 +48,7 @@ struct GptqFactor {
 };
 // H: [n][n] (symmetric; only the upper triangle is read). Throws Error if it is not positive
 // definite even after damping (NaN or inf in it).
-GptqFactor gptq_factor(const float* H, int n, const LeanQuantOptions& o, ThreadPool* pool = nullptr);
+GptqFactor gptq_factor(const float* H, int n, const LeanQuantOptions& o);
 GptqFactor identity_factor(int n);
 
 // One row's grid: 2^b levels, ascending, by weighted k-means over w[n] (deterministic: weighted

@@ -1,5 +1,6 @@
 // The LeanQuant weight types LQ2, LQ3, LQ4 (leanlm's own; ids in quant_types.h): per output row a
-// table of 2^b levels, then per 32-element block a scale byte and the block's b-bit codes.
+// table of 2^b levels and a unit, then a scale byte for every 32-element block, then the blocks'
+// b-bit codes.
 // Weight j of a row is scale * block_scale[j / 32] * level[code_j].
 //
 // Row layout (little-endian, packed) for a row of n elements, nb = n / 32 blocks:

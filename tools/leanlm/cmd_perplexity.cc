@@ -33,10 +33,10 @@ struct PplFlags {
 
 // Running KL statistics against the base model.
 struct KlStats {
-  double sum = 0, sum2 = 0, top1 = 0, base_nll = 0;
+  double sum = 0, sum2 = 0, top1 = 0, base_nll = 0, model_nll = 0;  // the nll from the same rows as the KL
   std::vector<float> all;  // every token's KL, for the percentiles
-  void add(double kl, bool same_top, double base_lp) {
-    sum += kl, sum2 += kl * kl, top1 += same_top, base_nll -= base_lp;
+  void add(double kl, bool same_top, double base_lp, double model_lp) {
+    sum += kl, sum2 += kl * kl, top1 += same_top, base_nll -= base_lp, model_nll -= model_lp;
     all.push_back(float(kl));
   }
   double percentile(double q) {
@@ -58,14 +58,16 @@ void perplexity(const PplFlags& f) {
   const Tokenizer& tok = engine.tokenizer();
   std::unique_ptr<Engine> base;
   if (!f.kl_base.empty()) {
-    EngineFlags bf = f.eng;
+    EngineFlags bf = f.eng;  // the reference: the same threads and context, an exact f16 cache
     bf.model = f.kl_base;
+    bf.kv_codec = "f16", bf.kv_evict = "none", bf.kv_budget.clear(), bf.kv_codebooks.clear();
+    bf.kv_think = 0, bf.kv_topk = 0, bf.kv_mem_mib = 0;
     EngineOptions beo = bf.resolve(true);
     beo.batch = eo.batch;
     base = std::make_unique<Engine>(beo);
-    if (base->n_vocab() != engine.n_vocab() || base->tokenizer().encode("The quick brown fox", true, false) !=
-                                                   tok.encode("The quick brown fox", true, false))
-      fail("--kl-base: " + f.kl_base + " has another vocabulary or tokenizer than " + eo.model_path);
+    bool same = base->n_vocab() == engine.n_vocab();
+    for (int id = 0; same && id < engine.n_vocab(); ++id) same = base->tokenizer().text(id) == tok.text(id);
+    if (!same) fail("--kl-base: " + f.kl_base + " has another vocabulary than " + eo.model_path);
   }
   const std::vector<int> tokens = tok.encode(file_text, true, false);
   const int n_ctx = eo.ctx;
@@ -81,9 +83,7 @@ void perplexity(const PplFlags& f) {
   int64_t count = 0;
   std::vector<double> chunk_ppl;
   KlStats kl;
-  std::vector<float> lp_model;
-  std::vector<std::vector<float>> base_lp;  // [scored row of the batch][V]
-  std::vector<int> base_top;
+  std::vector<float> lp_model, lp_base;
   ProgressBar bar("perplexity", n_chunks);
   const double t0 = now_seconds();
   for (int ci = 0; ci < n_chunks; ++ci) {
@@ -98,18 +98,13 @@ void perplexity(const PplFlags& f) {
         const int p = start + j;
         batch.push_back({seq.get(), chunk[p], p, p >= first && p < n_ctx - 1});
       }
-      if (base) {  // the base model's distributions of the same rows, first
+      // The base model's logits of the same rows, first; they stay valid while -m's run (each
+      // engine has its own buffers).
+      const float* base_logits = nullptr;
+      if (base) {
         std::vector<BatchEntry> bb = batch;
         for (BatchEntry& e : bb) e.seq = base_seq.get();
-        const float* bl = base->forward().run(bb);
-        base_lp.resize(n), base_top.resize(n);
-        int row = 0;
-        for (int j = 0; j < n; ++j) {
-          if (!bb[j].logits) continue;
-          log_softmax(bl + size_t(row) * V, V, base_lp[row]);
-          base_top[row] = Sampler::argmax(bl + size_t(row) * V, V);
-          ++row;
-        }
+        base_logits = base->forward().run(bb);
       }
       const float* logits = engine.forward().run(batch);
       int row = 0;
@@ -118,9 +113,11 @@ void perplexity(const PplFlags& f) {
         if (!batch[j].logits) continue;
         if (base) {
           const float* lg = logits + size_t(row) * V;
+          const float* bl = base_logits + size_t(row) * V;
+          log_softmax(bl, V, lp_base);
           log_softmax(lg, V, lp_model);
-          kl.add(kl_divergence(base_lp[row].data(), lp_model.data(), V), Sampler::argmax(lg, V) == base_top[row],
-                 base_lp[row][chunk[p + 1]]);
+          kl.add(kl_divergence(lp_base.data(), lp_model.data(), V), Sampler::argmax(lg, V) == Sampler::argmax(bl, V),
+                 lp_base[chunk[p + 1]], lp_model[chunk[p + 1]]);
         }
         const double lp = log_prob(logits + size_t(row++) * V, V, chunk[p + 1]);
         nll -= lp;
@@ -142,6 +139,9 @@ void perplexity(const PplFlags& f) {
   const double kl_mean = kl.sum / double(count);
   const double kl_err = count > 1 ? std::sqrt(std::max(0.0, kl.sum2 / count - kl_mean * kl_mean) / (count - 1)) : 0.0;
   const double base_ppl = std::exp(kl.base_nll / double(count));
+  // The ratio from one arithmetic for both models (float log-softmax rows), so a model against
+  // itself gives exactly 1.
+  const double ppl_ratio = std::exp((kl.model_nll - kl.base_nll) / double(count));
   if (f.json) {
     nlohmann::json j = {{"file", f.file}, {"model", eo.model_path}, {"n_ctx", n_ctx}, {"chunks", n_chunks},
                         {"tokens_scored", count}, {"ppl", ppl}, {"ppl_err", err}, {"chunk_ppl", chunk_ppl},
@@ -149,7 +149,7 @@ void perplexity(const PplFlags& f) {
     if (base) {
       j["kl_base"] = f.kl_base;
       j["base_ppl"] = base_ppl;
-      j["ppl_ratio"] = ppl / base_ppl;
+      j["ppl_ratio"] = ppl_ratio;
       j["kld"] = kl_mean;
       j["kld_err"] = kl_err;
       j["kld_p99"] = kl.percentile(0.99);
@@ -161,7 +161,7 @@ void perplexity(const PplFlags& f) {
     std::fprintf(stderr, "\n%d chunks of %d tokens, %lld scored, %.1f s\n", n_chunks, n_ctx, (long long)count, t1 - t0);
     std::printf("PPL = %.4f +/- %.5f\n", ppl, err);
     if (base) {
-      std::printf("base PPL = %.4f, ratio = %.4f\n", base_ppl, ppl / base_ppl);
+      std::printf("base PPL = %.4f, ratio = %.4f\n", base_ppl, ppl_ratio);
       std::printf("KLD = %.6f +/- %.6f (median %.6f, 99%% %.6f)\n", kl_mean, kl_err, kl.percentile(0.5),
                   kl.percentile(0.99));
       std::printf("top-1 agreement = %.2f %%\n", 100.0 * kl.top1 / double(count));

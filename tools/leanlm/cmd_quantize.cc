@@ -6,6 +6,7 @@
 #include "engine/calibrate.h"
 #include "engine/hessian.h"
 #include "engine/quantize_model.h"
+#include "quant/leanquant.h"
 #include "quant/lq_format.h"
 #include "util/error.h"
 #include "util/progress.h"
@@ -59,6 +60,7 @@ void add_quantize(CLI::App& app) {
       EngineOptions eo;
       eo.model_path = in, eo.threads = f->threads, eo.ctx = f->ctx, eo.progress = true;
       Engine engine(eo);
+      set_blas_threads(engine.pool().size());  // the statistics' BLAS updates on -t threads too
       const std::vector<int> text = calibration_tokens(engine, text_all, f->tokens);
       const double t0 = now_seconds();
       hessians = collect_hessians(engine, text, f->ctx, f->tokens, true);
