@@ -1,8 +1,8 @@
 #include "engine/hessian.h"
 
-#include <algorithm>
 #include <cblas.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "engine/calibrate.h"

@@ -11,6 +11,7 @@
 #include "quant/dot.h"
 #include "quant/lq_format.h"
 #include "util/fp16.h"
+#include "util/unaligned.h"
 
 namespace leanlm {
 namespace avx2 {

@@ -13,6 +13,7 @@
 #include "kernels/simd_avx2.h"
 #include "quant/dot.h"
 #include "util/fp16.h"
+#include "util/unaligned.h"
 
 namespace leanlm {
 namespace avx512 {

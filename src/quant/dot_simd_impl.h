@@ -1,6 +1,7 @@
 // 256-bit SIMD dot kernels, shared by the AVX2 and AVX-512 translation units.
 //
-// Included inside a namespace by dot_avx2.cc / dot_avx512.cc, after they define
+// Included inside a namespace by dot_avx2.cc / dot_avx512.cc (which include util/unaligned.h for
+// load_u16 / load_u32 first), after they define
 //   __m256i dot_u8s8(__m256i u, __m256i s);  // 8 x int32: sums of 4 adjacent u8*s8 products
 // (maddubs+madd on AVX2, vpdpbusd on AVX-512 VNNI). Everything else is common.
 //
@@ -24,16 +25,6 @@ using simd::hsum;
 using simd::hsum_epi32;
 
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
-inline uint16_t load_u16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
-inline uint32_t load_u32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 
 // Software prefetch distance. One core streaming a single row has too few misses in flight for
 // the hardware prefetchers alone to reach the memory's speed; prefetching this far ahead of the

@@ -3,8 +3,8 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <functional>
 #include <cmath>
+#include <functional>
 #include <numeric>
 
 #include "kernels/threadpool.h"

@@ -15,24 +15,13 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstring>
 
 #include "quant/dot.h"
 #include "quant/lq_format.h"
+#include "util/unaligned.h"
 
 namespace leanlm {
 namespace {
-
-inline uint64_t load_u64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
-inline uint32_t load_u32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 
 // One block's 32 codes, one byte each, in a 256-bit register: the code bytes arrive by a
 // broadcast load (a load, not a shuffle), so a block costs two ALU operations to spread.

@@ -18,9 +18,7 @@ inline __m256i lq_codes(const uint8_t* c) {
     return _mm256_and_si256(_mm256_srlv_epi64(q, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(0x0F));
   } else {
     // Element 8 g + i sits in bits 2 g of byte i: each 64-bit lane g shifts by 2 g.
-    uint64_t low;
-    std::memcpy(&low, c, 8);
-    __m256i u = _mm256_and_si256(_mm256_srlv_epi64(_mm256_set1_epi64x(int64_t(low)), _mm256_set_epi64x(6, 4, 2, 0)),
+    __m256i u = _mm256_and_si256(_mm256_srlv_epi64(_mm256_set1_epi64x(int64_t(load_u64(c))), _mm256_set_epi64x(6, 4, 2, 0)),
                                  _mm256_set1_epi8(3));
     if constexpr (T == GgmlType::LQ3) {  // bit l of the next 4 bytes is element l's third bit
       const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);

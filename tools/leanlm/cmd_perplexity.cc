@@ -6,11 +6,11 @@
 // --kl-divergence, without the logits file in between).
 #include <unistd.h>
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
-#include <memory>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -33,10 +33,10 @@ struct PplFlags {
 
 // Running KL statistics against the base model.
 struct KlStats {
-  double sum = 0, sum2 = 0, top1 = 0, base_nll = 0, model_nll = 0;  // the nll from the same rows as the KL
+  double sum = 0, sum2 = 0, top1 = 0, base_nll = 0;
   std::vector<float> all;  // every token's KL, for the percentiles
-  void add(double kl, bool same_top, double base_lp, double model_lp) {
-    sum += kl, sum2 += kl * kl, top1 += same_top, base_nll -= base_lp, model_nll -= model_lp;
+  void add(double kl, bool same_top, double base_lp) {
+    sum += kl, sum2 += kl * kl, top1 += same_top, base_nll -= base_lp;
     all.push_back(float(kl));
   }
   double percentile(double q) {
@@ -111,15 +111,19 @@ void perplexity(const PplFlags& f) {
       for (int j = 0; j < n; ++j) {
         const int p = start + j;
         if (!batch[j].logits) continue;
-        if (base) {
-          const float* lg = logits + size_t(row) * V;
-          const float* bl = base_logits + size_t(row) * V;
+        const size_t at = size_t(row++) * V;
+        const float* lg = logits + at;
+        double lp;
+        if (base) {  // both rows through the same log-softmax: a model against itself is ratio 1
+          const float* bl = base_logits + at;
           log_softmax(bl, V, lp_base);
           log_softmax(lg, V, lp_model);
           kl.add(kl_divergence(lp_base.data(), lp_model.data(), V), Sampler::argmax(lg, V) == Sampler::argmax(bl, V),
-                 lp_base[chunk[p + 1]], lp_model[chunk[p + 1]]);
+                 lp_base[chunk[p + 1]]);
+          lp = lp_model[chunk[p + 1]];
+        } else {
+          lp = log_prob(lg, V, chunk[p + 1]);
         }
-        const double lp = log_prob(logits + size_t(row++) * V, V, chunk[p + 1]);
         nll -= lp;
         nll2 += lp * lp;
         chunk_nll -= lp;
@@ -139,9 +143,7 @@ void perplexity(const PplFlags& f) {
   const double kl_mean = kl.sum / double(count);
   const double kl_err = count > 1 ? std::sqrt(std::max(0.0, kl.sum2 / count - kl_mean * kl_mean) / (count - 1)) : 0.0;
   const double base_ppl = std::exp(kl.base_nll / double(count));
-  // The ratio from one arithmetic for both models (float log-softmax rows), so a model against
-  // itself gives exactly 1.
-  const double ppl_ratio = std::exp((kl.model_nll - kl.base_nll) / double(count));
+  const double ppl_ratio = ppl / base_ppl;
   if (f.json) {
     nlohmann::json j = {{"file", f.file}, {"model", eo.model_path}, {"n_ctx", n_ctx}, {"chunks", n_chunks},
                         {"tokens_scored", count}, {"ppl", ppl}, {"ppl_err", err}, {"chunk_ppl", chunk_ppl},
