@@ -2,8 +2,9 @@
 // no new work, in-flight requests finish (or are cancelled after --shutdown-grace), exit 0.
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
-#include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -15,6 +16,16 @@
 namespace leanlm::cli {
 
 namespace {
+
+// The self-pipe of the stop signals: the handler writes the signal's number, the waiter reads it.
+int g_signal_pipe[2] = {-1, -1};
+extern "C" void on_stop_signal(int sig) {
+  const int saved = errno;
+  const unsigned char b = static_cast<unsigned char>(sig);
+  if (write(g_signal_pipe[1], &b, 1) < 0) {
+  }
+  errno = saved;
+}
 
 struct ServeFlags {
   EngineFlags eng;
@@ -54,7 +65,18 @@ int serve(ServeFlags& f) {
   }
   if (o.sched.step_tokens > o.engine.batch) o.engine.batch = o.sched.step_tokens;
 
-  // Signals go to one thread that asks the server to stop (a handler may not take locks).
+  // SIGTERM and SIGINT reach a handler that only writes the signal's number to a pipe (async-signal
+  // safe); one thread reads it and asks the server to stop (a handler may not take locks). The
+  // server's threads start with the signals blocked and the waiter unblocks them, so the signal
+  // lands on the waiter (or on a thread a library started before main, such as OpenBLAS's pool:
+  // the handler works there too, where a sigwait design would leave the default action, death).
+  if (pipe(g_signal_pipe) != 0) fail("serve: cannot create the signal pipe");
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
@@ -62,20 +84,23 @@ int serve(ServeFlags& f) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a client that left must not kill the server
   HttpServer server(o);
-  std::atomic<bool> done{false};
   std::thread waiter([&] {
-    // The first signal drains, a second one cancels what is still running.
-    for (int n = 0;; ++n) {
-      int sig = 0;
-      if (sigwait(&set, &sig) != 0 || done) return;
+    pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+    // The first signal drains, a second one cancels what is still running; 0 is the end.
+    for (int n = 0;;) {
+      unsigned char sig = 0;
+      const ssize_t got = read(g_signal_pipe[0], &sig, 1);
+      if (got < 0 && errno == EINTR) continue;
+      if (got != 1 || sig == 0) return;
       std::fprintf(stderr, "leanlm serve: %s, %s\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                    n == 0 ? "stopping (again to cancel running requests)" : "cancelling running requests");
-      server.stop(n > 0);
+      server.stop(n++ > 0);
     }
   });
   const int rc = server.run();
-  done = true;
-  pthread_kill(waiter.native_handle(), SIGTERM);  // wakes the waiter, which sees `done`
+  const unsigned char end = 0;
+  while (write(g_signal_pipe[1], &end, 1) < 0 && errno == EINTR) {
+  }
   waiter.join();
   return rc;
 }
