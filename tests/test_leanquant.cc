@@ -3,6 +3,7 @@
 // k-means at its fixed point, and GPTQ's feedback beating plain rounding on correlated inputs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -25,8 +26,8 @@ namespace {
 
 const GgmlType kLq[] = {GgmlType::LQ2, GgmlType::LQ3, GgmlType::LQ4};
 
-// Random valid rows: levels anywhere in int8 (extreme: -128 and 127), a positive scale, block scales
-// anywhere in 0..255 (extreme: 255), codes.
+// Random rows: levels anywhere in int8, which readers clamp to [-64, 63] (extreme: -128 and 127,
+// beyond both ends), a positive scale, block scales anywhere in 0..255 (extreme: 255), codes.
 std::vector<uint8_t> random_rows(GgmlType t, int rows, int n, std::mt19937& rng, bool extreme) {
   const int k = 1 << lq_bits(t);
   const size_t rb = row_bytes(t, n);
@@ -34,7 +35,7 @@ std::vector<uint8_t> random_rows(GgmlType t, int rows, int n, std::mt19937& rng,
   std::vector<int8_t> lv(k);
   std::vector<uint8_t> c(n), bs(n / 32);
   for (int r = 0; r < rows; ++r) {
-    // extreme: -128 too, which the fit never writes but a file may hold
+    // extreme: beyond the 7-bit range, which the fit never writes but a file may hold
     for (int i = 0; i < k; ++i) lv[i] = extreme ? int8_t(i % 2 ? 127 : -128) : int8_t(int(rng() % 255) - 127);
     for (auto& v : c) v = uint8_t(rng() % k);
     for (auto& v : bs) v = extreme ? 255 : uint8_t(rng() % 256);
@@ -56,14 +57,18 @@ TEST(LqFormat, CodesAndLevelsRoundTrip) {
     lq_pack_row(t, lv.data(), 0.375f, bs.data(), c.data(), n, row.data());
     // header (levels, f32 scale), a scale byte and 4 b code bytes per block
     EXPECT_EQ(row.size(), size_t(k + 4) + size_t(n / 32) * (1 + 4 * lq_bits(t)));
+    EXPECT_EQ(traits(t).row_header, lq_header_bytes(t));
     lq_unpack_codes(t, row.data(), n, back.data());
     EXPECT_EQ(back, c) << type_name(uint32_t(t));
     EXPECT_EQ(lq_scale(t, row.data()), 0.375f);
     for (int b = 0; b < n / 32; ++b) EXPECT_EQ(lq_block_scales(t, row.data())[b], bs[b]);
     std::vector<float> w(n);
     dequantize_row(t, row.data(), w.data(), n);
-    for (int j = 0; j < n; ++j)
-      ASSERT_EQ(w[j], 0.375f * float(bs[j / 32]) * float(lv[c[j]])) << type_name(uint32_t(t)) << " j " << j;
+    for (int j = 0; j < n; ++j) {
+      const int level = std::clamp<int>(lv[c[j]], kLqLevelMin, kLqLevelMax);  // readers clamp to 7 bits
+      ASSERT_EQ(lq_level(row.data(), c[j]), level);
+      ASSERT_EQ(w[j], 0.375f * float(bs[j / 32]) * float(level)) << type_name(uint32_t(t)) << " j " << j;
+    }
   }
 }
 
@@ -73,7 +78,7 @@ TEST(LqKernels, DotsOfEveryKernelSetMatchThePlainReference) {
   const Isa best = best_isa();
   for (bool extreme : {false, true})
     for (GgmlType t : kLq)
-      for (int n : {32, 96, 640, 2048}) {
+      for (int n : {32, 96, 192, 640, 2048, 8960}) {  // groups of 1, 1, 2, 4, 8 blocks; 8960: two chunks
         const int rows = 7;
         const std::vector<uint8_t> w = random_rows(t, rows, n, rng, extreme);
         std::vector<float> x(n);
@@ -91,7 +96,7 @@ TEST(LqKernels, DotsOfEveryKernelSetMatchThePlainReference) {
           const uint8_t* row = w.data() + r * rb;
           lq_unpack_codes(t, row, n, c.data());
           for (int j = 0; j < n; ++j) {
-            const double p = double(lq_scale(t, row)) * lq_block_scales(t, row)[j / 32] * lq_levels(row)[c[j]] *
+            const double p = double(lq_scale(t, row)) * lq_block_scales(t, row)[j / 32] * lq_level(row, c[j]) *
                              (double(d[j / 32]) * q[j]);
             ref[r] += p, mag[r] += std::fabs(p);
           }

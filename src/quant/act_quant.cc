@@ -12,6 +12,8 @@ ActScheme act_scheme(GgmlType t) {
   switch (t) {
     case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
       return ActScheme::Q8_K;
+    case GgmlType::LQ2: case GgmlType::LQ3: case GgmlType::LQ4:
+      return ActScheme::Q8_G;
     default:
       return ActScheme::Q8_0;
   }
@@ -21,12 +23,15 @@ namespace {
 
 // Scale stored with a block and multiplier that makes its codes, from its largest magnitude amax
 // and the signed element `max` that has it (Q8_K keeps the sign; see act_quant.h).
-void block_scale(int block, float amax, float max, float* scale, float* mul) {
+void block_scale(ActScheme scheme, int block, float amax, float max, float* scale, float* mul) {
   *scale = *mul = 0.f;
   if (amax <= 0.f) return;
-  if (block == 256) {
+  if (scheme == ActScheme::Q8_K && block == 256) {
     *mul = -127.f / max;
     *scale = 1.f / *mul;
+  } else if (scheme == ActScheme::Q8_G) {
+    *mul = 127.f / amax;
+    *scale = amax / 127.f;
   } else {
     *scale = fp16_to_f32(f32_to_fp16(amax / 127.f));
     *mul = 127.f / amax;
@@ -84,21 +89,21 @@ float abs_max_avx2(const float* x, int n) {
 }  // namespace
 
 void quantize_act_row(const float* x, int n, int8_t* q, float* d, int16_t* sum16, ActScheme scheme) {
-  const int block = (scheme == ActScheme::Q8_K && n % 256 == 0) ? 256 : 32;
+  const int block = act_group(n, scheme);
   for (int b0 = 0; b0 < n; b0 += block) {
     const float* xb = x + b0;
     const float amax = abs_max_avx2(xb, block);
     int j = 0;  // the first element of largest magnitude gives the sign
     while (amax > 0.f && std::fabs(xb[j]) != amax) ++j;
     float scale, mul;
-    block_scale(block, amax, xb[j], &scale, &mul);
+    block_scale(scheme, block, amax, xb[j], &scale, &mul);
     for (int j = 0; j < block; j += 32) encode32_avx2(xb + j, mul, q + b0 + j, sum16 + (b0 + j) / 16);
     for (int b = b0 / 32; b < (b0 + block) / 32; ++b) d[b] = scale;
   }
 }
 
 void quantize_act_row_ref(const float* x, int n, int8_t* q, float* d, int16_t* sum16, ActScheme scheme) {
-  const int block = (scheme == ActScheme::Q8_K && n % 256 == 0) ? 256 : 32;
+  const int block = act_group(n, scheme);
   for (int b0 = 0; b0 < n; b0 += block) {
     const float* xb = x + b0;
     float amax = 0.f, max = 0.f;
@@ -107,7 +112,7 @@ void quantize_act_row_ref(const float* x, int n, int8_t* q, float* d, int16_t* s
       if (a > amax) amax = a, max = xb[j];
     }
     float scale, mul;
-    block_scale(block, amax, max, &scale, &mul);
+    block_scale(scheme, block, amax, max, &scale, &mul);
     encode(xb, block, mul, q + b0, sum16 + b0 / 16);
     for (int b = b0 / 32; b < (b0 + block) / 32; ++b) d[b] = scale;
   }

@@ -18,9 +18,15 @@
 
 namespace leanlm {
 
-enum class ActScheme { Q8_0, Q8_K };
-// The scheme used with a weight type (Q8_K for the K formats, Q8_0 otherwise).
+enum class ActScheme { Q8_0, Q8_K, Q8_G };
+// The scheme used with a weight type (Q8_K for the K formats, Q8_G for LQ, Q8_0 otherwise).
 ActScheme act_scheme(GgmlType weight_type);
+// Elements that share one scale in a row of n (n % 32 == 0) under scheme s.
+constexpr int act_group(int n, ActScheme s) {
+  if (s == ActScheme::Q8_K) return n % 256 == 0 ? 256 : 32;
+  if (s == ActScheme::Q8_G) return n % 256 == 0 ? 256 : n % 128 == 0 ? 128 : n % 64 == 0 ? 64 : 32;
+  return 32;
+}
 
 struct ActRow {
   const int8_t* q;      // [n]

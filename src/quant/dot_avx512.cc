@@ -61,7 +61,7 @@ float row_q8_0_zmm(int n, const uint8_t* wp, const ActRow& x) {
 
 void fill_avx512_table(DotTable& t) {
   avx512::fill_common(t);
-  fill_lq_avx512(t);  // lq_dot_avx512.cc: the VNNI LQ kernels in place of the AVX2 ones
+  fill_lq_avx512(t);  // lq_dot_avx512.cc: the LQ3 kernel with mask registers in place of the AVX2 one
   t.q[int(GgmlType::Q8_0)] = avx512::rows_one<avx512::row_q8_0_zmm>;
 }
 

@@ -166,16 +166,17 @@ float dot_row_q(GgmlType type, int n, const uint8_t* w, const ActRow& x) {
 }
 
 // LQ rows: per 32-block the exact integer sum of level[code] * activation code, times the block's
-// activation scale and block scale, summed, then the row's scale (the order the SIMD kernels follow).
+// activation scale and block scale, summed, then the row's scale.
 float dot_row_lq(GgmlType type, int n, const uint8_t* w, const ActRow& x) {
-  const int8_t* lv = lq_levels(w);
+  int lv[16];
+  for (int i = 0; i < (1 << lq_bits(type)); ++i) lv[i] = lq_level(w, i);
   const uint8_t* bs = lq_block_scales(type, w);
   uint8_t c[32];
   float sum = 0.f;
   for (int base = 0; base < n; base += 32) {
     lq_unpack_block(type, w, n, base / 32, c);
     int isum = 0;
-    for (int l = 0; l < 32; ++l) isum += int(lv[c[l]]) * x.q[base + l];
+    for (int l = 0; l < 32; ++l) isum += lv[c[l]] * x.q[base + l];
     sum += (x.d[base / 32] * float(bs[base / 32])) * float(isum);
   }
   return lq_scale(type, w) * sum;

@@ -192,11 +192,12 @@ void lq_quantize_matrix(GgmlType t, const float* W, int64_t rows, int n, const G
     const std::vector<float> c = fit_levels(v.data(), kw.data(), n, k, o.kmeans_iters);
     float peak = 0;
     for (float x : c) peak = std::max(peak, std::fabs(x));
-    const float G = peak / 127.f;  // level i is G * L[i] block magnitudes
-    for (int i = 0; i < k; ++i) table[r * k + i] = G > 0 ? int8_t(std::clamp<long>(std::lround(c[i] / G), -127, 127)) : 0;
+    const float G = peak / float(kLqLevelMax);  // level i is G * L[i] block magnitudes
+    for (int i = 0; i < k; ++i)
+      table[r * k + i] = G > 0 ? int8_t(std::clamp<long>(std::lround(c[i] / G), -kLqLevelMax, kLqLevelMax)) : 0;
     // The unit: the largest block's magnitude on the outermost level at u = 255, so every candidate
     // of best_block_scale up to that fits (blocks the feedback grows past it clamp there).
-    scale[r] = amax_row / (255.f * 127.f);
+    scale[r] = amax_row / (255.f * float(kLqLevelMax));
     peak_of[r] = peak;
   });
 

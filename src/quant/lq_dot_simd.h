@@ -1,69 +1,150 @@
-// 256-bit dot kernels for the LQ rows (lq_format.h), shared by the AVX2 and AVX-512 translation
-// units: included inside their namespace after dot_simd_impl.h (dot_s8s8, loads, prefetch).
+// 256-bit dot kernels for the LQ rows (lq_format.h), one template for the AVX2 and the AVX-512
+// translation units: each includes this inside its own namespace and passes a policy P with
+//   static __m256i third_bit(__m256i u, const uint8_t* bits)  // LQ3: u + 4 where bit l of bits[4] is set
+// (a compare on AVX2, a mask register on AVX-512).
 //
-// Per 32-block the codes are spread one per byte, looked up in the row's level table with one
-// byte shuffle (2^b <= 16 int8 levels: the table is a shuffle operand, as IQ4_NL's fixed one is),
-// and multiplied with the int8 activations; each block's float sum is scaled by its block scale
-// times activation scale, formed eight at a time and taken by a broadcast load; the row's unit
-// multiplies the sum once.
-//
-// Levels are int8 in [-127, 127] as written by leanquant.cc; a file's -128 still cannot saturate
-// maddubs (128 * 127 * 2 < 32768).
+// Per 32-block, R rows at a time (the activation block is loaded once for all of them):
+//   codes spread one per byte -> one byte shuffle in the row's table of level + 64 (0..127)
+//   -> maddubs with the int8 activations: int16 pairs of at most 2 * 127 * 127, no saturation
+//   -> times the block scale as int16 pairs, into int32 lanes (madd + add: vpdpwssd measured no
+//      faster on Zen 4).
+// The blocks of one activation scale group (Q8_G: 256 elements where n allows, act_quant.h) sum as
+// integers, at most 8 * 2 * 32258 * 255 < 2^31 a lane, and become float once per group: per block
+// there is no conversion and no float multiply. The + 64 adds 64 * u_b * sum(x_b) to block b; it is
+// taken off once per row from the activation sums:
+//   row = unit * (sum_g d_g * I_g - 64 * sum_b u_b * (d_b * S_b)).
+// The block scales of R rows are widened to int16 pairs once per chunk of blocks and come to each
+// block by a broadcast load (a load, not a shuffle: the shuffle port is the level lookup's).
+
+namespace lq {
+
+constexpr int kOffset = 64;    // level + 64 is 0..127 for levels in [-64, 63]
+constexpr int kChunk = 256;    // blocks whose widened scales sit on the stack at once
+
+inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+// The row's table: its levels clamped to [-64, 63], plus 64, in both 128-bit lanes (16 bytes are
+// read; entries past 2^b are never indexed).
+inline __m256i level_table(const uint8_t* row) {
+  __m128i lv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row));
+  lv = _mm_min_epi8(_mm_max_epi8(lv, _mm_set1_epi8(kLqLevelMin)), _mm_set1_epi8(kLqLevelMax));
+  return _mm256_broadcastsi128_si256(_mm_add_epi8(lv, _mm_set1_epi8(kOffset)));
+}
 
 // The 32 codes of one block, one byte each, in element order.
-template <GgmlType T>
-inline __m256i lq_codes(const uint8_t* c) {
+template <class P, GgmlType T>
+inline __m256i block_codes(const uint8_t* c) {
   if constexpr (T == GgmlType::LQ4) {
-    const __m256i q = _mm256_broadcastsi128_si256(load16u(c));  // low nibbles 0-15, high 16-31
+    const __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)));
     return _mm256_and_si256(_mm256_srlv_epi64(q, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(0x0F));
   } else {
     // Element 8 g + i sits in bits 2 g of byte i: each 64-bit lane g shifts by 2 g.
-    __m256i u = _mm256_and_si256(_mm256_srlv_epi64(_mm256_set1_epi64x(int64_t(load_u64(c))), _mm256_set_epi64x(6, 4, 2, 0)),
-                                 _mm256_set1_epi8(3));
-    if constexpr (T == GgmlType::LQ3) {  // bit l of the next 4 bytes is element l's third bit
-      const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
-      const __m256i bitsel = _mm256_set1_epi64x(0x8040201008040201);
-      const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(int(load_u32(c + 8))), shuf);
-      u = _mm256_or_si256(u, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, bitsel), bitsel), _mm256_set1_epi8(4)));
-    }
+    const __m256i u = _mm256_and_si256(_mm256_srlv_epi64(_mm256_set1_epi64x(int64_t(load_u64(c))), _mm256_set_epi64x(6, 4, 2, 0)),
+                                       _mm256_set1_epi8(3));
+    if constexpr (T == GgmlType::LQ3) return P::third_bit(u, c + 8);
     return u;
   }
 }
 
-template <GgmlType T>
-float row_lq(int n, const uint8_t* w, const ActRow& x) {
+// out[r] for rows r < R of a tile; G blocks per activation scale group.
+template <class P, GgmlType T, int R, int G>
+inline void tile(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out) {
   constexpr int kCodeBytes = lq_code_bytes(T);
-  const __m256i table = _mm256_broadcastsi128_si256(load16u(w));  // levels; entries past 2^b unused
-  const uint8_t* bs = lq_block_scales(T, w);
-  const uint8_t* codes = lq_block_codes(T, w, n, 0);
   const int nb = n / 32;
-  auto block = [&](int b, const float* f) {
-    const __m256i p = dot_s8s8(_mm256_shuffle_epi8(table, lq_codes<T>(codes + b * kCodeBytes)), load32(x.q + 32 * b));
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(f));
-  };
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  alignas(32) float f[8];  // block scale * activation scale of 8 blocks, each taken by a broadcast load
-  for (int b0 = 0; b0 < nb; b0 += 8) {
-    const int cnt = std::min(8, nb - b0);
-    if (cnt == 8) {
-      const __m256 u = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bs + b0))));
-      _mm256_store_ps(f, _mm256_mul_ps(u, _mm256_loadu_ps(x.d + b0)));
-    } else {
-      for (int k = 0; k < cnt; ++k) f[k] = x.d[b0 + k] * float(bs[b0 + k]);
-    }
-    int k = 0;
-    for (; k + 2 <= cnt; k += 2) {
-      prefetch_ahead(codes + (b0 + k) * kCodeBytes, 2 * kCodeBytes);
-      acc0 = _mm256_add_ps(acc0, block(b0 + k, f + k));
-      acc1 = _mm256_add_ps(acc1, block(b0 + k + 1, f + k + 1));
-    }
-    if (k < cnt) acc0 = _mm256_add_ps(acc0, block(b0 + k, f + k));
+  __m256i table[R];
+  const uint8_t* bsc[R];
+  const uint8_t* codes[R];
+  __m256 facc[R], off[R];
+  float off_tail[R];
+  for (int r = 0; r < R; ++r) {
+    const uint8_t* row = w + r * rb;
+    table[r] = level_table(row);
+    bsc[r] = lq_block_scales(T, row);
+    codes[r] = lq_block_codes(T, row, n, 0);
+    facc[r] = off[r] = _mm256_setzero_ps();
+    off_tail[r] = 0.f;
   }
-  return lq_scale(T, w) * hsum(_mm256_add_ps(acc0, acc1));
+  const uint8_t* pf = w + R * rb;
+  const size_t step = (R * rb + nb - 1) / nb;  // at most 128: a block's bytes of R rows plus their share of the headers
+  alignas(32) int32_t s2[R][kChunk];  // u_b | u_b << 16: the block scale as an int16 pair
+  alignas(32) float ds[kChunk];        // d_b * S_b, shared by the tile's rows
+  for (int c0 = 0; c0 < nb; c0 += kChunk) {
+    const int c1 = std::min(nb, c0 + kChunk), c8 = c0 + (c1 - c0) / 8 * 8;
+    for (int b = c0; b < c8; b += 8) {
+      const __m256i sum = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.sum16 + 2 * b)),
+                                            _mm256_set1_epi16(1));
+      _mm256_store_ps(ds + (b - c0), _mm256_mul_ps(_mm256_cvtepi32_ps(sum), _mm256_loadu_ps(x.d + b)));
+    }
+    for (int b = c8; b < c1; ++b) ds[b - c0] = x.d[b] * float(int(x.sum16[2 * b]) + int(x.sum16[2 * b + 1]));
+    for (int r = 0; r < R; ++r) {
+      for (int b = c0; b < c8; b += 8) {
+        const __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bsc[r] + b)));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(&s2[r][b - c0]), _mm256_or_si256(u, _mm256_slli_epi32(u, 16)));
+        off[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(u), _mm256_load_ps(ds + (b - c0)), off[r]);
+      }
+      for (int b = c8; b < c1; ++b) {
+        const int u = bsc[r][b];
+        s2[r][b - c0] = u | (u << 16);
+        off_tail[r] += float(u) * ds[b - c0];
+      }
+    }
+    for (int g0 = c0; g0 < c1; g0 += G) {
+      __m256i acc[R];
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
+      for (int b = g0; b < g0 + G; ++b) {
+        // The tile's rows are R short streams that the hardware prefetcher does not follow: the
+        // tile after next is fetched in address order, step bytes per block.
+        _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(pf) + 64, _MM_HINT_T0);
+        pf += step;
+        const __m256i xb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + 32 * b));
+        for (int r = 0; r < R; ++r) {
+          const __m256i lv = _mm256_shuffle_epi8(table[r], block_codes<P, T>(codes[r] + b * kCodeBytes));
+          acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(lv, xb), _mm256_set1_epi32(s2[r][b - c0])));
+        }
+      }
+      const __m256 d = _mm256_broadcast_ss(x.d + g0);
+      for (int r = 0; r < R; ++r) facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r]), d, facc[r]);
+    }
+  }
+  const __m256 k64 = _mm256_set1_ps(float(kOffset));
+  for (int r = 0; r < R; ++r)
+    out[r] = lq_scale(T, w + r * rb) * (hsum8(_mm256_fnmadd_ps(k64, off[r], facc[r])) - float(kOffset) * off_tail[r]);
 }
 
-inline void fill_lq(DotTable& t) {
-  t.q[int(GgmlType::LQ2)] = rows_one<row_lq<GgmlType::LQ2>>;
-  t.q[int(GgmlType::LQ3)] = rows_one<row_lq<GgmlType::LQ3>>;
-  t.q[int(GgmlType::LQ4)] = rows_one<row_lq<GgmlType::LQ4>>;
+template <class P, GgmlType T, int G>
+void rows_g(int n, const uint8_t* w, size_t rb, int nrows, const ActRow& x, float* out) {
+  constexpr int kRows = 4;
+  int r = 0;
+  for (; r + kRows <= nrows; r += kRows) tile<P, T, kRows, G>(n, w + r * rb, rb, x, out + r);
+  for (; r < nrows; ++r) tile<P, T, 1, G>(n, w + r * rb, rb, x, out + r);
 }
+
+template <class P, GgmlType T>
+void rows(int n, const void* w, size_t rb, int nrows, const ActRow& x, float* out) {
+  const uint8_t* p = static_cast<const uint8_t*>(w);
+  switch (act_group(n, ActScheme::Q8_G) / 32) {
+    case 8: return rows_g<P, T, 8>(n, p, rb, nrows, x, out);
+    case 4: return rows_g<P, T, 4>(n, p, rb, nrows, x, out);
+    case 2: return rows_g<P, T, 2>(n, p, rb, nrows, x, out);
+    default: return rows_g<P, T, 1>(n, p, rb, nrows, x, out);
+  }
+}
+
+template <class P>
+inline void fill(DotTable& t) {
+  t.q[int(GgmlType::LQ2)] = rows<P, GgmlType::LQ2>;
+  t.q[int(GgmlType::LQ3)] = rows<P, GgmlType::LQ3>;
+  t.q[int(GgmlType::LQ4)] = rows<P, GgmlType::LQ4>;
+}
+
+template <class P>
+inline void fill_lq3(DotTable& t) {
+  t.q[int(GgmlType::LQ3)] = rows<P, GgmlType::LQ3>;
+}
+
+}  // namespace lq

@@ -24,12 +24,6 @@ void unpack_block(GgmlType t, const uint8_t* b, uint8_t* c) {
 
 }  // namespace
 
-float lq_scale(GgmlType t, const uint8_t* row) {
-  float s;
-  std::memcpy(&s, row + (1 << lq_bits(t)), 4);
-  return s;
-}
-
 void lq_unpack_block(GgmlType t, const uint8_t* row, int64_t n, int64_t b, uint8_t* c) {
   unpack_block(t, lq_block_codes(t, row, n, b), c);
 }
@@ -44,8 +38,8 @@ void lq_pack_row(GgmlType t, const int8_t* levels, float scale, const uint8_t* b
   const int k = 1 << lq_bits(t);
   std::memcpy(row, levels, k);
   std::memcpy(row + k, &scale, 4);
-  std::memcpy(row + traits(t).row_header, block_scales, size_t(n / 32));
-  uint8_t* b = row + traits(t).row_header + n / 32;
+  std::memcpy(row + lq_header_bytes(t), block_scales, size_t(n / 32));
+  uint8_t* b = row + lq_header_bytes(t) + n / 32;
   const int bytes = lq_code_bytes(t);
   for (int64_t base = 0; base < n; base += 32, b += bytes, c += 32) {
     std::memset(b, 0, bytes);
@@ -67,14 +61,15 @@ void lq_pack_row(GgmlType t, const int8_t* levels, float scale, const uint8_t* b
 }
 
 void lq_dequantize_row(GgmlType t, const uint8_t* row, float* w, int64_t n) {
-  const int8_t* lv = lq_levels(row);
+  float lv[16];
+  for (int i = 0; i < (1 << lq_bits(t)); ++i) lv[i] = float(lq_level(row, i));
   const float s = lq_scale(t, row);
   const uint8_t* bs = lq_block_scales(t, row);
   uint8_t c[32];
   for (int64_t b = 0; b < n / 32; ++b) {
     lq_unpack_block(t, row, n, b, c);
     const float sb = s * float(bs[b]);
-    for (int l = 0; l < 32; ++l) w[32 * b + l] = sb * float(lv[c[l]]);
+    for (int l = 0; l < 32; ++l) w[32 * b + l] = sb * lv[c[l]];
   }
 }
 

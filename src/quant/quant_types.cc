@@ -38,9 +38,9 @@ const Entry kTypes[] = {
     {28, {"F64", 1, 8, false}},
     {29, {"IQ1_M", QK_K, 56, false}},
     {30, {"BF16", 1, 2, true}},
-    {56, {"LQ2", QK, QK * 2 / 8 + 1, true, 4 + 4}},
-    {57, {"LQ3", QK, QK * 3 / 8 + 1, true, 8 + 4}},
-    {58, {"LQ4", QK, QK * 4 / 8 + 1, true, 16 + 4}},
+    {53, {"LQ2", QK, QK * 2 / 8 + 1, true, 4 + 4}},
+    {54, {"LQ3", QK, QK * 3 / 8 + 1, true, 8 + 4}},
+    {55, {"LQ4", QK, QK * 4 / 8 + 1, true, 16 + 4}},
 };
 }  // namespace
 

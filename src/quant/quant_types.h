@@ -10,9 +10,10 @@ enum class GgmlType : uint32_t {
   F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9,
   Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15, BF16 = 30,
   // leanlm's own LeanQuant types (lq_format.h), numbered past ggml's (which end below 40): a row
-  // is a table of 2^b int8 levels, a unit and per-32-block scales, then b-bit codes. (60-62 were
-  // a first layout without block scales; its files are refused as an unknown type, not misread.)
-  LQ2 = 56, LQ3 = 57, LQ4 = 58,
+  // is a table of 2^b 7-bit levels, a unit and per-32-block scales, then b-bit codes. Earlier
+  // layouts' files are refused as an unknown type, not misread: 60-62 had no block scales, 56-58
+  // had 8-bit levels.
+  LQ2 = 53, LQ3 = 54, LQ4 = 55,
 };
 constexpr int kTypeSlots = 64;  // kernel tables are indexed by type id
 
