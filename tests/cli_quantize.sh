@@ -128,6 +128,16 @@ check "--calib with a type that does not use it: exit 1, one line" bash -c "[ $?
 "$LEANLM" quantize -m "$SRC" -o "$TMP/x.gguf" --type lq3 --calib "$TMP/no-such.txt" >"$TMP/out" 2>"$TMP/err"
 check "--calib file missing: exit 1, nothing written" bash -c "[ $? -eq 1 ] && [ ! -e '$TMP/x.gguf' ]"
 
+# A mix with a user override ahead of it: each matrix's type as the rules give it.
+"$LEANLM" quantize -m "$SRC" -o "$TMP/mix.gguf" --type lq3_m --tensor-type blk.0.attn_v=q8_0 >/dev/null 2>"$TMP/err"
+"$LEANLM" info -m "$TMP/mix.gguf" >"$TMP/mix.info"
+check "lq3_m: attn_v, attn_output, ffn_down in LQ4, ffn_up in LQ3, the override first" bash -c "
+  grep -q '^ *blk.1.attn_v.weight  *LQ4 ' '$TMP/mix.info' && grep -q '^ *blk.1.attn_output.weight  *LQ4 ' '$TMP/mix.info' &&
+  grep -q '^ *blk.1.ffn_down.weight  *LQ4 ' '$TMP/mix.info' && grep -q '^ *blk.1.ffn_up.weight  *LQ3 ' '$TMP/mix.info' &&
+  grep -q '^ *blk.0.attn_v.weight  *Q8_0 ' '$TMP/mix.info'"
+"$LEANLM" quantize -m "$SRC" -o "$TMP/x.gguf" --type q8_0 --tensor-type attn_v >"$TMP/out" 2>"$TMP/err"
+check "--tensor-type without =TYPE: exit 1, one line, nothing written" bash -c "[ $? -eq 1 ] && [ \$(wc -l <'$TMP/err') -eq 1 ] && grep -q 'expected NAME=TYPE' '$TMP/err' && [ ! -e '$TMP/x.gguf' ]"
+
 # Bad input.
 "$LEANLM" quantize -m "$SRC" -o "$TMP/x.gguf" --type q3_q >"$TMP/out" 2>"$TMP/err"
 check "unknown type: exit 1, one line naming the types" bash -c "[ $? -eq 1 ] && [ \$(wc -l <'$TMP/err') -eq 1 ] && grep -q \"^error: unknown weight type 'q3_q' (types: f32, f16, bf16, q8_0\" '$TMP/err'"

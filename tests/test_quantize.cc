@@ -63,6 +63,40 @@ const Measured kMeasured[] = {
     {GgmlType::BF16, 2.31e-06, -1},     {GgmlType::Q2_K, 0.0925, 0.000513},   {GgmlType::Q3_K, 0.0341, 7.93e-05},
 };
 
+// The mixes and --tensor-type: the first override whose string the name contains wins, the mix's
+// own after the user's; malformed specs and unknown types are errors.
+TEST(QuantizeModel, MixesAndTensorTypesPickTheFirstMatch) {
+  const QuantTarget m3 = parse_quant_target("LQ3_M");
+  EXPECT_EQ(m3.type, GgmlType::LQ3);
+  QuantizeOptions o;
+  o.type = m3.type;
+  o.tensor_types.push_back(parse_tensor_type("blk.0.ffn_down=q8_0"));
+  o.tensor_types.insert(o.tensor_types.end(), m3.tensor_types.begin(), m3.tensor_types.end());
+  EXPECT_EQ(matrix_type(o, "blk.0.ffn_down.weight"), GgmlType::Q8_0);
+  EXPECT_EQ(matrix_type(o, "blk.1.ffn_down.weight"), GgmlType::LQ4);
+  EXPECT_EQ(matrix_type(o, "blk.1.attn_v.weight"), GgmlType::LQ4);
+  EXPECT_EQ(matrix_type(o, "blk.1.attn_output.weight"), GgmlType::LQ4);
+  EXPECT_EQ(matrix_type(o, "blk.1.ffn_up.weight"), GgmlType::LQ3);
+  EXPECT_EQ(matrix_type(o, "blk.1.attn_q.weight"), GgmlType::LQ3);
+  EXPECT_TRUE(uses_lq(o));
+  const QuantTarget m2 = parse_quant_target("lq2_m");
+  EXPECT_EQ(m2.type, GgmlType::LQ2);
+  QuantizeOptions o2;
+  o2.type = m2.type, o2.tensor_types = m2.tensor_types;
+  EXPECT_EQ(matrix_type(o2, "blk.3.ffn_down.weight"), GgmlType::LQ3);
+  EXPECT_EQ(matrix_type(o2, "blk.3.ffn_gate.weight"), GgmlType::LQ2);
+  const QuantTarget q = parse_quant_target("q4_k");
+  EXPECT_EQ(q.type, GgmlType::Q4_K);
+  EXPECT_TRUE(q.tensor_types.empty());
+  QuantizeOptions o3;
+  o3.type = GgmlType::Q4_K;
+  EXPECT_FALSE(uses_lq(o3));
+  o3.tensor_types.push_back(parse_tensor_type("attn_v=lq4"));
+  EXPECT_TRUE(uses_lq(o3));
+  for (const char* bad : {"attn_v", "=lq4", "attn_v=", "attn_v=q9_9"}) EXPECT_THROW(parse_tensor_type(bad), Error) << bad;
+  EXPECT_THROW(parse_quant_target("lq5_m"), Error);
+}
+
 TEST(Quantize, WhatIsWrittenReadsBackClose) {
   for (const Measured& m : kMeasured) {
     double sum = 0;

@@ -67,6 +67,29 @@ GgmlType parse_quant_type(const std::string& name) {
   fail("unknown weight type '" + name + "' (types: " + all + ")");
 }
 
+QuantTarget parse_quant_target(const std::string& name) {
+  std::string want = name;
+  std::transform(want.begin(), want.end(), want.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  // The mixes: the attention's value and output matrices and the FFN's down matrix are where the
+  // second moment of the inputs concentrates most (and they are a third of the weights).
+  if (want == "lq3_m")
+    return {GgmlType::LQ3, {{"attn_v.", GgmlType::LQ4}, {"attn_output.", GgmlType::LQ4}, {"ffn_down.", GgmlType::LQ4}}};
+  if (want == "lq2_m")
+    return {GgmlType::LQ2, {{"attn_v.", GgmlType::LQ4}, {"attn_output.", GgmlType::LQ3}, {"ffn_down.", GgmlType::LQ3}}};
+  try {
+    return {parse_quant_type(name), {}};
+  } catch (const Error& e) {
+    fail(std::string(e.what()) + "; mixes: lq3_m, lq2_m");
+  }
+}
+
+std::pair<std::string, GgmlType> parse_tensor_type(const std::string& spec) {
+  const size_t eq = spec.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
+    fail("--tensor-type '" + spec + "': expected NAME=TYPE (as attn_v=lq4)");
+  return {spec.substr(0, eq), parse_quant_type(spec.substr(eq + 1))};
+}
+
 GgmlType type_for_rows(GgmlType t, int64_t n) {
   if (n % traits(t).block_elems == 0) return t;
   GgmlType fallback = GgmlType::F16;
@@ -89,10 +112,25 @@ GgmlType output_matrix_type(const QuantizeOptions& o) {
   return bits < 6.5 ? GgmlType::Q6_K : o.type;
 }
 
+GgmlType matrix_type(const QuantizeOptions& o, const std::string& name) {
+  for (const auto& [part, t] : o.tensor_types)
+    if (name.find(part) != std::string::npos) return t;
+  return o.type;
+}
+
+bool uses_lq(const QuantizeOptions& o) {
+  if (is_lq(o.type) || is_lq(output_matrix_type(o))) return true;
+  for (const auto& e : o.tensor_types)
+    if (is_lq(e.second)) return true;
+  return false;
+}
+
 QuantizeReport quantize_model(const std::string& in_path, const std::string& out_path, const QuantizeOptions& o,
                               const std::function<void(uint64_t, uint64_t)>& progress) {
   for (GgmlType t : {o.type, output_matrix_type(o)})
     if (!can_quantize(t)) fail("quantize: cannot write type " + type_name(uint32_t(t)));
+  for (const auto& e : o.tensor_types)
+    if (!can_quantize(e.second)) fail("quantize: cannot write type " + type_name(uint32_t(e.second)));
   std::error_code ec;
   if (std::filesystem::exists(out_path, ec) && std::filesystem::equivalent(in_path, out_path, ec))
     fail(out_path + ": the output would replace the input model");
@@ -109,7 +147,7 @@ QuantizeReport quantize_model(const std::string& in_path, const std::string& out
   for (const GgufTensor& t : in->tensors()) {
     if (!type_traits(t.type_id) || !type_traits(t.type_id)->supported)
       fail(in_path + ": tensor " + t.name + " has type " + type_name(t.type_id) + ", which leanlm cannot read");
-    const GgmlType target = t.name == output_name ? output_matrix_type(o) : o.type;
+    const GgmlType target = t.name == output_name ? output_matrix_type(o) : matrix_type(o, t.name);
     const GgmlType dst = is_matrix(t) ? type_for_rows(target, t.ne[0]) : t.type();
     to.push_back(dst);
     w.add_tensor(t.name, dst, t.n_dims, t.ne);

@@ -18,6 +18,16 @@ struct HessianSet;
 // The target type for a name as users write it ("q4_k", "Q8_0", "f16"); Error listing the types
 // quantize can write otherwise.
 GgmlType parse_quant_type(const std::string& name);
+// A target as users write it: a type name, or a mix ("lq3_m", "lq2_m": the type for most matrices
+// and more bits for the ones that measure most sensitive, as llama.cpp's _M types do).
+struct QuantTarget {
+  GgmlType type;
+  std::vector<std::pair<std::string, GgmlType>> tensor_types;  // QuantizeOptions::tensor_types
+};
+QuantTarget parse_quant_target(const std::string& name);
+// "NAME=TYPE" (--tensor-type): matrices whose name contains NAME get TYPE; Error otherwise.
+std::pair<std::string, GgmlType> parse_tensor_type(const std::string& spec);
+
 // The type a matrix with rows of n elements gets when the target is t.
 GgmlType type_for_rows(GgmlType t, int64_t n);
 
@@ -28,6 +38,9 @@ struct QuantizeOptions {
   // smaller (as llama.cpp's quantizer does); set to override.
   bool output_type_set = false;
   GgmlType output_type = GgmlType::Q6_K;
+  // Per-matrix overrides: the first whose string the tensor name contains sets its type (the
+  // output matrix keeps output_type).
+  std::vector<std::pair<std::string, GgmlType>> tensor_types;
   int threads = 0;  // 0: one per core
   // LQ targets: the calibration statistics (engine/hessian.h) and the fit's settings; a matrix
   // without statistics (or with none given) gets plain k-means and nearest-level rounding.
@@ -37,6 +50,10 @@ struct QuantizeOptions {
 
 // The type the output matrix gets under o.
 GgmlType output_matrix_type(const QuantizeOptions& o);
+// The type the matrix `name` (not the output matrix) gets under o, before type_for_rows.
+GgmlType matrix_type(const QuantizeOptions& o, const std::string& name);
+// Whether any matrix may get an LQ type under o (calibration statistics are of use).
+bool uses_lq(const QuantizeOptions& o);
 
 struct QuantizeReport {
   struct Tensor {

@@ -17,6 +17,7 @@ namespace leanlm::cli {
 void add_quantize(CLI::App& app) {
   struct Flags {
     std::string model, out, type, output_type, calib;
+    std::vector<std::string> tensor_types;
     int threads = 0, tokens = 4096, ctx = 512;
     double damp = 0.01, exponent = 2, weight_cap = 10;
   };
@@ -26,12 +27,16 @@ void add_quantize(CLI::App& app) {
   c->add_option("-o,--output", f->out, "the GGUF file to write (written whole or not at all)")->required();
   c->add_option("--type", f->type,
                 "weight type: q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1, q4_0, q3_k, q2_k, f16, bf16, f32, or the "
-                "LeanQuant types lq4, lq3, lq2 (leanlm's own: a learned grid per row; use --calib) (matrices whose "
-                "rows are not whole blocks take q4_0, q5_0, q5_1 or q8_0)")
+                "LeanQuant types lq4, lq3, lq2 (leanlm's own: a learned grid per row; use --calib), or the mixes "
+                "lq3_m (attn_v, attn_output, ffn_down in lq4) and lq2_m (attn_v lq4; attn_output, ffn_down lq3) "
+                "(matrices whose rows are not whole blocks take q4_0, q5_0, q5_1 or q8_0)")
       ->required();
   c->add_option("--output-type", f->output_type,
                 "type of the output matrix (output.weight, or the token embedding when tied to it); default: at "
                 "least q6_k (the target type where it is larger)");
+  c->add_option("--tensor-type", f->tensor_types,
+                "NAME=TYPE, repeatable: matrices whose name contains NAME get TYPE (ahead of a mix's own; "
+                "the first that matches wins), as attn_v=lq4");
   c->add_option("-t,--threads", f->threads, "threads (default: one per core)")->check(CLI::Range(0, 1024));
   c->add_option("--calib", f->calib,
                 "calibration text for the lq types: the model runs over it and each matrix's grid and rounding "
@@ -48,14 +53,17 @@ void add_quantize(CLI::App& app) {
       ->check(CLI::Range(0.0, 16.0))->capture_default_str();
   c->callback([f] {
     QuantizeOptions o;
-    o.type = parse_quant_type(f->type);
+    const QuantTarget target = parse_quant_target(f->type);
+    o.type = target.type;
+    for (const std::string& spec : f->tensor_types) o.tensor_types.push_back(parse_tensor_type(spec));
+    o.tensor_types.insert(o.tensor_types.end(), target.tensor_types.begin(), target.tensor_types.end());
     o.threads = f->threads;
     if (!f->output_type.empty()) o.output_type = parse_quant_type(f->output_type), o.output_type_set = true;
     const std::string in = model_path(f->model);
     o.leanquant.damp = f->damp, o.leanquant.exponent = f->exponent, o.leanquant.weight_cap = f->weight_cap;
     HessianSet hessians;
     if (!f->calib.empty()) {
-      if (!is_lq(o.type)) fail("--calib is for the lq types (lq2, lq3, lq4); " + f->type + " does not use it");
+      if (!uses_lq(o)) fail("--calib is for the lq types (lq2, lq3, lq4); " + f->type + " does not use it");
       const std::string text_all = read_text_file(f->calib);
       EngineOptions eo;
       eo.model_path = in, eo.threads = f->threads, eo.ctx = f->ctx, eo.progress = true;
