@@ -52,14 +52,18 @@ bool is_matrix(const GgufTensor& t) {
   return t.n_dims >= 2 && n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0;
 }
 
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  return s;
+}
+
 }  // namespace
 
 GgmlType parse_quant_type(const std::string& name) {
-  std::string want = name, all;
-  std::transform(want.begin(), want.end(), want.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  const std::string want = lower(name);
+  std::string all;
   for (GgmlType t : kTargets) {
-    std::string n = type_name(uint32_t(t));
-    std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+    const std::string n = lower(type_name(uint32_t(t)));
     if (n == want) return t;
     if (!all.empty()) all += ", ";
     all += n;
@@ -68,8 +72,7 @@ GgmlType parse_quant_type(const std::string& name) {
 }
 
 QuantTarget parse_quant_target(const std::string& name) {
-  std::string want = name;
-  std::transform(want.begin(), want.end(), want.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  const std::string want = lower(name);
   // The mixes: the attention's value and output matrices and the FFN's down matrix are where the
   // second moment of the inputs concentrates most (and they are a third of the weights).
   if (want == "lq3_m")

@@ -169,7 +169,7 @@ float dot_row_q(GgmlType type, int n, const uint8_t* w, const ActRow& x) {
 // activation scale and block scale, summed, then the row's scale.
 float dot_row_lq(GgmlType type, int n, const uint8_t* w, const ActRow& x) {
   int lv[16];
-  for (int i = 0; i < (1 << lq_bits(type)); ++i) lv[i] = lq_level(w, i);
+  lq_level_table(type, w, lv);
   const uint8_t* bs = lq_block_scales(type, w);
   uint8_t c[32];
   float sum = 0.f;

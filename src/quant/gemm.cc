@@ -197,9 +197,9 @@ void unpack_q6_k(const BlockQ6_K* b, int nb, uint8_t* c, float* sc, float* off) 
 // times its block scale.
 void unpack_lq(GgmlType t, const uint8_t* row, int n, uint8_t* c, float* sc, float* off) {
   lq_unpack_codes(t, row, n, c);
-  uint8_t lv[16];
-  for (int i = 0; i < (1 << lq_bits(t)); ++i) lv[i] = uint8_t(lq_level(row, i) + 128);
-  for (int j = 0; j < n; ++j) c[j] = lv[c[j]];
+  int lv[16];
+  lq_level_table(t, row, lv);
+  for (int j = 0; j < n; ++j) c[j] = uint8_t(lv[c[j]] + 128);
   const float s = lq_scale(t, row);
   const uint8_t* bs = lq_block_scales(t, row);
   for (int g = 0; g < n / 32; ++g) sc[g] = s * float(bs[g]), off[g] = -128.f * sc[g];

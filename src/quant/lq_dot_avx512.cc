@@ -8,6 +8,7 @@
 
 #include <algorithm>
 
+#include "kernels/simd_avx2.h"
 #include "quant/act_quant.h"
 #include "quant/dot.h"
 #include "quant/lq_format.h"

@@ -1,7 +1,8 @@
 // 256-bit dot kernels for the LQ rows (lq_format.h), one template for the AVX2 and the AVX-512
 // translation units: each includes this inside its own namespace and passes a policy P with
 //   static __m256i third_bit(__m256i u, const uint8_t* bits)  // LQ3: u + 4 where bit l of bits[4] is set
-// (a compare on AVX2, a mask register on AVX-512).
+// (a compare on AVX2, a mask register on AVX-512). Needs kernels/simd_avx2.h, lq_format.h,
+// act_quant.h and util/unaligned.h.
 //
 // Per 32-block, R rows at a time (the activation block is loaded once for all of them):
 //   codes spread one per byte -> one byte shuffle in the row's table of level + 64 (0..127)
@@ -20,12 +21,6 @@ namespace lq {
 
 constexpr int kOffset = 64;    // level + 64 is 0..127 for levels in [-64, 63]
 constexpr int kChunk = 256;    // blocks whose widened scales sit on the stack at once
-
-inline float hsum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
 
 // The row's table: its levels clamped to [-64, 63], plus 64, in both 128-bit lanes (16 bytes are
 // read; entries past 2^b are never indexed).
@@ -97,7 +92,7 @@ inline void tile(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out
       for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
       for (int b = g0; b < g0 + G; ++b) {
         // The tile's rows are R short streams that the hardware prefetcher does not follow: the
-        // tile after next is fetched in address order, step bytes per block.
+        // next tile is fetched in address order, step bytes per block.
         _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(pf) + 64, _MM_HINT_T0);
         pf += step;
@@ -113,7 +108,7 @@ inline void tile(int n, const uint8_t* w, size_t rb, const ActRow& x, float* out
   }
   const __m256 k64 = _mm256_set1_ps(float(kOffset));
   for (int r = 0; r < R; ++r)
-    out[r] = lq_scale(T, w + r * rb) * (hsum8(_mm256_fnmadd_ps(k64, off[r], facc[r])) - float(kOffset) * off_tail[r]);
+    out[r] = lq_scale(T, w + r * rb) * (simd::hsum(_mm256_fnmadd_ps(k64, off[r], facc[r])) - float(kOffset) * off_tail[r]);
 }
 
 template <class P, GgmlType T, int G>

@@ -61,15 +61,15 @@ void lq_pack_row(GgmlType t, const int8_t* levels, float scale, const uint8_t* b
 }
 
 void lq_dequantize_row(GgmlType t, const uint8_t* row, float* w, int64_t n) {
-  float lv[16];
-  for (int i = 0; i < (1 << lq_bits(t)); ++i) lv[i] = float(lq_level(row, i));
+  int lv[16];
+  lq_level_table(t, row, lv);
   const float s = lq_scale(t, row);
   const uint8_t* bs = lq_block_scales(t, row);
   uint8_t c[32];
   for (int64_t b = 0; b < n / 32; ++b) {
     lq_unpack_block(t, row, n, b, c);
     const float sb = s * float(bs[b]);
-    for (int l = 0; l < 32; ++l) w[32 * b + l] = sb * lv[c[l]];
+    for (int l = 0; l < 32; ++l) w[32 * b + l] = sb * float(lv[c[l]]);
   }
 }
 

@@ -49,6 +49,10 @@ inline int lq_level(const uint8_t* row, int code) {
   const int v = lq_levels(row)[code];
   return v < kLqLevelMin ? kLqLevelMin : v > kLqLevelMax ? kLqLevelMax : v;
 }
+// The row's 2^b levels as lq_level reads them: lv[2^b].
+inline void lq_level_table(GgmlType t, const uint8_t* row, int* lv) {
+  for (int i = 0; i < (1 << lq_bits(t)); ++i) lv[i] = lq_level(row, i);
+}
 inline float lq_scale(GgmlType t, const uint8_t* row) {
   float s;
   std::memcpy(&s, row + (1 << lq_bits(t)), 4);
