@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "server/metrics.h"
-#include "server/text_stream.h"
+#include "engine/text_stream.h"
 #include "util/error.h"
 
 namespace leanlm {

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "server/text_stream.h"
+#include "engine/text_stream.h"
 #include "util/error.h"
 
 namespace leanlm {

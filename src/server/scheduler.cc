@@ -9,7 +9,7 @@
 
 #include "kernels/matmul.h"
 #include "kv/block_pool.h"
-#include "server/text_stream.h"
+#include "engine/text_stream.h"
 #include "util/error.h"
 
 namespace leanlm {

@@ -17,7 +17,7 @@
 #include <fstream>
 
 #include "common.h"
-#include "model_registry.h"
+#include "engine/model_registry.h"
 #include "util/progress.h"
 #include "util/sha256.h"
 #include "wheel.h"

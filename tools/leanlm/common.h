@@ -30,8 +30,6 @@ extern const char* const kKvThinkHelp;
 extern const char* const kKvBudgetHelp;
 extern const char* const kKvTopkHelp;
 
-// -m, else $LEANLM_MODEL, else the model that setup installs.
-std::string default_model_path();
 // -m: a file, or the short name of a known, installed model (`leanlm list`); empty: the default.
 std::string model_path(const std::string& flag);
 std::string human_bytes(double b);

@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "common.h"
-#include "model_registry.h"
+#include "engine/model_registry.h"
 #include "quant/dot.h"
 #include "util/sysinfo.h"
 
@@ -74,26 +74,7 @@ EngineOptions EngineFlags::resolve(bool progress) const {
   return o;
 }
 
-std::string default_model_path() {
-  if (const char* env = std::getenv("LEANLM_MODEL"); env && *env) return env;
-  const KnownModel& def = known_models().front();
-  const std::string p = find_installed(def.file);
-  if (p.empty())
-    fail("no model given and the default model (" + def.name + ") is not installed: run scripts/setup.sh, `leanlm pull " +
-         def.name + "`, or pass -m MODEL");
-  return p;
-}
-
-std::string model_path(const std::string& flag) {
-  if (flag.empty()) return default_model_path();
-  if (std::filesystem::exists(flag)) return flag;  // a file of that name wins over a short name
-  if (const KnownModel* m = find_known_model(flag)) {
-    const std::string p = find_installed(m->file);
-    if (p.empty()) fail("model '" + flag + "' is not installed: run `leanlm pull " + m->name + "`");
-    return p;
-  }
-  return flag;  // a path; opening it reports what is wrong
-}
+std::string model_path(const std::string& flag) { return resolve_model_path(flag); }
 
 std::string read_text_file(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);

@@ -1,5 +1,5 @@
 // TextStream: stop strings across token boundaries, held-back prefixes, UTF-8 cut between tokens.
-#include "server/text_stream.h"
+#include "engine/text_stream.h"
 
 #include <gtest/gtest.h>
 

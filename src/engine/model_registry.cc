@@ -1,10 +1,12 @@
-#include "model_registry.h"
+#include "engine/model_registry.h"
 
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 
-namespace leanlm::cli {
+#include "util/error.h"
+
+namespace leanlm {
 
 namespace fs = std::filesystem;
 
@@ -46,14 +48,19 @@ std::vector<KnownModel> make_registry() {
   return v;
 }
 
+// models/ directories in `start` and above it, nearest first, appended to dirs.
+void models_dirs_up_from(fs::path start, std::vector<fs::path>& dirs) {
+  std::error_code ec;
+  for (fs::path dir = start; !dir.empty() && dir != dir.root_path(); dir = dir.parent_path())
+    if (fs::is_directory(dir / "models", ec)) dirs.push_back(dir / "models");
+}
+
 // models/ directories beside the running binary and above it, nearest first.
 std::vector<fs::path> models_dirs_up_from_binary() {
   std::vector<fs::path> dirs;
   std::error_code ec;
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) return dirs;
-  for (fs::path dir = exe.parent_path(); !dir.empty() && dir != dir.root_path(); dir = dir.parent_path())
-    if (fs::is_directory(dir / "models", ec)) dirs.push_back(dir / "models");
+  if (!ec) models_dirs_up_from(exe.parent_path(), dirs);
   return dirs;
 }
 
@@ -80,7 +87,10 @@ const KnownModel* find_known_model(const std::string& name) {
 
 std::string find_installed(const std::string& file) {
   std::error_code ec;
-  for (const fs::path& dir : models_dirs_up_from_binary())
+  std::vector<fs::path> dirs = models_dirs_up_from_binary();
+  const fs::path cwd = fs::current_path(ec);
+  if (!ec) models_dirs_up_from(cwd, dirs);
+  for (const fs::path& dir : dirs)
     if (fs::exists(dir / file, ec)) return (dir / file).string();
   const fs::path p = cache_dir() / file;
   if (fs::exists(p, ec)) return p.string();
@@ -95,4 +105,24 @@ std::string default_models_dir() {
   return cache_dir().string();
 }
 
-}  // namespace leanlm::cli
+std::string resolve_model_path(const std::string& name) {
+  if (name.empty()) {
+    if (const char* env = std::getenv("LEANLM_MODEL"); env && *env) return env;
+    const KnownModel& def = known_models().front();
+    const std::string p = find_installed(def.file);
+    if (p.empty())
+      fail("no model given and the default model (" + def.name + ") is not installed: run scripts/setup.sh, `leanlm pull " +
+           def.name + "`, or name a model file");
+    return p;
+  }
+  std::error_code ec;
+  if (fs::exists(name, ec)) return name;  // a file of that name wins over a short name
+  if (const KnownModel* m = find_known_model(name)) {
+    const std::string p = find_installed(m->file);
+    if (p.empty()) fail("model '" + name + "' is not installed: run `leanlm pull " + m->name + "`");
+    return p;
+  }
+  return name;
+}
+
+}  // namespace leanlm

