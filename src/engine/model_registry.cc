@@ -85,11 +85,12 @@ const KnownModel* find_known_model(const std::string& name) {
   return nullptr;
 }
 
-std::string find_installed(const std::string& file) {
+std::string find_installed(const std::string& file, const std::vector<std::string>& also_under) {
   std::error_code ec;
   std::vector<fs::path> dirs = models_dirs_up_from_binary();
   const fs::path cwd = fs::current_path(ec);
   if (!ec) models_dirs_up_from(cwd, dirs);
+  for (const std::string& d : also_under) models_dirs_up_from(fs::absolute(d, ec), dirs);
   for (const fs::path& dir : dirs)
     if (fs::exists(dir / file, ec)) return (dir / file).string();
   const fs::path p = cache_dir() / file;
@@ -105,11 +106,11 @@ std::string default_models_dir() {
   return cache_dir().string();
 }
 
-std::string resolve_model_path(const std::string& name) {
+std::string resolve_model_path(const std::string& name, const std::vector<std::string>& also_under) {
   if (name.empty()) {
     if (const char* env = std::getenv("LEANLM_MODEL"); env && *env) return env;
     const KnownModel& def = known_models().front();
-    const std::string p = find_installed(def.file);
+    const std::string p = find_installed(def.file, also_under);
     if (p.empty())
       fail("no model given and the default model (" + def.name + ") is not installed: run scripts/setup.sh, `leanlm pull " +
            def.name + "`, or name a model file");
@@ -118,7 +119,7 @@ std::string resolve_model_path(const std::string& name) {
   std::error_code ec;
   if (fs::exists(name, ec)) return name;  // a file of that name wins over a short name
   if (const KnownModel* m = find_known_model(name)) {
-    const std::string p = find_installed(m->file);
+    const std::string p = find_installed(m->file, also_under);
     if (p.empty()) fail("model '" + name + "' is not installed: run `leanlm pull " + m->name + "`");
     return p;
   }

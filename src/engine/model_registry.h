@@ -30,12 +30,13 @@ const KnownModel* find_known_model(const std::string& name);
 
 // An installed model file ("" if none): models/ beside the running binary or above it, then
 // models/ in the working directory or above it (a Python program's binary is the interpreter),
-// then ~/.cache/leanlm.
-std::string find_installed(const std::string& file);
+// then models/ in each of `also_under` or above it (the Python package passes its environment's
+// prefix, so a virtual environment inside a checkout finds the checkout's models), then ~/.cache/leanlm.
+std::string find_installed(const std::string& file, const std::vector<std::string>& also_under = {});
 // What a model argument names: a file (an existing path wins over a short name), else a known,
 // installed model's file; empty: $LEANLM_MODEL, else the default model. Throws Error when a known
 // model is not installed; an unknown name is returned as a path, so that opening it says what is wrong.
-std::string resolve_model_path(const std::string& name_or_path);
+std::string resolve_model_path(const std::string& name_or_path, const std::vector<std::string>& also_under = {});
 // Where `leanlm pull` puts models: the nearest models/ beside the binary or above it, else
 // ~/.cache/leanlm (created).
 std::string default_models_dir();
