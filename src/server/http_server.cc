@@ -15,6 +15,7 @@
 
 #include "server/metrics.h"
 #include "engine/text_stream.h"
+#include "server/chat_page.h"
 #include "util/error.h"
 
 namespace leanlm {
@@ -33,7 +34,7 @@ std::string random_id(const char* prefix) {
 // The request's token counts, read under its lock (the loop writes them).
 Usage usage_of(Request& r) {
   std::lock_guard<std::mutex> lk(r.mu);
-  return {r.prompt_tokens, r.completion_tokens, r.cached_tokens};
+  return {r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.kv_bytes};
 }
 
 void send_json(httplib::Response& res, int status, const json& body) {
@@ -162,7 +163,8 @@ struct HttpServer::Impl {
     res.set_chunked_content_provider(
         "text/event-stream",
         [pr, meta, first, tok, guard](size_t, httplib::DataSink& sink) {
-          auto send = [&](const json& j) {
+          auto send = [&](json j) {
+            if (pr->include_kv) j["kv_bytes"] = usage_of(*pr->req).kv_bytes;  // leanlm's extension
             const std::string s = "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
             return sink.write(s.data(), s.size());
           };
@@ -213,6 +215,14 @@ struct HttpServer::Impl {
         });
   }
 
+  // What the "kv" extension may ask for, the server's default first (the chat page's codec picker).
+  json allowed_codecs() const {
+    json a = json::array({limits.default_kv.codec.name()});
+    for (const std::string& c : limits.kv_codecs)
+      if (c != limits.default_kv.codec.name()) a.push_back(c);
+    return a;
+  }
+
   void routes() {
     svr.set_payload_max_length(o.max_body_bytes);
     svr.set_read_timeout(30, 0);   // per read: a slow client may take longer in all, not stall
@@ -226,7 +236,8 @@ struct HttpServer::Impl {
     svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
 
     svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      if (o.api_key.empty() || req.path == "/health" || req.path == "/metrics")
+      // The chat page itself is static (no model output in it); its API calls carry the key.
+      if (o.api_key.empty() || req.path == "/health" || req.path == "/metrics" || req.path == "/")
         return httplib::Server::HandlerResponse::Unhandled;
       const std::string auth = req.get_header_value("Authorization");
       if (auth == "Bearer " + o.api_key) return httplib::Server::HandlerResponse::Unhandled;
@@ -246,6 +257,11 @@ struct HttpServer::Impl {
       metrics.count_http(res.status);
     });
 
+    svr.Get("/", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_header("Cache-Control", "no-cache");
+      res.set_header("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; script-src 'unsafe-inline'; style-src 'unsafe-inline'");
+      res.set_content(chat_page_html(), "text/html; charset=utf-8");
+    });
     svr.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
       if (!ready || stopping) {
         send_json(res, 503, {{"status", stopping ? "shutting down" : "loading"}});
@@ -266,7 +282,8 @@ struct HttpServer::Impl {
                                         {"object", "model"},
                                         {"created", created},
                                         {"owned_by", "leanlm"},
-                                        {"max_model_len", limits.max_ctx}}})}});
+                                        {"max_model_len", limits.max_ctx},
+                                        {"kv_codecs", allowed_codecs()}}})}});
     };
     const auto chat = [this](const httplib::Request& req, httplib::Response& res) { generate(req, res, true); };
     const auto completions = [this](const httplib::Request& req, httplib::Response& res) { generate(req, res, false); };

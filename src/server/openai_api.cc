@@ -116,6 +116,7 @@ void parse_common(const json& body, const ApiLimits& lim, ParsedRequest& p) {
     if (!so.is_object()) bad("stream_options", "'stream_options' must be an object");
     if (!p.stream) bad("stream_options", "'stream_options' is only allowed with 'stream': true");
     p.include_usage = boolean(so, "include_usage", false);
+    p.include_kv = boolean(so, "include_kv", false);
   }
   // The "kv" extension: the request's KV cache configuration, within what the server allows.
   r->kv = lim.default_kv;

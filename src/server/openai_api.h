@@ -40,6 +40,7 @@ struct ParsedRequest {
   bool chat = true;
   bool stream = false;
   bool include_usage = false;
+  bool include_kv = false;         // stream_options.include_kv (leanlm): each chunk carries "kv_bytes"
   bool logprobs = false;           // chat: logprobs: true; completions: logprobs: N
   std::string model;
 };
@@ -60,6 +61,7 @@ nlohmann::json logprobs_json(const std::vector<TokenLogprob>& toks, const Tokeni
 // as usage.prompt_tokens_details.cached_tokens, as OpenAI and vLLM do).
 struct Usage {
   int prompt = 0, completion = 0, cached = 0;
+  size_t kv_bytes = 0;  // the request's KV cache bytes at its latest event
 };
 nlohmann::json usage_json(const Usage& u);
 nlohmann::json final_response(const ParsedRequest& p, const ResponseMeta& m, const std::string& text,

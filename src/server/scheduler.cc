@@ -107,6 +107,7 @@ void Scheduler::emit(Slot& s, GenerationEvent ev) {
   Request& r = *s.req;
   std::lock_guard<std::mutex> lk(r.mu);
   r.completion_tokens = std::max(0, s.generated());
+  if (s.seq) r.kv_bytes = s.seq->kv_bytes();
   r.events.push_back(std::move(ev));
   r.cv.notify_all();
 }

@@ -69,6 +69,7 @@ struct Request {
   std::deque<GenerationEvent> events;
   int prompt_tokens = 0, completion_tokens = 0;
   int cached_tokens = 0;  // prompt tokens read from the prefix cache at the first admission
+  size_t kv_bytes = 0;    // its sequence's KV bytes at the latest event (the chat page shows them live)
   int preemptions = 0;    // times its KV was freed to make room (then recomputed)
   std::atomic<bool> cancelled{false};  // set by the reader (client gone); the loop frees the sequence
 
