@@ -17,7 +17,7 @@ done
 say() { echo "setup: $*" >&2; }
 
 # 1. Debian packages (compiler, CMake, libraries the build links against).
-APT_PKGS=(g++ cmake ninja-build pkg-config python3-venv libgtest-dev libgmock-dev libbenchmark-dev
+APT_PKGS=(g++ cmake ninja-build pkg-config python3-venv python3-dev libgtest-dev libgmock-dev libbenchmark-dev
           libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libpcre2-dev libgd-dev clang libzip-dev libssl-dev
           libopenblas-dev
           haproxy)

@@ -11,6 +11,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <atomic>
 #include <cmath>
 #include <memory>
 #include <mutex>
@@ -196,6 +197,7 @@ class Generation {
     if (!seq_) return;
     nb::gil_scoped_release release;
     std::lock_guard lock(m_.mu());
+    if (!seq_) return;  // closed by another thread meanwhile
     kv_bytes_last_ = seq_->kv_bytes();
     seq_.reset();
   }
@@ -214,6 +216,20 @@ class Generation {
   // One engine call (a prompt chunk or a decode step) and the text it releases. Runs without the GIL.
   std::string step() {
     std::lock_guard lock(m_.mu());
+    if (done_ || !seq_) {  // closed, or finished by another thread meanwhile
+      done_ = true;
+      return "";
+    }
+    try {
+      return decode_step();
+    } catch (...) {  // an engine error ends the generation and frees its KV (we hold the lock)
+      done_ = true;
+      seq_.reset();
+      throw;
+    }
+  }
+
+  std::string decode_step() {
     Engine& e = m_.engine();
     if (fed_ < prompt_.size()) {  // the prompt, a batch at a time so that Ctrl-C is seen between batches
       const size_t n = std::min(prompt_.size() - fed_, size_t(e.forward().max_batch()));
@@ -254,7 +270,7 @@ class Generation {
   std::unique_ptr<SequenceState> seq_;
   size_t fed_ = 0;
   int next_ = -1, generated_ = 0;
-  bool done_ = false;
+  std::atomic<bool> done_{false};
   std::string reason_;
   size_t kv_bytes_last_ = 0;
 };
