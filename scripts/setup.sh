@@ -21,29 +21,24 @@ APT_PKGS=(g++ cmake ninja-build pkg-config python3-venv python3-dev libgtest-dev
           libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libpcre2-dev libgd-dev clang libzip-dev libssl-dev
           libopenblas-dev
           haproxy)
-missing=()
-for p in "${APT_PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+# apt_install [APT-GET FLAGS...] -- PACKAGES...: installs the packages not installed yet (one update first).
+apt_install() {
+  local flags=() missing=() p
+  while [ "$1" != "--" ]; do flags+=("$1"); shift; done
+  shift
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
   say "installing ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  local SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${flags[@]}" "${missing[@]}" >/dev/null
+}
+apt_install -- "${APT_PKGS[@]}"
 # Headless Chromium and its driver for the chat page's browser test (tests/test_chat_page.py);
 # without the recommended desktop packages, which the test does not need.
-BROWSER_PKGS=(chromium chromium-driver fonts-liberation)
-missing=()
-for p in "${BROWSER_PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  say "installing ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_install --no-install-recommends -- chromium chromium-driver fonts-liberation
 
 # 2. Project-local Python environment: the default model's package, gguf (test fixtures), corpus.
 PY=python3

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 import uuid
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Generic, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union, cast
 
 from ._core import Generation as _Generation
 from ._core import LeanlmError
@@ -27,6 +27,22 @@ __all__ = ["Model", "Stream", "LeanlmError", "__version__"]
 __version__ = "0.1.0"
 
 Prompt = Union[str, Sequence[int]]
+T = TypeVar("T")
+
+
+class _FromCore(Generic[T]):
+    """A read-only attribute passed through from the engine object behind a wrapper (its _core)."""
+
+    def __init__(self, doc: str = "") -> None:
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, obj: Any, owner: Any = None) -> T:
+        if obj is None:  # looked up on the class (help(), inspect)
+            return cast(T, self)
+        return cast(T, getattr(obj._core, self._name))
 
 
 def _parse_bytes(value: Union[int, float, str, None], what: str) -> int:
@@ -63,15 +79,15 @@ class Stream:
     """
 
     def __init__(self, gen: _Generation) -> None:
-        self._gen = gen
+        self._core = gen
 
     def __iter__(self) -> "Stream":
         return self
 
     def __next__(self) -> str:
-        piece = self._gen.next()
+        piece = self._core.next()
         if piece is None:
-            self._gen.close()
+            self._core.close()
             raise StopIteration
         return piece
 
@@ -82,28 +98,13 @@ class Stream:
         self.close()
 
     def close(self) -> None:
-        self._gen.close()
+        self._core.close()
 
-    @property
-    def finish_reason(self) -> Optional[str]:
-        return self._gen.finish_reason
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self._gen.prompt_tokens
-
-    @property
-    def completion_tokens(self) -> int:
-        return self._gen.completion_tokens
-
-    @property
-    def kv_bytes(self) -> int:
-        return self._gen.kv_bytes
-
-    @property
-    def text(self) -> str:
-        """Everything yielded so far."""
-        return self._gen.text
+    finish_reason: _FromCore[Optional[str]] = _FromCore("'stop' or 'length' once the generation ended")
+    prompt_tokens: _FromCore[int] = _FromCore()
+    completion_tokens: _FromCore[int] = _FromCore()
+    kv_bytes: _FromCore[int] = _FromCore("bytes of the generation's KV cache (kept after it is freed)")
+    text: _FromCore[str] = _FromCore("everything yielded so far")
 
 
 def _check_range(name: str, value: float, lo: float, hi: float) -> None:
@@ -130,43 +131,18 @@ class Model:
         budget = "" if kv_budget is None else str(kv_budget)
         # Short names are looked up in models/ beside the interpreter, the working directory, this
         # environment (a virtual environment inside a checkout finds the checkout's models) and ~/.cache/leanlm.
-        self._m = _CoreModel(model, [sys.prefix], n_ctx, threads, batch, kv_codec, kv_evict, budget, float(kv_think), int(kv_topk),
+        self._core = _CoreModel(model, [sys.prefix], n_ctx, threads, batch, kv_codec, kv_evict, budget, float(kv_think), int(kv_topk),
                              kv_codebooks or "", _parse_bytes(kv_mem, "kv_mem"))
 
     # ---- what was loaded ----
-    @property
-    def path(self) -> str:
-        return self._m.path
-
-    @property
-    def arch(self) -> str:
-        return self._m.arch
-
-    @property
-    def n_ctx(self) -> int:
-        return self._m.n_ctx
-
-    @property
-    def n_vocab(self) -> int:
-        return self._m.n_vocab
-
-    @property
-    def threads(self) -> int:
-        return self._m.threads
-
-    @property
-    def kv_config(self) -> str:
-        """The KV cache configuration's canonical name, e.g. 'kivi4' or 'f16+h2o@20%'."""
-        return self._m.kv_config
-
-    @property
-    def chat_format(self) -> str:
-        return self._m.chat_format
-
-    @property
-    def kv_bytes_in_use(self) -> int:
-        """Bytes of KV cache held right now by all of this model's live generations."""
-        return self._m.kv_bytes_in_use
+    path: _FromCore[str] = _FromCore("the model file")
+    arch: _FromCore[str] = _FromCore()
+    n_ctx: _FromCore[int] = _FromCore()
+    n_vocab: _FromCore[int] = _FromCore()
+    threads: _FromCore[int] = _FromCore()
+    kv_config: _FromCore[str] = _FromCore("the KV cache configuration's canonical name, e.g. 'kivi4' or 'f16+h2o@20%'")
+    chat_format: _FromCore[str] = _FromCore()
+    kv_bytes_in_use: _FromCore[int] = _FromCore("bytes of KV cache held right now by all of this model's live generations")
 
     # ---- tokens ----
     def tokenize(self, text: Union[str, bytes], add_bos: bool = True, special: bool = False) -> List[int]:
@@ -174,10 +150,10 @@ class Model:
         written in the text (like '<start_of_turn>') become their ids."""
         if isinstance(text, bytes):
             text = text.decode("utf-8")
-        return self._m.tokenize(text, add_bos, special)
+        return self._core.tokenize(text, add_bos, special)
 
     def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
-        return self._m.detokenize(list(ids), special)
+        return self._core.detokenize(list(ids), special)
 
     # ---- generation ----
     def generate(self, prompt: Prompt, max_tokens: Optional[int] = 128, temperature: float = 0.8, top_k: int = 40,
@@ -215,7 +191,7 @@ class Model:
             ids = [int(t) for t in prompt]
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little")
-        gen = self._m.start(ids, -1 if max_tokens is None else int(max_tokens), float(temperature), int(top_k),
+        gen = self._core.start(ids, -1 if max_tokens is None else int(max_tokens), float(temperature), int(top_k),
                             float(top_p), float(min_p), float(repeat_penalty), int(repeat_last_n),
                             int(seed) & 0xFFFFFFFFFFFFFFFF, stops, bool(ignore_eos))
         return Stream(gen)
@@ -294,14 +270,14 @@ class Model:
             if not isinstance(content, str):
                 raise ValueError(f"messages[{i}]['content'] must be a string")
             pairs.append((role, content))
-        return self._m.format_chat(pairs, add_generation_prompt)
+        return self._core.format_chat(pairs, add_generation_prompt)
 
     # ---- scoring ----
     def perplexity(self, text: str, n_ctx: int = 512, max_chunks: Optional[int] = None) -> float:
         """Perplexity of text as `leanlm perplexity` (and llama-perplexity) computes it: chunks of
         n_ctx tokens, each from an empty cache, the second half of each scored."""
         ids = self.tokenize(text, add_bos=True, special=False)
-        ppl, _ = self._m.perplexity(ids, int(n_ctx), -1 if max_chunks is None else int(max_chunks))
+        ppl, _ = self._core.perplexity(ids, int(n_ctx), -1 if max_chunks is None else int(max_chunks))
         return ppl
 
     def __repr__(self) -> str:

@@ -51,17 +51,8 @@ EngineOptions engine_options(const ModelArgs& a) {
   o.threads = a.threads;
   o.ctx = a.n_ctx;
   o.batch = a.batch;
-  o.kv.codec = parse_codec(a.kv_codec);
-  o.kv.evict = parse_evict(a.kv_evict);
-  if (!a.kv_budget.empty()) parse_budget(a.kv_budget, o.kv);
-  o.kv.think = a.kv_think;
-  o.kv.top_k = a.kv_topk;
-  o.kv.codebooks = a.kv_codebooks;
+  o.kv = parse_kv_config(a.kv_codec, a.kv_evict, a.kv_budget, a.kv_think, a.kv_topk, a.kv_codebooks);
   o.kv_mem = a.kv_mem;
-  if (o.kv.evict.kind != EvictSpec::Kind::None && o.kv.budget_for(a.n_ctx) <= 0)
-    fail("kv_evict='" + o.kv.evict.name() + "' needs kv_budget (tokens, or a percentage like '20%')");
-  if (o.kv.evict.kind == EvictSpec::Kind::None && !a.kv_budget.empty()) fail("kv_budget needs an eviction policy (kv_evict)");
-  o.kv.check();
   return o;
 }
 
@@ -125,11 +116,7 @@ class Model {
         const int max_batch = engine_->forward().max_batch();
         for (int start = 0; start < n_ctx; start += max_batch) {
           const int n = std::min(max_batch, n_ctx - start);
-          std::vector<BatchEntry> batch;
-          for (int j = 0; j < n; ++j) {
-            const int p = start + j;
-            batch.push_back({seq.get(), chunk[p], p, p >= first && p < n_ctx - 1});
-          }
+          const std::vector<BatchEntry> batch = perplexity_batch(seq.get(), chunk, start, n, first);
           const float* logits = engine_->forward().run(batch);
           int row = 0;
           for (int j = 0; j < n; ++j) {

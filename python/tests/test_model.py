@@ -175,7 +175,7 @@ def test_engine_errors_carry_the_engine_message(tmp_path):
     cut.write_bytes(src[: len(src) // 3])
     with pytest.raises(leanlm.LeanlmError):
         leanlm.Model(str(cut))
-    with pytest.raises(leanlm.LeanlmError, match="kv_budget"):
+    with pytest.raises(leanlm.LeanlmError, match="kv.budget"):
         leanlm.Model("gemma3-270m", kv_evict="h2o")
     with pytest.raises(ValueError, match="kv_mem"):
         leanlm.Model("gemma3-270m", kv_mem="lots")

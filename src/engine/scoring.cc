@@ -11,6 +11,14 @@ std::vector<int> perplexity_chunk(const std::vector<int>& tokens, int ci, int n_
   return chunk;
 }
 
+std::vector<BatchEntry> perplexity_batch(SequenceState* seq, const std::vector<int>& chunk, int start, int n, int first) {
+  const int n_ctx = int(chunk.size());
+  std::vector<BatchEntry> batch;
+  batch.reserve(n);
+  for (int p = start; p < start + n; ++p) batch.push_back({seq, chunk[p], p, p >= first && p < n_ctx - 1});
+  return batch;
+}
+
 namespace {
 
 // max and log(sum exp(x - max)) of a row.

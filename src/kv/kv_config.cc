@@ -234,6 +234,22 @@ void parse_budget(const std::string& text, KvConfig& cfg) {
   }
 }
 
+KvConfig parse_kv_config(const std::string& codec, const std::string& evict, const std::string& budget, double think,
+                         int top_k, const std::string& codebooks) {
+  KvConfig k;
+  k.codec = parse_codec(codec);
+  k.evict = parse_evict(evict);
+  if (!budget.empty()) parse_budget(budget, k);
+  k.think = think;
+  k.top_k = top_k;
+  k.codebooks = codebooks;
+  if (k.evict.kind != EvictSpec::Kind::None && k.budget_tokens <= 0 && k.budget_frac <= 0)
+    fail("--kv-evict " + k.evict.name() + " needs --kv-budget (tokens, or a percentage like 20%)");
+  if (k.evict.kind == EvictSpec::Kind::None && !budget.empty()) fail("--kv-budget needs an eviction policy (--kv-evict)");
+  k.check();
+  return k;
+}
+
 void KvConfig::check() const {
   using K = CodecSpec::Kind;
   const bool evicting = evict.kind != EvictSpec::Kind::None;

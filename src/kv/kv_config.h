@@ -66,6 +66,10 @@ CodecSpec parse_codec(const std::string& text);
 EvictSpec parse_evict(const std::string& text);
 // "1024" (tokens) or "20%" (of the context).
 void parse_budget(const std::string& text, KvConfig& cfg);
+// The configuration the --kv-* flags describe (the Python package's kv_* arguments are the same),
+// checked with KvConfig::check; budget "" means none, and a budget needs an eviction policy.
+KvConfig parse_kv_config(const std::string& codec, const std::string& evict, const std::string& budget, double think,
+                         int top_k, const std::string& codebooks);
 // Comma-separated list.
 std::vector<std::string> split_list(const std::string& text);
 

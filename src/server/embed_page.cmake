@@ -4,7 +4,6 @@ file(READ "${IN}" hex HEX)
 string(LENGTH "${hex}" n)
 math(EXPR bytes "${n} / 2")
 string(REGEX REPLACE "([0-9a-f][0-9a-f])" "'\\\\x\\1'," body "${hex}")
-string(REGEX REPLACE "(('\\\\x[0-9a-f][0-9a-f]',){32})" "\\1\n" body "${body}")
 file(WRITE "${OUT}.tmp" "// Generated from src/server/chat_page.html by src/server/embed_page.cmake; do not edit.\n"
   "#include \"server/chat_page.h\"\n\nnamespace leanlm {\n\nnamespace {\nconst char kPage[] = {\n${body}\n};\n}  // namespace\n\n"
   "const std::string& chat_page_html() {\n  static const std::string page(kPage, ${bytes});\n  return page;\n}\n\n}  // namespace leanlm\n")

@@ -93,11 +93,7 @@ void perplexity(const PplFlags& f) {
     double chunk_nll = 0;
     for (int start = 0; start < n_ctx; start += engine.forward().max_batch()) {
       const int n = std::min(engine.forward().max_batch(), n_ctx - start);
-      std::vector<BatchEntry> batch;
-      for (int j = 0; j < n; ++j) {
-        const int p = start + j;
-        batch.push_back({seq.get(), chunk[p], p, p >= first && p < n_ctx - 1});
-      }
+      const std::vector<BatchEntry> batch = perplexity_batch(seq.get(), chunk, start, n, first);
       // The base model's logits of the same rows, first; they stay valid while -m's run (each
       // engine has its own buffers).
       const float* base_logits = nullptr;

@@ -59,17 +59,8 @@ EngineOptions EngineFlags::resolve(bool progress) const {
   o.threads = threads;
   o.ctx = ctx;
   o.batch = batch > 0 ? batch : 512;
-  o.kv.codec = parse_codec(kv_codec);
-  o.kv.evict = parse_evict(kv_evict);
-  parse_budget(kv_budget, o.kv);
-  o.kv.think = kv_think;
-  o.kv.top_k = kv_topk;
-  o.kv.codebooks = kv_codebooks;
+  o.kv = parse_kv_config(kv_codec, kv_evict, kv_budget, kv_think, kv_topk, kv_codebooks);
   o.kv_mem = size_t(kv_mem_mib * 1024 * 1024);
-  if (o.kv.evict.kind != EvictSpec::Kind::None && o.kv.budget_for(ctx) <= 0)
-    fail("--kv-evict " + o.kv.evict.name() + " needs --kv-budget (tokens, or a percentage like 20%)");
-  if (o.kv.evict.kind == EvictSpec::Kind::None && !kv_budget.empty())
-    fail("--kv-budget needs an eviction policy (--kv-evict)");
   o.progress = progress;
   return o;
 }
